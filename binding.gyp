@@ -1,0 +1,19 @@
+{
+  "targets": [
+    {
+      "target_name": "flash_mpt",
+      "sources": [
+        "<!@(node -p \"require('./scripts/sources').cpuSources().join(' ')\")"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "."
+      ],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],
+      "libraries": ["-lpthread"]
+    }
+  ]
+}

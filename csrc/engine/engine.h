@@ -1,0 +1,76 @@
+// The engine interface shared by the CPU reference backend (csrc/engine/cpu) and the CUDA backend
+// (csrc/engine/cuda). The N-API layer (csrc/binding) only talks to this interface.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace flashmpt {
+
+enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
+
+// Normalized model hyper-parameters (lib/config.ts produces them from either config layout).
+struct ModelConfig {
+  int d_model = 0, n_heads = 0, n_layers = 0, d_ff = 0, vocab_size = 0, max_seq_len = 0;
+  float ln_eps = 1e-5f;
+  bool qk_ln = false;
+  bool has_bias = false;      // no_bias == false: every Linear and LayerNorm has a bias
+  float clip_qkv = 0.f;       // <= 0: no clipping; else qkv = clamp(qkv, -clip, clip) before the split
+  float softmax_scale = 0.f;  // resolved: 1/sqrt(head_dim) when the config says null
+  float logit_scale = 1.f;    // resolved: 1 when null
+  std::vector<float> alibi_slopes;  // n_heads slopes, bias = slope_h * (j - i); empty: no ALiBi
+};
+
+// Where the bytes of one weight tensor live in a checkpoint file. Names are canonical (lib/checkpoint/names.ts):
+//   wte.weight, ln_f.weight|bias,
+//   blocks.{i}.ln_1.weight|bias, blocks.{i}.attn.Wqkv.weight|bias, blocks.{i}.attn.q_ln.weight|bias,
+//   blocks.{i}.attn.k_ln.weight|bias, blocks.{i}.attn.out_proj.weight|bias, blocks.{i}.ln_2.weight|bias,
+//   blocks.{i}.mlp.up.weight|bias, blocks.{i}.mlp.down.weight|bias
+// Linear weights are [out, in] row-major as PyTorch stores them.
+struct TensorSource {
+  std::string name;
+  std::string file;   // absolute path
+  uint64_t offset = 0;  // byte offset of the first element in the file
+  uint64_t bytes = 0;
+  DType dtype = DType::F32;
+  std::vector<int64_t> shape;
+};
+
+struct EngineOptions {
+  ModelConfig config;
+  std::vector<TensorSource> tensors;  // ignored when random_weights
+  bool random_weights = false;        // benchmark default: weights ~ N(0, 0.02) from `seed`, made on the device
+  uint64_t seed = 0;
+  int device = -1;                    // -1: CPU; >= 0: CUDA device ordinal
+  DType compute_dtype = DType::BF16;  // CUDA: BF16 or F16; CPU always computes in F32
+  int64_t kv_tokens = 0;              // KV cache budget per sequence slot, in tokens (context length)
+  int max_sequences = 1;              // sequence slots
+  int threads = 0;                    // CPU: worker threads, 0 = all cores
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  // Reserve a sequence slot (empty KV cache); throws FlashError E_OUT_OF_MEMORY when all are taken.
+  virtual int createSequence() = 0;
+  virtual void releaseSequence(int seq) = 0;
+  virtual int64_t sequenceLength(int seq) const = 0;
+  // Append n token ids to `seq` and run them (prefill or decode). Writes vocab_size logits per appended
+  // position to `out` when all_logits, else only those of the last position. Throws E_CONTEXT_LENGTH
+  // past kv_tokens, E_TOKEN_RANGE for ids outside [0, vocab_size).
+  virtual void forward(int seq, const int32_t* ids, int64_t n, bool all_logits, float* out) = 0;
+  // One decode step for `n` sequences, one new token each; out is n x vocab_size logits.
+  virtual void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) = 0;
+  // Bytes of device (or host, for CPU) memory held: weights, KV cache and workspace.
+  virtual int64_t weightBytes() const = 0;
+  virtual int64_t kvCacheBytes() const = 0;
+  virtual int64_t workspaceBytes() const = 0;
+};
+
+std::unique_ptr<Engine> createCpuEngine(const EngineOptions& options);
+// Throws FlashError E_DEVICE when the addon was built without CUDA or the device does not exist.
+std::unique_ptr<Engine> createCudaEngine(const EngineOptions& options);
+int cudaDeviceCount();  // 0 without CUDA or without a GPU; never throws
+
+}  // namespace flashmpt

@@ -1,0 +1,48 @@
+// Parameters of the attention kernels (one plain struct per kernel, as in FlashAttention).
+// Layouts are given by element strides so the same kernels read q from a projection buffer and k/v from
+// the KV cache without copies. ALiBi is computed in registers from `alibi_slopes`: bias = slope_h * (j - i)
+// for key position j and query position i (absolute positions), never a materialized mask.
+#pragma once
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace flashmpt {
+
+enum class AttnDType : int { F16 = 1, BF16 = 2 };
+
+// Prefill / extend: seqlen_q queries against seqlen_k keys per (batch, head). With causal, query i (0-based)
+// sits at absolute position seqlen_k - seqlen_q + i and sees keys j <= that position (bottom-right aligned),
+// so the same kernel serves a fresh prompt (seqlen_q == seqlen_k) and a chunk appended to a cached prefix.
+struct FlashAttentionParams {
+  const void* q; const void* k; const void* v; void* o;  // dtype elements
+  int64_t q_batch_stride, q_row_stride, q_head_stride;
+  int64_t k_batch_stride, k_row_stride, k_head_stride;
+  int64_t v_batch_stride, v_row_stride, v_head_stride;
+  int64_t o_batch_stride, o_row_stride, o_head_stride;
+  int batch, n_heads, seqlen_q, seqlen_k, head_dim;  // head_dim 64 or 128
+  float softmax_scale;
+  const float* alibi_slopes;  // device, n_heads floats; nullptr: no ALiBi
+  bool causal;
+  AttnDType dtype;
+};
+cudaError_t flash_attention_prefill(const FlashAttentionParams& params, cudaStream_t stream);
+
+// Decode: one query per (batch, head) against that sequence's cached keys, split over the key axis
+// (flash-decoding) with a log-sum-exp merge. The query is at absolute position seq_len[b] - 1.
+struct DecodeAttentionParams {
+  const void* q;  // [batch][n_heads][head_dim], contiguous
+  void* o;        // [batch][n_heads][head_dim], contiguous
+  const void* k_cache; const void* v_cache;  // element (b's slot) at cache + slot[b]*slot_stride + pos*row_stride + h*head_stride
+  const int* slot;     // device [batch]: KV cache slot of each sequence
+  const int* seq_len;  // device [batch]: keys to attend, the new token included
+  int64_t slot_stride, row_stride, head_stride;
+  int batch, n_heads, head_dim, max_seq_len;  // max_seq_len bounds seq_len (sizes the split grid)
+  float softmax_scale;
+  const float* alibi_slopes;  // device or nullptr
+  float* workspace;  // decode_attention_workspace_floats(...) floats: partial outputs and LSEs of the splits
+  AttnDType dtype;
+};
+size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, int max_seq_len);
+cudaError_t decode_attention(const DecodeAttentionParams& params, cudaStream_t stream);
+
+}  // namespace flashmpt
