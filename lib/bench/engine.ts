@@ -1,0 +1,140 @@
+/**
+ * `flash-mpt bench`: throughput of the engine on a random-weight model made in memory (the real 1B shape on a
+ * GPU, a small shape on CPU) or on a real checkpoint (--model DIR). Figures are stated against ceilings
+ * measured in the same run where the backend has them (DESIGN.md §5).
+ */
+import { parseConfig, MptConfig } from '../config';
+import { createRandomModel, loadModel, Model } from '../model';
+import { loadNative } from '../native';
+
+export interface EngineBenchOptions {
+  modelDir?: string;
+  device: string;
+  dtype: 'bf16' | 'f16';
+  prefillLengths?: number[];
+  decodeTokens?: number;
+  promptTokens?: number;
+}
+
+export interface EngineBenchResult {
+  device: string;
+  model: string;
+  params: number;
+  weightBytes: number;
+  prefill: Array<{ tokens: number; ms: number; tokensPerSecond: number; tflops: number }>;
+  decode: { promptTokens: number; newTokens: number; msPerToken: number; tokensPerSecond: number };
+  streamApi: { tokensPerSecond: number; ratioToNativeLoop: number };
+}
+
+/** MosaicML-1B-RedPajama-Llama's shape in the `mpt` layout. */
+export const SEED_MODEL_SHAPE = {
+  model_type: 'mpt', d_model: 2048, n_heads: 16, n_layers: 24, expansion_ratio: 4, max_seq_len: 2048, vocab_size: 50432,
+  no_bias: true, attn_config: { alibi: true, alibi_bias_max: 8, qk_ln: true, clip_qkv: null, softmax_scale: null },
+};
+/** A small shape that a 2-core CPU runs in seconds, same vocabulary as the seed model. */
+export const CPU_BENCH_SHAPE = { ...SEED_MODEL_SHAPE, d_model: 256, n_heads: 4, n_layers: 4, max_seq_len: 512 };
+
+export function paramCount(c: MptConfig): number {
+  const perLayer = 3 * c.dModel * c.dModel + c.dModel * c.dModel + 2 * c.dModel * c.dFf + 2 * c.dModel + (c.qkLn ? 2 * c.dModel : 0);
+  return c.vocabSize * c.dModel + c.nLayers * perLayer + c.dModel;
+}
+
+/** Forward FLOPs of `tokens` prompt tokens: 2 per weight per token (LM head on the last token only) + causal attention. */
+function prefillFlops(c: MptConfig, tokens: number): number {
+  const body = 2 * (paramCount(c) - c.vocabSize * c.dModel) * tokens + 2 * c.vocabSize * c.dModel;
+  const attention = c.nLayers * 4 * c.nHeads * tokens * tokens * c.headDim * 0.5;
+  return body + attention;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function timePrefill(model: Model, tokens: number, repeats: number): Promise<number> {
+  const engine = model.live();
+  const ids = Int32Array.from({ length: tokens }, (_, i) => (i * 7919 + 13) % model.config.vocabSize);
+  const times: number[] = [];
+  for (let r = 0; r < repeats + 1; r++) {
+    const seq = engine.createSequence();
+    const t0 = performance.now();
+    await engine.forward(seq, ids, false);
+    const dt = performance.now() - t0;
+    engine.releaseSequence(seq);
+    if (r > 0) times.push(dt); // the first run warms up (allocations, graph capture)
+  }
+  return median(times);
+}
+
+async function timeNativeDecode(model: Model, promptTokens: number, newTokens: number): Promise<number> {
+  const engine = model.live();
+  const seq = engine.createSequence();
+  try {
+    await engine.forward(seq, Int32Array.from({ length: promptTokens }, (_, i) => i + 1), false);
+    const token = Int32Array.of(42);
+    await engine.forward(seq, token, false);
+    const t0 = performance.now();
+    for (let i = 0; i < newTokens; i++) await engine.forward(seq, token, false);
+    return (performance.now() - t0) / newTokens;
+  } finally {
+    engine.releaseSequence(seq);
+  }
+}
+
+async function timeStreamApi(model: Model, promptTokens: number, newTokens: number): Promise<number> {
+  const stream = model.stream({ ids: Array.from({ length: promptTokens }, (_, i) => i + 1) }, { maxTokens: newTokens + 1, temperature: 0, ignoreEos: true });
+  let first = 0;
+  let count = 0;
+  for await (const chunk of stream) {
+    if (chunk.tokenId === null) continue;
+    if (count++ === 0) first = performance.now(); // from the first token on: decode only, prompt excluded
+  }
+  return ((count - 1) * 1000) / (performance.now() - first);
+}
+
+export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBenchResult> {
+  const gpu = opts.device !== 'cpu' && (opts.device !== 'auto' || loadNative().deviceCount() > 0);
+  const promptTokens = opts.promptTokens ?? 32;
+  const decodeTokens = opts.decodeTokens ?? (gpu ? 128 : 16);
+  const config = opts.modelDir ? undefined : parseConfig(gpu ? SEED_MODEL_SHAPE : CPU_BENCH_SHAPE, gpu ? 'embedded 1B shape' : 'embedded CPU shape');
+  const lengths = opts.prefillLengths ?? (gpu ? [128, 512, 2048] : [32, 128]);
+  const maxContext = Math.max(...lengths, promptTokens + decodeTokens + 2);
+  const model = opts.modelDir
+    ? await loadModel(opts.modelDir, { device: opts.device as 'auto', dtype: opts.dtype, maxContext })
+    : await createRandomModel(config!, { device: opts.device as 'auto', dtype: opts.dtype, maxContext });
+  try {
+    const c = model.config;
+    const prefill = [];
+    for (const tokens of lengths) {
+      const ms = await timePrefill(model, tokens, gpu ? 5 : 1);
+      prefill.push({ tokens, ms, tokensPerSecond: (tokens * 1000) / ms, tflops: prefillFlops(c, tokens) / (ms * 1e9) });
+    }
+    const msPerToken = await timeNativeDecode(model, promptTokens, decodeTokens);
+    const streamTps = await timeStreamApi(model, promptTokens, decodeTokens);
+    return {
+      device: model.device,
+      model: opts.modelDir ?? `random ${c.nLayers}L d${c.dModel} h${c.nHeads} vocab ${c.vocabSize}`,
+      params: paramCount(c),
+      weightBytes: model.memory().weightBytes,
+      prefill,
+      decode: { promptTokens, newTokens: decodeTokens, msPerToken, tokensPerSecond: 1000 / msPerToken },
+      streamApi: { tokensPerSecond: streamTps, ratioToNativeLoop: streamTps / (1000 / msPerToken) },
+    };
+  } finally {
+    await model.dispose();
+  }
+}
+
+export function formatEngineBench(r: EngineBenchResult): string {
+  const lines = [
+    `flash-mpt bench — ${r.model} (${(r.params / 1e6).toFixed(1)} M params, ${(r.weightBytes / 1e9).toFixed(2)} GB of weights) on ${r.device}`,
+    '',
+    '| prefill tokens | ms | tokens/s | TFLOP/s |',
+    '| ---: | ---: | ---: | ---: |',
+    ...r.prefill.map((p) => `| ${p.tokens} | ${p.ms.toFixed(2)} | ${p.tokensPerSecond.toFixed(0)} | ${p.tflops.toFixed(3)} |`),
+    '',
+    `decode (batch 1, prompt ${r.decode.promptTokens}, ${r.decode.newTokens} new tokens): ${r.decode.msPerToken.toFixed(3)} ms/token, ${r.decode.tokensPerSecond.toFixed(1)} tokens/s`,
+    `stream() API: ${r.streamApi.tokensPerSecond.toFixed(1)} tokens/s = ${(100 * r.streamApi.ratioToNativeLoop).toFixed(1)}% of the native decode loop`,
+  ];
+  return lines.join('\n');
+}

@@ -1,0 +1,385 @@
+/**
+ * Model: the public object. Loads a Hub-style MPT folder (config.json, weights, optional tokenizer.json) onto
+ * a native engine (CPU reference or CUDA), exposes logits, and runs the generation loop: the engine produces
+ * logits, the TypeScript sampler picks tokens, the streaming decoder and stop matcher shape the text.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { z } from 'zod';
+import { loadTensorIndex } from './checkpoint';
+import { loadConfig, MptConfig } from './config';
+import { FlashMptError, fromNativeError } from './errors';
+import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig, NativeTensorSource } from './native';
+import { GenerateOptions, parseGenerateOptions, ResolvedGenerateOptions, Sampler, StopMatcher } from './sampling';
+import { Tokenizer } from './tokenizer';
+import { zodIssuesMessage } from './validation';
+
+const DeviceSchema = z.union([z.enum(['cpu', 'cuda', 'auto']), z.string().regex(/^cuda:\d+$/, 'expected cpu, cuda, cuda:N or auto')]);
+
+export const LoadModelOptionsSchema = z
+  .object({
+    device: DeviceSchema.default('auto'),
+    dtype: z.enum(['bf16', 'f16']).default('bf16'),
+    /** KV cache length per sequence; defaults to the config's max_seq_len (ALiBi lets it go past). */
+    maxContext: z.number().int().positive().optional(),
+    /** Sequences that can be in flight at once (each reserves maxContext tokens of KV cache). */
+    maxSequences: z.number().int().positive().max(1024).default(1),
+    /** CPU backend worker threads; 0 = all cores. */
+    threads: z.number().int().nonnegative().default(0),
+  })
+  .strict();
+export type LoadModelOptions = z.input<typeof LoadModelOptionsSchema>;
+
+export type FinishReason = 'stop' | 'length' | 'eos' | 'abort';
+export type Prompt = string | { ids: ArrayLike<number> };
+
+export interface GenerateResult {
+  text: string;
+  tokenIds: number[];
+  finishReason: FinishReason;
+  usage: { promptTokens: number; completionTokens: number };
+  timings: { promptMs: number; decodeMs: number; tokensPerSecond: number };
+}
+
+export interface StreamChunk {
+  /** Text made final by this token (may be empty while a UTF-8 character or a possible stop string is pending). */
+  text: string;
+  /** The sampled token; null on the last chunk when it only carries text held back until the end. */
+  tokenId: number | null;
+}
+
+function parseLoadOptions(options: unknown): z.output<typeof LoadModelOptionsSchema> {
+  const parsed = LoadModelOptionsSchema.safeParse(options ?? {});
+  if (!parsed.success) {
+    throw new FlashMptError('E_INVALID_ARGUMENT', `invalid loadModel options: ${zodIssuesMessage(parsed.error)}`, { details: parsed.error.issues });
+  }
+  return parsed.data;
+}
+
+/** Resolves 'auto' | 'cuda' | 'cuda:N' | 'cpu' to a native device ordinal (-1 = CPU). */
+function resolveDevice(device: string): number {
+  if (device === 'cpu') return -1;
+  const count = loadNative().deviceCount();
+  if (device === 'auto') return count > 0 ? 0 : -1;
+  const ordinal = device === 'cuda' ? 0 : Number(device.slice('cuda:'.length));
+  if (count === 0) {
+    const why = loadNative().buildInfo().cuda ? 'no CUDA GPU is visible' : 'this build of flash-mpt has no CUDA backend (install the CUDA toolkit and run `npm run build`)';
+    throw new FlashMptError('E_DEVICE', `device '${device}' requested but ${why}; use device 'cpu' or 'auto'`);
+  }
+  if (ordinal >= count) throw new FlashMptError('E_DEVICE', `device '${device}' does not exist: ${count} CUDA device(s) visible`);
+  return ordinal;
+}
+
+function nativeConfig(config: MptConfig): NativeModelConfig {
+  return {
+    dModel: config.dModel,
+    nHeads: config.nHeads,
+    nLayers: config.nLayers,
+    dFf: config.dFf,
+    vocabSize: config.vocabSize,
+    maxSeqLen: config.maxSeqLen,
+    layerNormEps: config.layerNormEps,
+    qkLn: config.qkLn,
+    hasBias: !config.noBias,
+    clipQkv: config.clipQkv ?? 0,
+    softmaxScale: config.softmaxScale,
+    logitScale: config.logitScale,
+    alibiSlopes: config.alibiSlopes,
+  };
+}
+
+/** A counting semaphore over the engine's sequence slots: requests beyond maxSequences wait their turn. */
+class SlotPool {
+  private free: number;
+  private waiters: Array<() => void> = [];
+  constructor(size: number) {
+    this.free = size;
+  }
+  async acquire(signal?: AbortSignal): Promise<void> {
+    if (this.free > 0) {
+      this.free--;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        this.waiters = this.waiters.filter((w) => w !== grant);
+        reject(new FlashMptError('E_ABORTED', 'aborted while waiting for a free sequence slot'));
+      };
+      const grant = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      if (signal?.aborted) return onAbort();
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(grant);
+    });
+  }
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next();
+    else this.free++;
+  }
+}
+
+export class Model implements AsyncDisposable {
+  readonly config: MptConfig;
+  readonly tokenizer: Tokenizer | undefined;
+  readonly device: string;
+  /** KV cache length per sequence (prompt + generated tokens). */
+  readonly maxContext: number;
+  private engine: NativeEngine | null;
+  private readonly slots: SlotPool;
+
+  /** @internal use loadModel() */
+  constructor(engine: NativeEngine, config: MptConfig, tokenizer: Tokenizer | undefined, device: string, maxContext: number, maxSequences: number) {
+    this.engine = engine;
+    this.config = config;
+    this.tokenizer = tokenizer;
+    this.device = device;
+    this.maxContext = maxContext;
+    this.slots = new SlotPool(maxSequences);
+  }
+
+  /** @internal The native engine; throws E_DISPOSED after dispose(). The benchmark times it directly. */
+  live(): NativeEngine {
+    if (!this.engine) throw new FlashMptError('E_DISPOSED', 'this model has been disposed');
+    return this.engine;
+  }
+
+  /** Bytes held by the engine (device memory on CUDA, host memory on CPU). */
+  memory(): { weightBytes: number; kvCacheBytes: number; workspaceBytes: number } {
+    return this.live().memory();
+  }
+
+  private toIds(ids: ArrayLike<number>, what: string): Int32Array {
+    const out = new Int32Array(ids.length);
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (!Number.isInteger(id) || id < 0 || id >= this.config.vocabSize) {
+        throw new FlashMptError('E_TOKEN_RANGE', `${what}[${i}] = ${id} is not a token id in [0, ${this.config.vocabSize})`);
+      }
+      out[i] = id;
+    }
+    return out;
+  }
+
+  /** Logits of every position of `ids` (ids.length × vocabSize, row-major), from an empty context. */
+  async logits(ids: ArrayLike<number>): Promise<Float32Array> {
+    const engine = this.live();
+    const input = this.toIds(ids, 'ids');
+    if (input.length === 0) throw new FlashMptError('E_INVALID_ARGUMENT', 'logits() needs at least one token id');
+    if (input.length > this.maxContext) {
+      throw new FlashMptError('E_CONTEXT_LENGTH', `${input.length} tokens exceed the context of ${this.maxContext} (raise loadModel's maxContext)`);
+    }
+    await this.slots.acquire();
+    let seq = -1;
+    try {
+      seq = engine.createSequence();
+      return await engine.forward(seq, input, true);
+    } catch (err) {
+      throw fromNativeError(err);
+    } finally {
+      if (seq >= 0 && this.engine) this.engine.releaseSequence(seq);
+      this.slots.release();
+    }
+  }
+
+  private promptIds(prompt: Prompt): number[] {
+    if (typeof prompt === 'string') {
+      if (!this.tokenizer) {
+        throw new FlashMptError('E_TOKENIZER', 'a text prompt needs a tokenizer, but the model folder has no tokenizer.json; pass { ids } or add tokenizer.json');
+      }
+      return this.tokenizer.encode(prompt);
+    }
+    if (!prompt || typeof prompt !== 'object' || !('ids' in prompt)) {
+      throw new FlashMptError('E_INVALID_ARGUMENT', 'prompt must be a string or { ids: number[] }');
+    }
+    return Array.from(this.toIds(prompt.ids, 'prompt.ids'));
+  }
+
+  /** Fits prompt + maxTokens into the context, or fails with E_CONTEXT_LENGTH. */
+  private fitContext(ids: number[], opts: ResolvedGenerateOptions): number[] {
+    const context = opts.maxContext ?? this.maxContext;
+    if (context > this.maxContext) {
+      throw new FlashMptError('E_CONTEXT_LENGTH', `maxContext ${context} exceeds the ${this.maxContext} tokens of KV cache reserved at load (loadModel's maxContext)`);
+    }
+    if (ids.length === 0) throw new FlashMptError('E_INVALID_ARGUMENT', 'the prompt is empty');
+    if (ids.length + opts.maxTokens <= context) return ids;
+    if (opts.truncate === 'left' && opts.maxTokens < context) return ids.slice(ids.length - (context - opts.maxTokens));
+    throw new FlashMptError(
+      'E_CONTEXT_LENGTH',
+      `prompt (${ids.length} tokens) + maxTokens (${opts.maxTokens}) exceed the context of ${context} tokens; shorten the prompt, lower maxTokens, or pass truncate: 'left'`,
+    );
+  }
+
+  /**
+   * Streams generated tokens. Breaking out of the loop or aborting the signal ends generation within one step
+   * and frees the sequence. The final chunk of a run that stopped on a stop string carries no stop text.
+   */
+  stream(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<StreamChunk, GenerateResult, undefined> {
+    const opts = parseGenerateOptions(options);
+    const ids = this.fitContext(this.promptIds(prompt), opts);
+    return this.run(ids, opts);
+  }
+
+  async generate(prompt: Prompt, options: GenerateOptions = {}): Promise<GenerateResult> {
+    const iterator = this.stream(prompt, options);
+    for (;;) {
+      const step = await iterator.next();
+      if (step.done) return step.value;
+    }
+  }
+
+  private async *run(promptIds: number[], opts: ResolvedGenerateOptions): AsyncGenerator<StreamChunk, GenerateResult, undefined> {
+    const engine = this.live();
+    const vocabLimit = this.tokenizer ? Math.min(this.tokenizer.vocabSize, this.config.vocabSize) : this.config.vocabSize;
+    const eos = this.tokenizer?.eosTokenId;
+    const sampler = new Sampler(opts, { sampleableVocabSize: vocabLimit, eosTokenId: eos });
+    sampler.setPrompt(promptIds);
+    const stopIds = new Set(opts.stopTokenIds);
+    if (eos !== undefined && !opts.ignoreEos) stopIds.add(eos);
+    const decoder = this.tokenizer?.createDecoder();
+    const stopMatcher = new StopMatcher(opts.stop);
+    const tokenIds: number[] = [];
+    let text = '';
+    let finishReason: FinishReason = 'length';
+    const start = performance.now();
+    let promptMs = 0;
+
+    await this.slots.acquire(opts.signal);
+    let seq = -1;
+    let pending: Promise<Float32Array> | null = null;
+    try {
+      seq = engine.createSequence();
+      let logits = await engine.forward(seq, Int32Array.from(promptIds), false);
+      promptMs = performance.now() - start;
+      for (;;) {
+        if (tokenIds.length === opts.maxTokens) break;
+        if (opts.signal?.aborted) {
+          finishReason = 'abort';
+          break;
+        }
+        const token = sampler.sample(logits);
+        if (stopIds.has(token)) {
+          finishReason = 'eos';
+          break;
+        }
+        sampler.accept(token);
+        tokenIds.push(token);
+        const piece = stopMatcher.push(decoder ? decoder.push(token) : '');
+        text += piece.emit;
+        if (piece.stopped) {
+          finishReason = 'stop';
+          yield { text: piece.emit, tokenId: token };
+          break;
+        }
+        // Start the next step before yielding so the engine works while the consumer handles this chunk.
+        if (tokenIds.length < opts.maxTokens) pending = engine.forward(seq, Int32Array.of(token), false);
+        yield { text: piece.emit, tokenId: token };
+        if (pending) {
+          logits = await pending;
+          pending = null;
+        }
+      }
+      if (finishReason !== 'stop') {
+        // Text held back for a partial UTF-8 character or a possible stop string is final now.
+        const held = stopMatcher.push(decoder ? decoder.flush() : '');
+        if (held.stopped) finishReason = 'stop';
+        const tail = held.emit + (held.stopped ? '' : stopMatcher.flush());
+        if (tail) {
+          text += tail;
+          yield { text: tail, tokenId: null };
+        }
+      }
+    } catch (err) {
+      throw fromNativeError(err);
+    } finally {
+      // A consumer that stops early (break, abort) may leave a step in flight: let it land before the slot goes.
+      if (pending) await pending.catch(() => undefined);
+      if (seq >= 0 && this.engine) this.engine.releaseSequence(seq);
+      this.slots.release();
+    }
+    const decodeMs = performance.now() - start - promptMs;
+    return {
+      text,
+      tokenIds,
+      finishReason,
+      usage: { promptTokens: promptIds.length, completionTokens: tokenIds.length },
+      timings: { promptMs, decodeMs, tokensPerSecond: tokenIds.length > 1 ? ((tokenIds.length - 1) * 1000) / decodeMs : 0 },
+    };
+  }
+
+  async dispose(): Promise<void> {
+    if (!this.engine) return;
+    const engine = this.engine;
+    this.engine = null;
+    engine.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+async function openEngine(options: NativeEngineOptions): Promise<NativeEngine> {
+  try {
+    return await loadNative().createEngine(options);
+  } catch (err) {
+    throw fromNativeError(err);
+  }
+}
+
+/** Loads a Hub-style MPT folder: config.json, weights (safetensors or .bin, sharded or not), tokenizer.json if present. */
+export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
+  const opts = parseLoadOptions(options);
+  const root = path.resolve(dir);
+  if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) {
+    throw new FlashMptError('E_CONFIG', `model folder not found: ${root} (pass the folder holding config.json and the weights)`);
+  }
+  const config = await loadConfig(root);
+  const index = await loadTensorIndex(root, config);
+  const tokenizerPath = path.join(root, 'tokenizer.json');
+  const tokenizer = fs.existsSync(tokenizerPath) ? await Tokenizer.fromFile(tokenizerPath) : undefined;
+  const device = resolveDevice(opts.device);
+  const maxContext = opts.maxContext ?? config.maxSeqLen;
+  const tensors: NativeTensorSource[] = [...index.tensors.values()].map((t) => ({
+    name: t.name,
+    file: t.file,
+    offset: t.offset,
+    bytes: t.bytes,
+    dtype: t.dtype,
+    shape: t.shape,
+  }));
+  const engine = await openEngine({
+    config: nativeConfig(config),
+    tensors,
+    randomWeights: false,
+    seed: 0,
+    device,
+    computeDType: opts.dtype,
+    kvTokens: maxContext,
+    maxSequences: opts.maxSequences,
+    threads: opts.threads,
+  });
+  return new Model(engine, config, tokenizer, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts.maxSequences);
+}
+
+/** A model of the given shape with seeded random weights made by the engine itself (no file): the benchmark default. */
+export async function createRandomModel(config: MptConfig, options: LoadModelOptions & { seed?: number } = {}): Promise<Model> {
+  const { seed = 1234, ...rest } = options;
+  const opts = parseLoadOptions(rest);
+  const device = resolveDevice(opts.device);
+  const maxContext = opts.maxContext ?? config.maxSeqLen;
+  const engine = await openEngine({
+    config: nativeConfig(config),
+    tensors: [],
+    randomWeights: true,
+    seed,
+    device,
+    computeDType: opts.dtype,
+    kvTokens: maxContext,
+    maxSequences: opts.maxSequences,
+    threads: opts.threads,
+  });
+  return new Model(engine, config, undefined, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts.maxSequences);
+}
