@@ -1,0 +1,283 @@
+import { FlashMptError } from '../errors';
+import { BYTE_TO_CHAR, bytesToTokenString, encodeUtf8 } from './byte-level';
+
+export interface BpeModelOptions {
+  vocab: Record<string, unknown>;
+  merges: unknown[];
+  unkToken: string | null;
+  fuseUnk: boolean;
+  /** Llama-3 style: a word that is itself a vocabulary entry skips the merges. */
+  ignoreMerges: boolean;
+}
+
+/** Ids above this would make the id → token table absurdly large; no real vocabulary comes close. */
+const MAX_TOKEN_ID = 1 << 24;
+/** Words longer than this (in UTF-16 units) are not cached, as in Hugging Face's BPE. */
+const MAX_CACHED_WORD = 256;
+/** The cache is dropped when it grows past this many words, bounding memory on unbounded input. */
+const MAX_CACHE_ENTRIES = 100_000;
+
+function fieldError(field: string, message: string): FlashMptError {
+  return new FlashMptError('E_TOKENIZER', `tokenizer.json: ${field}: ${message}`, { details: { field } });
+}
+
+/**
+ * Merge ranks keyed by (left id, right id) in an open-addressing table of typed arrays: no per-entry
+ * objects, and lookups hash two small ints instead of a string or a boxed 33-bit key.
+ */
+class MergeTable {
+  private readonly mask: number;
+  private readonly lefts: Int32Array;
+  private readonly rights: Int32Array;
+  private readonly ranks: Int32Array;
+  /** Merged token id of each rank. */
+  readonly mergedIds: Int32Array;
+
+  constructor(mergeCount: number) {
+    let capacity = 16;
+    while (capacity < mergeCount * 2) capacity *= 2;
+    this.mask = capacity - 1;
+    this.lefts = new Int32Array(capacity).fill(-1);
+    this.rights = new Int32Array(capacity);
+    this.ranks = new Int32Array(capacity);
+    this.mergedIds = new Int32Array(mergeCount);
+  }
+
+  private slotOf(left: number, right: number): number {
+    let hash = Math.imul(left, 0x9e3779b1) + right;
+    hash = Math.imul(hash ^ (hash >>> 15), 0x85ebca6b);
+    return (hash ^ (hash >>> 13)) & this.mask;
+  }
+
+  /** A later duplicate of a pair replaces the earlier one, as Hugging Face's merge map does. */
+  set(left: number, right: number, rank: number, mergedId: number): void {
+    let slot = this.slotOf(left, right);
+    while (this.lefts[slot] !== -1 && (this.lefts[slot] !== left || this.rights[slot] !== right)) {
+      slot = (slot + 1) & this.mask;
+    }
+    this.lefts[slot] = left;
+    this.rights[slot] = right;
+    this.ranks[slot] = rank;
+    this.mergedIds[rank] = mergedId;
+  }
+
+  /** Rank of merging left+right, or -1 when the pair never merges. */
+  rank(left: number, right: number): number {
+    let slot = this.slotOf(left, right);
+    for (;;) {
+      const stored = this.lefts[slot];
+      if (stored === -1) return -1;
+      if (stored === left && this.rights[slot] === right) return this.ranks[slot];
+      slot = (slot + 1) & this.mask;
+    }
+  }
+}
+
+/** Byte-level BPE over token ids: UTF-8 bytes → byte tokens → merges applied lowest rank first. */
+export class BpeModel {
+  /** Vocabulary token → id. */
+  readonly tokenIds: Map<string, number>;
+  /** Vocabulary id → token (holes where the vocabulary skips ids). */
+  readonly tokens: string[];
+  private readonly merges: MergeTable;
+  /** Token id of each byte's stand-in character, -1 when the vocabulary lacks it. */
+  private readonly byteIds = new Int32Array(256);
+  private readonly unkId: number;
+  private readonly fuseUnk: boolean;
+  private readonly ignoreMerges: boolean;
+  private readonly cache = new Map<string, number[]>();
+
+  // Scratch buffers reused across words; grown on demand.
+  private bytes = new Uint8Array(768);
+  private symbols = new Int32Array(256);
+  private next = new Int32Array(256);
+  private prev = new Int32Array(256);
+  private heapRanks = new Int32Array(768);
+  private heapPositions = new Int32Array(768);
+
+  constructor(options: BpeModelOptions) {
+    this.tokenIds = new Map();
+    this.tokens = [];
+    const vocab = options.vocab;
+    for (const token in vocab) {
+      const id = vocab[token];
+      if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_TOKEN_ID) {
+        throw fieldError(`model.vocab[${JSON.stringify(token)}]`, `expected a token id (integer 0..${MAX_TOKEN_ID - 1}), got ${JSON.stringify(id)}`);
+      }
+      this.tokenIds.set(token, id);
+      this.tokens[id] = token;
+    }
+
+    const merges = options.merges;
+    this.merges = new MergeTable(merges.length);
+    for (let rank = 0; rank < merges.length; rank++) {
+      const [left, right] = this.parseMerge(merges[rank], rank);
+      const leftId = this.tokenIds.get(left);
+      const rightId = this.tokenIds.get(right);
+      const mergedId = this.tokenIds.get(left + right);
+      const missing = leftId === undefined ? left : rightId === undefined ? right : mergedId === undefined ? left + right : undefined;
+      if (missing !== undefined) {
+        throw fieldError(`model.merges[${rank}]`, `token ${JSON.stringify(missing)} is not in model.vocab`);
+      }
+      this.merges.set(leftId!, rightId!, rank, mergedId!);
+    }
+
+    for (let byte = 0; byte < 256; byte++) {
+      this.byteIds[byte] = this.tokenIds.get(String.fromCharCode(BYTE_TO_CHAR[byte])) ?? -1;
+    }
+    if (options.unkToken !== null && !this.tokenIds.has(options.unkToken)) {
+      throw fieldError('model.unk_token', `${JSON.stringify(options.unkToken)} is not in model.vocab`);
+    }
+    this.unkId = options.unkToken === null ? -1 : this.tokenIds.get(options.unkToken)!;
+    this.fuseUnk = options.fuseUnk;
+    this.ignoreMerges = options.ignoreMerges;
+  }
+
+  private parseMerge(merge: unknown, rank: number): [string, string] {
+    if (typeof merge === 'string') {
+      const space = merge.indexOf(' ');
+      if (space > 0 && space < merge.length - 1 && merge.indexOf(' ', space + 1) === -1) {
+        return [merge.slice(0, space), merge.slice(space + 1)];
+      }
+    } else if (Array.isArray(merge) && merge.length === 2 && typeof merge[0] === 'string' && typeof merge[1] === 'string') {
+      return [merge[0], merge[1]];
+    }
+    throw fieldError(`model.merges[${rank}]`, `expected "left right" or ["left", "right"], got ${JSON.stringify(merge)}`);
+  }
+
+  /** Appends the ids of one pre-token to `out`. */
+  encodeWord(word: string, out: number[]): void {
+    const cached = this.cache.get(word);
+    if (cached !== undefined) {
+      for (let i = 0; i < cached.length; i++) out.push(cached[i]);
+      return;
+    }
+    const ids = this.tokenize(word);
+    if (word.length <= MAX_CACHED_WORD) {
+      if (this.cache.size >= MAX_CACHE_ENTRIES) this.cache.clear();
+      this.cache.set(word, ids);
+    }
+    for (let i = 0; i < ids.length; i++) out.push(ids[i]);
+  }
+
+  private tokenize(word: string): number[] {
+    if (this.bytes.length < word.length * 3) this.bytes = new Uint8Array(word.length * 3);
+    const byteCount = encodeUtf8(word, 0, word.length, this.bytes);
+    if (this.ignoreMerges) {
+      const whole = this.tokenIds.get(bytesToTokenString(this.bytes, byteCount));
+      if (whole !== undefined) return [whole];
+    }
+    const count = this.initialSymbols(byteCount);
+    return this.applyMerges(count);
+  }
+
+  /** Fills `symbols` with the byte tokens of `bytes` (unknown bytes → unk, fused if asked); returns the count. */
+  private initialSymbols(byteCount: number): number {
+    if (this.symbols.length < byteCount) {
+      const capacity = byteCount * 2;
+      this.symbols = new Int32Array(capacity);
+      this.next = new Int32Array(capacity);
+      this.prev = new Int32Array(capacity);
+      this.heapRanks = new Int32Array(capacity * 3);
+      this.heapPositions = new Int32Array(capacity * 3);
+    }
+    const symbols = this.symbols;
+    let count = 0;
+    let previousWasUnk = false;
+    for (let i = 0; i < byteCount; i++) {
+      const id = this.byteIds[this.bytes[i]];
+      if (id >= 0) {
+        symbols[count++] = id;
+        previousWasUnk = false;
+      } else if (this.unkId >= 0) {
+        // Without an unk token Hugging Face drops the byte; with one, fuse_unk folds a run into one.
+        if (!(this.fuseUnk && previousWasUnk)) symbols[count++] = this.unkId;
+        previousWasUnk = true;
+      }
+    }
+    return count;
+  }
+
+  /**
+   * Applies merges to symbols[0, count): always the lowest-ranked adjacent pair, leftmost on ties, as
+   * Hugging Face does. A binary heap of (rank, position) over a doubly linked list keeps it
+   * O(n log n), so a megabyte-long word stays fast; stale heap entries are skipped when popped.
+   */
+  private applyMerges(count: number): number[] {
+    const { symbols, next, prev, heapRanks, heapPositions, merges } = this;
+    let heapSize = 0;
+    const push = (rank: number, position: number): void => {
+      let child = heapSize++;
+      while (child > 0) {
+        const parent = (child - 1) >> 1;
+        const parentRank = heapRanks[parent];
+        if (parentRank < rank || (parentRank === rank && heapPositions[parent] < position)) break;
+        heapRanks[child] = parentRank;
+        heapPositions[child] = heapPositions[parent];
+        child = parent;
+      }
+      heapRanks[child] = rank;
+      heapPositions[child] = position;
+    };
+
+    for (let i = 0; i < count; i++) {
+      next[i] = i + 1 < count ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    for (let i = 0; i + 1 < count; i++) {
+      const rank = merges.rank(symbols[i], symbols[i + 1]);
+      if (rank >= 0) push(rank, i);
+    }
+
+    while (heapSize > 0) {
+      const rank = heapRanks[0];
+      const position = heapPositions[0];
+      // Pop: move the last entry to the root and sift it down.
+      heapSize--;
+      const lastRank = heapRanks[heapSize];
+      const lastPosition = heapPositions[heapSize];
+      let parent = 0;
+      for (;;) {
+        let child = parent * 2 + 1;
+        if (child >= heapSize) break;
+        if (
+          child + 1 < heapSize &&
+          (heapRanks[child + 1] < heapRanks[child] ||
+            (heapRanks[child + 1] === heapRanks[child] && heapPositions[child + 1] < heapPositions[child]))
+        ) {
+          child++;
+        }
+        if (lastRank < heapRanks[child] || (lastRank === heapRanks[child] && lastPosition < heapPositions[child])) break;
+        heapRanks[parent] = heapRanks[child];
+        heapPositions[parent] = heapPositions[child];
+        parent = child;
+      }
+      heapRanks[parent] = lastRank;
+      heapPositions[parent] = lastPosition;
+
+      // A stale entry: the symbol was merged away or its right neighbour changed since it was pushed.
+      const right = next[position];
+      if (symbols[position] < 0 || right < 0 || merges.rank(symbols[position], symbols[right]) !== rank) continue;
+
+      symbols[position] = merges.mergedIds[rank];
+      symbols[right] = -1;
+      const afterRight = next[right];
+      next[position] = afterRight;
+      if (afterRight >= 0) prev[afterRight] = position;
+
+      const before = prev[position];
+      if (before >= 0) {
+        const leftRank = merges.rank(symbols[before], symbols[position]);
+        if (leftRank >= 0) push(leftRank, before);
+      }
+      if (afterRight >= 0) {
+        const rightRank = merges.rank(symbols[position], symbols[afterRight]);
+        if (rightRank >= 0) push(rightRank, position);
+      }
+    }
+
+    const ids: number[] = [];
+    for (let i = 0; i >= 0 && i < count; i = next[i]) ids.push(symbols[i]);
+    return ids;
+  }
+}

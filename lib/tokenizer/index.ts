@@ -1,0 +1,3 @@
+export { Tokenizer } from './tokenizer';
+export type { DecodeOptions, EncodeOptions, TokenizerOptions } from './tokenizer';
+export type { StreamingDecoder } from './streaming-decoder';
