@@ -1,0 +1,375 @@
+/**
+ * The sampling policy: turns a row of logits into the next token under the generation options. Two entry
+ * points pick the same token for the same RNG state: `sample` reads the full row; `sampleFromCandidates`
+ * reads only the row's top-K and its log-sum-exp (what a GPU can hand over cheaply) and answers only when that
+ * is provably enough, else null.
+ *
+ * Both paths rank tokens by processed logit (bias, penalties; temperature does not change the order), ties to
+ * the lower id, and run the same `chooseRank` on that ranking. The candidate path knows a prefix of it: every
+ * candidate that no unseen token can outrank. Unseen tokens can only have been lowered by processing (options
+ * that can raise a token bail out when such a token is unseen), so each has a raw logit, hence a processed
+ * logit, at most the candidates' smallest raw logit; with the log-sum-exp this bounds their total weight.
+ */
+import { FlashMptError } from '../errors';
+import type { ResolvedGenerateOptions } from './options';
+import { chooseRank, MassRange, Ranking, RowRanking, tokenWeight, Truncation } from './ranking';
+import { SeededRng } from './rng';
+
+/** What the GPU hands over instead of the full row. */
+export interface Candidates {
+  /**
+   * The row's K best ids by raw logit, ties to the lower id (so an unseen token never ties a candidate and
+   * outranks it). Order within the set does not matter. Ids ≥ sampleableVocabSize may be among them.
+   */
+  ids: Int32Array;
+  /** Their raw logits, bit-identical to the full row's. */
+  logits: Float32Array;
+  /** log Σ exp(logit) over the unprocessed row: at least every id the candidates were chosen from. */
+  logSumExp: number;
+}
+
+export interface SamplerVocab {
+  /** Ids ≥ this are never sampled (e.g. 50277 for the seed model, whose rows go to 50432). */
+  sampleableVocabSize: number;
+  /** Banned when options.ignoreEos is set, so generation runs to maxTokens. */
+  eosTokenId?: number;
+}
+
+const IN_PROMPT = 1;
+const GENERATED = 2;
+
+/** Relative error tolerated in the caller's logSumExp: fp32 reductions and fast exp on the GPU. */
+const LOG_SUM_EXP_SLACK = 1e-4;
+/** Relative difference between float64 sums of the same weights taken in different orders (≪ for 50k terms). */
+const SUMMATION_SLACK = 1e-9;
+
+// Shared by every sampler: sample() is synchronous and keeps nothing here between calls.
+let scratchLogits = new Float64Array(0);
+let scratchMarks = new Uint8Array(0);
+
+export class Sampler {
+  /**
+   * True when the options can raise a token the candidate set may not hold (positive logit bias, repetition
+   * penalty < 1, negative presence/frequency penalty): the candidate path would mostly return null, so the
+   * caller should fetch the full row directly. The candidate path stays correct either way.
+   */
+  readonly needsFullRow: boolean;
+
+  private readonly vocabSize: number;
+  private readonly temperature: number;
+  private readonly truncation: Truncation;
+  private readonly repetitionPenalty: number;
+  private readonly presencePenalty: number;
+  private readonly frequencyPenalty: number;
+  private readonly logitBias: ReadonlyMap<number, number>;
+  private readonly bannedId: number;
+  private readonly rng: SeededRng;
+  /** Bit set per token: IN_PROMPT, GENERATED. */
+  private readonly seen: Uint8Array;
+  private readonly generatedCount: Uint32Array;
+  /** 1 where processing changes a token's logit; lets the full-row pass skip the lookups for all others. */
+  private readonly adjusted: Uint8Array;
+  private adjustedIds: number[] = [];
+  /** Drawn by a candidate attempt that returned null; the full-row call that follows uses it. */
+  private pendingUniform: number | undefined;
+
+  constructor(options: ResolvedGenerateOptions, vocab: SamplerVocab) {
+    const size = vocab.sampleableVocabSize;
+    if (!Number.isSafeInteger(size) || size < 1) {
+      throw new FlashMptError('E_INVALID_ARGUMENT', `sampleableVocabSize must be a positive integer, got ${size}`);
+    }
+    for (const id of options.logitBias.keys()) {
+      if (id >= size) {
+        throw new FlashMptError('E_TOKEN_RANGE', `logitBias names token ${id}, outside the ${size} sampleable tokens`);
+      }
+    }
+    this.vocabSize = size;
+    this.temperature = options.temperature;
+    this.truncation = { topK: options.topK, topP: options.topP, minP: options.minP };
+    this.repetitionPenalty = options.repetitionPenalty;
+    this.presencePenalty = options.presencePenalty;
+    this.frequencyPenalty = options.frequencyPenalty;
+    this.logitBias = options.logitBias;
+    this.bannedId = options.ignoreEos && vocab.eosTokenId !== undefined ? vocab.eosTokenId : -1;
+    this.rng = new SeededRng(options.seed ?? SeededRng.randomSeed());
+    this.seen = new Uint8Array(size);
+    this.generatedCount = new Uint32Array(size);
+    this.adjusted = new Uint8Array(size);
+    for (const id of this.logitBias.keys()) this.refreshAdjusted(id);
+    if (this.bannedId >= 0 && this.bannedId < size) this.refreshAdjusted(this.bannedId);
+
+    const raisesByBias = [...this.logitBias].some(([id, bias]) => bias > 0 && id !== this.bannedId);
+    this.needsFullRow = raisesByBias || this.repetitionPenalty < 1 || this.presencePenalty < 0 || this.frequencyPenalty < 0;
+  }
+
+  /** The prompt's tokens, which the repetition penalty counts as seen. Replaces any earlier prompt. */
+  setPrompt(ids: ArrayLike<number>): void {
+    for (let id = 0; id < this.vocabSize; id++) this.seen[id] &= ~IN_PROMPT;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id >= 0 && id < this.vocabSize) this.seen[id] |= IN_PROMPT;
+    }
+    this.adjusted.fill(0);
+    this.adjustedIds = [];
+    for (let id = 0; id < this.vocabSize; id++) this.refreshAdjusted(id);
+  }
+
+  /** Records a generated token for the penalties. */
+  accept(tokenId: number): void {
+    if (!Number.isSafeInteger(tokenId) || tokenId < 0) {
+      throw new FlashMptError('E_TOKEN_RANGE', `accepted token id must be a non-negative integer, got ${tokenId}`);
+    }
+    if (tokenId >= this.vocabSize) return; // never sampled, so no penalty could ever apply to it
+    this.generatedCount[tokenId]++;
+    this.seen[tokenId] |= GENERATED;
+    this.refreshAdjusted(tokenId);
+  }
+
+  /** Picks a token from a full row of raw logits (length ≥ sampleableVocabSize; the rest is ignored). */
+  sample(logits: Float32Array): number {
+    const size = this.vocabSize;
+    if (logits.length < size) {
+      throw new FlashMptError('E_INVALID_ARGUMENT', `the logits row has ${logits.length} entries, fewer than the ${size} sampleable tokens`);
+    }
+    if (this.temperature === 0) {
+      let best = -1;
+      let bestLogit = -Infinity;
+      for (let id = 0; id < size; id++) {
+        const logit = this.processedLogit(logits[id], id);
+        if (logit > bestLogit) {
+          bestLogit = logit;
+          best = id;
+        }
+      }
+      checkMaxLogit(bestLogit);
+      this.takeUniform();
+      return best;
+    }
+
+    if (scratchLogits.length < size) scratchLogits = new Float64Array(size);
+    const processed = scratchLogits;
+    let maxLogit = -Infinity;
+    for (let id = 0; id < size; id++) {
+      const logit = this.processedLogit(logits[id], id);
+      processed[id] = logit;
+      if (logit > maxLogit) maxLogit = logit;
+    }
+    checkMaxLogit(maxLogit);
+    const ranking = new RowRanking(processed, size, maxLogit, this.temperature);
+    const rank = chooseRank(ranking, this.truncation, this.takeUniform());
+    if (rank === null) throw new FlashMptError('E_INTERNAL', 'the full-row ranking left a sampling decision open');
+    return ranking.id(rank);
+  }
+
+  /**
+   * Picks a token from the row's top-K candidates when they determine it, else returns null without consuming
+   * randomness (the caller then fetches the full row and calls sample()). Always decides for greedy and for
+   * top-k ≤ K unless processing pushed candidates below unseen tokens.
+   */
+  sampleFromCandidates(candidates: Candidates): number | null {
+    const { ids, logits, logSumExp } = candidates;
+    const count = ids.length;
+    if (count === 0 || logits.length !== count) {
+      throw new FlashMptError('E_INVALID_ARGUMENT', `candidates need as many logits as ids (got ${count} ids, ${logits.length} logits)`);
+    }
+    let floor = Infinity;
+    let rawMax = -Infinity;
+    for (let j = 0; j < count; j++) {
+      const raw = logits[j];
+      if (Number.isNaN(raw) || raw === Infinity) return null; // the full row decides, or reports it
+      if (raw < floor) floor = raw;
+      if (raw > rawMax) rawMax = raw;
+    }
+    if (!Number.isFinite(logSumExp) || !(rawMax > -Infinity)) return null;
+    if (this.needsFullRow && this.raisesUnseen(ids)) return null;
+
+    // Split the sampleable candidates: the head ranks before every unseen token; the tail may not.
+    const headIds: number[] = [];
+    const headLogits: number[] = [];
+    const tailLogits: number[] = [];
+    let sampleable = 0;
+    for (let j = 0; j < count; j++) {
+      const id = ids[j];
+      if (id < 0 || id >= this.vocabSize) continue;
+      sampleable++;
+      const raw = logits[j];
+      const logit = this.processedLogit(raw, id);
+      if (logit > floor || (logit === floor && raw === floor)) {
+        headIds.push(id);
+        headLogits.push(logit);
+      } else if (logit === floor) {
+        return null; // lowered exactly onto the floor: unseen tokens tied there may rank either side of it
+      } else {
+        tailLogits.push(logit);
+      }
+    }
+    if (headIds.length === 0) return null;
+
+    const order = headIds.map((_, j) => j).sort((a, b) => headLogits[b] - headLogits[a] || headIds[a] - headIds[b]);
+    const rankedIds = Int32Array.from(order, (j) => headIds[j]);
+    const rankedLogits = Float64Array.from(order, (j) => headLogits[j]);
+    const maxLogit = rankedLogits[0];
+    if (!(maxLogit > -Infinity)) return null;
+
+    const uniform = this.peekUniform();
+    if (this.temperature === 0) {
+      this.takeUniform();
+      return rankedIds[0];
+    }
+
+    const { topK } = this.truncation;
+    const unseen = this.vocabSize - sampleable;
+    const unseenKept = topK > 0 ? Math.min(unseen, Math.max(0, topK - rankedIds.length)) : unseen;
+    let tailBound = 0;
+    for (const logit of tailLogits) tailBound += tokenWeight(logit, maxLogit, this.temperature);
+    if (unseenKept > 0) {
+      tailBound += unseenWeightBound({ logits, logSumExp, rawMax, floor, maxLogit, temperature: this.temperature, unseenKept });
+    }
+
+    const ranking = new CandidateRanking(this.vocabSize, rankedIds, rankedLogits, maxLogit, this.temperature, tailBound);
+    const rank = chooseRank(ranking, this.truncation, uniform);
+    if (rank === null) return null;
+    this.takeUniform();
+    return ranking.id(rank);
+  }
+
+  /** Bias, then repetition penalty, then presence/frequency penalties. NaN becomes -Infinity: never sampled. */
+  private processedLogit(raw: number, id: number): number {
+    let logit = raw;
+    if (this.adjusted[id] !== 0) {
+      if (id === this.bannedId) return -Infinity;
+      logit += this.logitBias.get(id) ?? 0;
+      if (this.seen[id] !== 0 && this.repetitionPenalty !== 1) {
+        logit = logit > 0 ? logit / this.repetitionPenalty : logit * this.repetitionPenalty;
+      }
+      const count = this.generatedCount[id];
+      if (count > 0) logit -= count * this.frequencyPenalty + this.presencePenalty;
+    }
+    return logit > -Infinity ? logit : -Infinity;
+  }
+
+  private refreshAdjusted(id: number): void {
+    const active =
+      id === this.bannedId ||
+      this.logitBias.has(id) ||
+      (this.seen[id] !== 0 && this.repetitionPenalty !== 1) ||
+      (this.generatedCount[id] > 0 && (this.presencePenalty !== 0 || this.frequencyPenalty !== 0));
+    if (active && this.adjusted[id] === 0) this.adjustedIds.push(id);
+    this.adjusted[id] = active ? 1 : 0;
+  }
+
+  /** Whether processing may raise this token's logit (then an unseen raw logit no longer bounds it). */
+  private mayRaise(id: number): boolean {
+    if (id === this.bannedId) return false;
+    const count = this.generatedCount[id];
+    return (
+      (this.logitBias.get(id) ?? 0) > 0 ||
+      (this.seen[id] !== 0 && this.repetitionPenalty < 1) ||
+      (count > 0 && count * this.frequencyPenalty + this.presencePenalty < 0)
+    );
+  }
+
+  /** True when some token that processing may raise is not among the candidates. */
+  private raisesUnseen(ids: Int32Array): boolean {
+    if (scratchMarks.length < this.vocabSize) scratchMarks = new Uint8Array(this.vocabSize);
+    const marks = scratchMarks;
+    for (const id of ids) if (id >= 0 && id < this.vocabSize) marks[id] = 1;
+    const found = this.adjustedIds.some((id) => marks[id] === 0 && this.mayRaise(id));
+    for (const id of ids) if (id >= 0 && id < this.vocabSize) marks[id] = 0;
+    return found;
+  }
+
+  private peekUniform(): number {
+    return (this.pendingUniform ??= this.rng.nextFloat());
+  }
+
+  private takeUniform(): number {
+    const uniform = this.peekUniform();
+    this.pendingUniform = undefined;
+    return uniform;
+  }
+}
+
+function checkMaxLogit(maxLogit: number): void {
+  if (maxLogit === Infinity) throw new FlashMptError('E_INVALID_ARGUMENT', 'the logits row holds +Infinity');
+  if (!(maxLogit > -Infinity)) {
+    throw new FlashMptError('E_INVALID_ARGUMENT', 'no token can be sampled: every sampleable logit is -Infinity or NaN');
+  }
+}
+
+/**
+ * Upper bound on Σ exp((l_j − maxLogit) / T) over the unseen tokens that can be kept, where each processed l_j
+ * is at most its raw logit x_j ≤ floor. With a_j = exp(x_j − maxLogit) and R ≥ Σ a_j from the log-sum-exp:
+ * every term is ≤ exp((floor − maxLogit) / T), so the sum is ≤ n of those; for T ≤ 1, a_j^(1/T) ≤ a_j ·
+ * exp((floor − maxLogit)(1/T − 1)); for T > 1, Hölder gives Σ a_j^(1/T) ≤ n^(1 − 1/T) R^(1/T).
+ */
+function unseenWeightBound(args: {
+  logits: Float32Array;
+  logSumExp: number;
+  rawMax: number;
+  floor: number;
+  maxLogit: number;
+  temperature: number;
+  unseenKept: number;
+}): number {
+  const { logits, logSumExp, rawMax, floor, maxLogit, temperature, unseenKept } = args;
+  let candidateMass = 0;
+  for (const raw of logits) candidateMass += Math.exp(raw - rawMax);
+  const rowMass = Math.exp(logSumExp - rawMax);
+  if (rowMass < candidateMass * (1 - LOG_SUM_EXP_SLACK)) {
+    throw new FlashMptError('E_INVALID_ARGUMENT', `logSumExp ${logSumExp} is below the log-sum-exp of the candidates themselves`);
+  }
+  const residual = Math.max(0, rowMass - candidateMass) + LOG_SUM_EXP_SLACK * rowMass;
+  const logResidual = Math.log(residual) + rawMax - maxLogit;
+  const logCount = Math.log(unseenKept);
+  const floorGap = floor - maxLogit;
+  const byCount = logCount + floorGap / temperature;
+  const byMass =
+    temperature <= 1
+      ? logResidual + floorGap / temperature - floorGap
+      : (1 - 1 / temperature) * logCount + logResidual / temperature;
+  return Math.exp(Math.min(byCount, byMass));
+}
+
+/** The candidates' head as a ranking: known ranks only, and bounds for any mass that reaches past them. */
+class CandidateRanking implements Ranking {
+  readonly known: number;
+  private readonly running: Float64Array;
+
+  constructor(
+    readonly size: number,
+    private readonly ids: Int32Array,
+    private readonly logits: Float64Array,
+    private readonly maxLogit: number,
+    private readonly temperature: number,
+    private readonly tailBound: number,
+  ) {
+    this.known = ids.length;
+    this.running = new Float64Array(this.known);
+    for (let rank = 0; rank < this.known; rank++) {
+      this.running[rank] = (rank > 0 ? this.running[rank - 1] : 0) + this.weight(rank);
+    }
+  }
+
+  id(rank: number): number {
+    return this.ids[rank];
+  }
+
+  weight(rank: number): number {
+    return tokenWeight(this.logits[rank], this.maxLogit, this.temperature);
+  }
+
+  mass(count: number): number {
+    return count > 0 ? this.running[count - 1] : 0;
+  }
+
+  massRange(count: number): MassRange {
+    if (count < this.size && count <= this.known) {
+      const mass = this.mass(count);
+      return { lo: mass, hi: mass };
+    }
+    // The kept set reaches past the known ranks (or is the whole row, whose mass the full path sums in id order).
+    const knownMass = this.mass(this.known);
+    return { lo: knownMass * (1 - SUMMATION_SLACK), hi: (knownMass + this.tailBound) * (1 + SUMMATION_SLACK) };
+  }
+}
