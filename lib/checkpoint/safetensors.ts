@@ -81,6 +81,7 @@ function parseEntry(name: string, entry: unknown, dataSize: number, source: stri
     throw headerError(source, `${where}: data_offsets [${begin}, ${end}] out of range (data section is ${dataSize} bytes)`);
   }
   const expected = byteSize(shape, itemSize);
+  if (expected === Infinity) throw headerError(source, `${where}: shape [${shape.join(', ')}] is too large`);
   if (end - begin !== expected) {
     throw headerError(
       source,
