@@ -1,0 +1,22 @@
+// GEMM entry point: checks the layout contract once, then sends decode-sized M to the skinny kernel and
+// everything else to the tiled one.
+#include <cstdint>
+
+#include "kernels/gemm/gemm.h"
+
+namespace flashmpt {
+namespace {
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+cudaError_t gemm(const GemmParams& p, cudaStream_t stream) {
+  if (p.M <= 0 || p.N <= 0 || p.K <= 0 || p.K % 8 != 0 || p.lda % 8 != 0 || p.ldw % 8 != 0 || p.lda < p.K ||
+      p.ldw < p.K || p.ldc < p.N || !aligned16(p.a) || !aligned16(p.w) || (reinterpret_cast<uintptr_t>(p.c) & 7) != 0) {
+    return cudaErrorInvalidValue;
+  }
+  return p.M <= kSkinnyMaxRows ? gemmSkinny(p, stream) : gemmTiled(p, stream);
+}
+
+}  // namespace flashmpt

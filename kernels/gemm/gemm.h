@@ -1,0 +1,51 @@
+// C = epilogue(alpha · A·Wᵀ) on tensor cores, W in PyTorch's Linear layout [N, K] row-major.
+// Two kernels behind one entry point: a tiled mma.sync GEMM for prefill (M > 64) and a weight-streaming
+// skinny GEMM for decode (M ≤ 64) that reads each weight byte once with 16-byte loads.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "csrc/engine/engine.h"
+
+namespace flashmpt {
+
+enum class GemmOut : int {
+  Half = 0,       // c (dtype) = v
+  HalfGelu = 1,   // c (dtype) = gelu_erf(v)
+  Float = 2,      // c (fp32) = v
+  AddFloat = 3,   // c (fp32) += v: the residual stream update, in place
+};
+
+struct GemmParams {
+  const void* a;  // [M, K] dtype, row stride lda elements
+  const void* w;  // [N, K] dtype, row stride ldw elements
+  void* c;        // [M, N] dtype or fp32 (see GemmOut), row stride ldc elements
+  int64_t lda = 0, ldw = 0, ldc = 0;
+  int M = 0, N = 0, K = 0;   // K % 8 == 0 and a, w 16-byte aligned with lda, ldw % 8 == 0 (16-byte rows)
+  float alpha = 1.f;          // v = alpha · (A·Wᵀ)[m, n] + bias[n]
+  const float* bias = nullptr;  // [N] or nullptr
+  GemmOut out = GemmOut::Half;
+  DType dtype = DType::BF16;  // of a and w: BF16 or F16
+};
+
+// Largest M the skinny kernel takes; larger M goes to the tiled kernel.
+constexpr int kSkinnyMaxRows = 64;
+
+// Picks the kernel from M. Returns cudaErrorInvalidValue for unsupported shapes or alignment.
+cudaError_t gemm(const GemmParams& params, cudaStream_t stream);
+cudaError_t gemmTiled(const GemmParams& params, cudaStream_t stream);
+cudaError_t gemmSkinny(const GemmParams& params, cudaStream_t stream);
+// Raises the dynamic shared-memory limit of the tiled kernels (call once per device before graph capture).
+cudaError_t gemmPrepare();
+
+// y = gelu_erf(x) elementwise over n elements of dtype (BF16, F16 or F32); y may alias x.
+struct GeluParams {
+  const void* x = nullptr;
+  void* y = nullptr;
+  int64_t n = 0;
+  DType dtype = DType::BF16;
+};
+cudaError_t gelu(const GeluParams& params, cudaStream_t stream);
+
+}  // namespace flashmpt

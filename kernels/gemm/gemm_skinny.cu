@@ -1,0 +1,117 @@
+// Decode GEMM for M ≤ 64 rows: weight-bandwidth bound, so every weight byte is read once, 16 bytes per load,
+// many loads in flight, and the tensor cores do the arithmetic with the roles swapped: W is the mma's A
+// operand (16 output features per block) and the activations are its B operand (8 rows per n-tile).
+//
+// k order inside an mma does not matter as long as A and B agree. Lane (g = lane/4, q = lane%4) loads 16
+// contiguous bytes at k = k0 + 32j + 8q from weight rows g and g+8 and from activation row g; elements 0-1 and
+// 2-3 of those loads serve as the fragments' k slots {2q, 2q+1} and {2q+8, 2q+9} of one m16n8k16, elements
+// 4-7 of a second. Fragments then come straight from registers: no shared memory, no shuffles, and each
+// load instruction covers whole 32-byte sectors (4 lanes × 16 bytes of a row).
+//
+// The 8 warps of a block split K and meet in shared memory; the block then applies the epilogue, so the
+// result is deterministic and the fp32 residual update needs no atomics.
+#include <cuda_runtime.h>
+
+#include "kernels/common/dispatch.h"
+#include "kernels/gemm/epilogue.cuh"
+#include "kernels/gemm/gemm.h"
+#include "kernels/gemm/gemm_ptx.cuh"
+
+namespace flashmpt {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kRowsPerBlock = 16;  // output features
+
+// NT n-tiles of 8 activation rows; J 16-byte loads per lane per row and step (a warp step covers 32·J of k).
+template <class T, int NT, int J, GemmOut OUT>
+__global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p) {
+  constexpr int kStepK = 32 * J;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, q = lane & 3;
+  const int n0 = blockIdx.x * kRowsPerBlock;
+  const T* A = static_cast<const T*>(p.a);
+  const T* W = static_cast<const T*>(p.w);
+  const bool okLo = n0 + g < p.N, okHi = n0 + g + 8 < p.N;
+  const T* wLo = W + int64_t(okLo ? n0 + g : 0) * p.ldw;
+  const T* wHi = W + int64_t(okHi ? n0 + g + 8 : 0) * p.ldw;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+
+  float acc[NT][4];
+#pragma unroll
+  for (int t = 0; t < NT; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
+
+  for (int k0 = warp * kStepK; k0 < p.K; k0 += kWarps * kStepK) {
+    uint4 aLo[J], aHi[J], b[NT][J];
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const int k = k0 + 32 * j + 8 * q;
+      const bool inK = k < p.K;
+      aLo[j] = okLo && inK ? loadStreaming16(wLo + k) : zero;
+      aHi[j] = okHi && inK ? loadStreaming16(wHi + k) : zero;
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        const int m = t * 8 + g;
+        b[t][j] = m < p.M && inK ? *reinterpret_cast<const uint4*>(A + int64_t(m) * p.lda + k) : zero;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const uint32_t a0[4] = {aLo[j].x, aHi[j].x, aLo[j].y, aHi[j].y};
+      const uint32_t a1[4] = {aLo[j].z, aHi[j].z, aLo[j].w, aHi[j].w};
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        mma16816<T>(acc[t], a0, b[t][j].x, b[t][j].y);
+        mma16816<T>(acc[t], a1, b[t][j].z, b[t][j].w);
+      }
+    }
+  }
+
+  // acc[t]: c0,c1 = (feature g, rows 8t+2q, 8t+2q+1), c2,c3 = (feature g+8, same rows).
+  __shared__ float partial[kWarps][NT * 8][kRowsPerBlock + 1];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    partial[warp][t * 8 + 2 * q][g] = acc[t][0];
+    partial[warp][t * 8 + 2 * q + 1][g] = acc[t][1];
+    partial[warp][t * 8 + 2 * q][g + 8] = acc[t][2];
+    partial[warp][t * 8 + 2 * q + 1][g + 8] = acc[t][3];
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < NT * 8 * kRowsPerBlock; i += kWarps * 32) {
+    const int m = i / kRowsPerBlock, r = i % kRowsPerBlock, n = n0 + r;
+    if (m >= p.M || n >= p.N) continue;
+    float sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
+    epilogueStore<T, OUT>(p, m, n, sum);
+  }
+}
+
+// Fewer loads per lane as the activation tiles grow, to keep registers (and occupancy) in check.
+template <class T, int NT, GemmOut OUT>
+cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
+  constexpr int J = NT == 1 ? 8 : NT == 2 ? 4 : 2;
+  const int blocks = (p.N + kRowsPerBlock - 1) / kRowsPerBlock;
+  gemmSkinnyKernel<T, NT, J, OUT><<<blocks, kWarps * 32, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t gemmSkinny(const GemmParams& p, cudaStream_t stream) {
+  if (p.M > kSkinnyMaxRows) return cudaErrorInvalidValue;
+  return switchHalf(p.dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    return switchGemmOut(p.out, [&](auto o) {
+      constexpr GemmOut OUT = decltype(o)::value;
+      if (p.M <= 8) return launchSkinny<T, 1, OUT>(p, stream);
+      if (p.M <= 16) return launchSkinny<T, 2, OUT>(p, stream);
+      if (p.M <= 32) return launchSkinny<T, 4, OUT>(p, stream);
+      return launchSkinny<T, 8, OUT>(p, stream);
+    });
+  });
+}
+
+}  // namespace flashmpt

@@ -1,0 +1,88 @@
+// One block per token row. q and k are staged in shared memory as fp32 (after the clip) for exact two-pass
+// LayerNorm statistics; v goes straight from the projection to the cache.
+#include <cuda_runtime.h>
+
+#include "kernels/common/block_reduce.cuh"
+#include "kernels/common/dispatch.h"
+#include "kernels/common/half.cuh"
+#include "kernels/qkv/qkv_epilogue.h"
+
+namespace flashmpt {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float clipValue(float v, float clip) {
+  return clip > 0.f ? fminf(fmaxf(v, -clip), clip) : v;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueParams p) {
+  extern __shared__ float qk[];  // [2][d_model]
+  __shared__ float scratch[32];
+  const int r = blockIdx.x, d = p.d_model;
+  const T* in = static_cast<const T*>(p.qkv) + int64_t(r) * 3 * d;
+  const int slot = p.slots ? p.slots[r] : p.slot0;
+  const int position = p.slots ? p.positions[r] : p.position0 + r;
+  const bool toCache = position >= 0;
+  const int64_t cacheRow = int64_t(slot) * p.slot_stride + int64_t(position) * p.row_stride;
+
+  float qSum = 0.f, kSum = 0.f;
+  for (int i = threadIdx.x; i < d; i += kThreads) {
+    const float qv = clipValue(toFloat<T>(in[i]), p.clip);
+    const float kv = clipValue(toFloat<T>(in[d + i]), p.clip);
+    qk[i] = qv;
+    qk[d + i] = kv;
+    qSum += qv;
+    kSum += kv;
+    if (toCache) static_cast<T*>(p.v_cache)[cacheRow + i] = fromFloat<T>(clipValue(toFloat<T>(in[2 * d + i]), p.clip));
+  }
+
+  float qMean = 0.f, kMean = 0.f, qRstd = 1.f, kRstd = 1.f;
+  if (p.q_ln_weight) {
+    qMean = blockSum(qSum, scratch) / d;
+    kMean = blockSum(kSum, scratch) / d;
+    float qSq = 0.f, kSq = 0.f;
+    for (int i = threadIdx.x; i < d; i += kThreads) {
+      const float dq = qk[i] - qMean, dk = qk[d + i] - kMean;
+      qSq += dq * dq;
+      kSq += dk * dk;
+    }
+    qRstd = rsqrtf(blockSum(qSq, scratch) / d + p.eps);
+    kRstd = rsqrtf(blockSum(kSq, scratch) / d + p.eps);
+  }
+
+  T* q = static_cast<T*>(p.q) + int64_t(r) * d;
+  for (int i = threadIdx.x; i < d; i += kThreads) {
+    float qv = qk[i], kv = qk[d + i];
+    if (p.q_ln_weight) {
+      qv = (qv - qMean) * qRstd * p.q_ln_weight[i] + (p.q_ln_bias ? p.q_ln_bias[i] : 0.f);
+      kv = (kv - kMean) * kRstd * p.k_ln_weight[i] + (p.k_ln_bias ? p.k_ln_bias[i] : 0.f);
+    }
+    q[i] = fromFloat<T>(qv);
+    if (toCache) static_cast<T*>(p.k_cache)[cacheRow + i] = fromFloat<T>(kv);
+  }
+}
+
+}  // namespace
+
+cudaError_t qkvEpilogue(const QkvEpilogueParams& p, cudaStream_t stream) {
+  if (p.rows < 0 || p.d_model <= 0 || !p.qkv || !p.q || !p.k_cache || !p.v_cache ||
+      (p.q_ln_weight != nullptr) != (p.k_ln_weight != nullptr) || (p.slots != nullptr) != (p.positions != nullptr)) {
+    return cudaErrorInvalidValue;
+  }
+  if (p.rows == 0) return cudaSuccess;
+  const size_t smem = size_t(2) * p.d_model * sizeof(float);
+  return switchHalf(p.dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    if (smem > 48 * 1024) {
+      const cudaError_t err =
+          cudaFuncSetAttribute(qkvEpilogueKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      if (err != cudaSuccess) return err;
+    }
+    qkvEpilogueKernel<T><<<p.rows, kThreads, smem, stream>>>(p);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace flashmpt
