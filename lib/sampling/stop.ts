@@ -15,7 +15,7 @@ export class StopMatcher {
   push(text: string): { emit: string; stopped: boolean } {
     if (this.stopped) return { emit: '', stopped: true };
     const pending = this.held + text;
-    const matchAt = this.earliestMatch(pending);
+    const matchAt = this.firstCompletedMatch(pending);
     if (matchAt >= 0) {
       this.stopped = true;
       this.held = '';
@@ -33,13 +33,24 @@ export class StopMatcher {
     return rest;
   }
 
-  private earliestMatch(text: string): number {
-    let earliest = -1;
+  /**
+   * Start of the stop string that completes first (the one generation would have stopped on had the text come
+   * one character at a time), the longest one when several end together; -1 if none. This makes the result
+   * independent of how the text was chunked.
+   */
+  private firstCompletedMatch(text: string): number {
+    let bestStart = -1;
+    let bestEnd = Infinity;
     for (const stop of this.stops) {
-      const at = text.indexOf(stop);
-      if (at >= 0 && (earliest < 0 || at < earliest)) earliest = at;
+      const start = text.indexOf(stop);
+      if (start < 0) continue;
+      const end = start + stop.length;
+      if (end < bestEnd || (end === bestEnd && start < bestStart)) {
+        bestStart = start;
+        bestEnd = end;
+      }
     }
-    return earliest;
+    return bestStart;
   }
 
   /** Length of the longest suffix of `text` that is a proper prefix of some stop string. */
