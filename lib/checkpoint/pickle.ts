@@ -81,12 +81,13 @@ const STORAGE_DTYPES: Array<[string, string]> = [
   ['BoolStorage', 'BOOL'],
 ];
 
+/** Keyed by module and name exactly as pickled, so no other spelling of a path can reach a different object. */
 const ALLOWED_GLOBALS = new Map<string, GlobalRole>([
-  ['collections.OrderedDict', { kind: 'ordered-dict' }],
-  ['torch._utils._rebuild_tensor_v2', { kind: 'rebuild-tensor', withGradArgs: true }],
-  ['torch._utils._rebuild_tensor', { kind: 'rebuild-tensor', withGradArgs: false }],
-  ['torch._utils._rebuild_parameter', { kind: 'rebuild-parameter' }],
-  ...STORAGE_DTYPES.map(([name, dtype]): [string, GlobalRole] => [`torch.${name}`, { kind: 'storage-type', dtype }]),
+  ['collections\nOrderedDict', { kind: 'ordered-dict' }],
+  ['torch._utils\n_rebuild_tensor_v2', { kind: 'rebuild-tensor', withGradArgs: true }],
+  ['torch._utils\n_rebuild_tensor', { kind: 'rebuild-tensor', withGradArgs: false }],
+  ['torch._utils\n_rebuild_parameter', { kind: 'rebuild-parameter' }],
+  ...STORAGE_DTYPES.map(([name, dtype]): [string, GlobalRole] => [`torch\n${name}`, { kind: 'storage-type', dtype }]),
 ]);
 
 /** Opcodes that instantiate arbitrary classes or consult the extension registry: never needed for tensors. */
@@ -220,7 +221,7 @@ class Unpickler {
 
   private global(module: string, name: string): PickleGlobal {
     const qualifiedName = `${module}.${name}`;
-    const role = ALLOWED_GLOBALS.get(qualifiedName);
+    const role = ALLOWED_GLOBALS.get(`${module}\n${name}`);
     if (role === undefined) throw unsafe(`refusing global ${qualifiedName}: only PyTorch tensor globals are allowed`);
     return new PickleGlobal(qualifiedName, role);
   }
