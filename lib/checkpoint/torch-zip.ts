@@ -11,7 +11,7 @@ import { type PickleValue, readPickle, TorchTensor } from './pickle';
 import { fileError, readAt } from './read-at';
 import { safetensorsItemSize } from './safetensors';
 
-export interface ZipEntry {
+interface ZipEntry {
   name: string;
   /** 0 = STORED, 8 = DEFLATE, … */
   method: number;
@@ -108,7 +108,7 @@ function applyZip64Extra(entry: ZipEntry, extra: DataView, file: string): void {
 }
 
 /** Reads the central directory: every entry's name, method, sizes and local header offset. */
-export async function readZipEntries(handle: fs.FileHandle, fileSize: number, file: string): Promise<Map<string, ZipEntry>> {
+async function readZipEntries(handle: fs.FileHandle, fileSize: number, file: string): Promise<Map<string, ZipEntry>> {
   const directory = await findDirectory(handle, fileSize, file);
   if (directory.offset + directory.size > fileSize) throw zipError(file, 'zip central directory out of range');
   const bytes = await readAt(handle, directory.offset, directory.size, file, 'zip central directory');
@@ -141,7 +141,7 @@ export async function readZipEntries(handle: fs.FileHandle, fileSize: number, fi
 }
 
 /** Absolute offset of an entry's data: the local header's own name and extra lengths decide it. */
-export async function entryDataOffset(handle: fs.FileHandle, entry: ZipEntry, fileSize: number, file: string): Promise<number> {
+async function entryDataOffset(handle: fs.FileHandle, entry: ZipEntry, fileSize: number, file: string): Promise<number> {
   if (entry.method !== 0) {
     throw zipError(
       file,
