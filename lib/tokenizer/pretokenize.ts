@@ -11,33 +11,10 @@
  * falls through to `\s+` only when it is not U+0020 (a tab or newline stays alone).
  */
 
-export const LETTER = 1;
-export const NUMBER = 2;
-export const SPACE = 3;
-export const OTHER = 4;
+import { classOf, SPACE } from './unicode';
 
-const LETTER_RE = /^\p{L}$/u;
-const NUMBER_RE = /^\p{N}$/u;
-/** Oniguruma's Unicode `\s`: U+0009..U+000D, U+0085 and the Zs/Zl/Zp categories, i.e. White_Space. */
-const SPACE_RE = /^\p{White_Space}$/u;
-
-/** Class of each code point, filled on first sight (0 = not yet classified). */
-const classes = new Uint8Array(0x110000);
-
-function classify(codePoint: number): number {
-  const char = String.fromCodePoint(codePoint);
-  const cls = LETTER_RE.test(char) ? LETTER : NUMBER_RE.test(char) ? NUMBER : SPACE_RE.test(char) ? SPACE : OTHER;
-  classes[codePoint] = cls;
-  return cls;
-}
-
-for (let code = 0; code < 0x80; code++) classify(code);
-
-/** Class of a code point (lone surrogates are "other", like the U+FFFD they stand for). */
-export function classOf(codePoint: number): number {
-  const cls = classes[codePoint];
-  return cls !== 0 ? cls : classify(codePoint);
-}
+/** Class of the ASCII characters, read without a call in the hot loops. */
+const ASCII_CLASSES = Uint8Array.from({ length: 0x80 }, (_, code) => classOf(code));
 
 const SPACE_CHAR = 0x20;
 const APOSTROPHE = 0x27;
@@ -57,7 +34,7 @@ function contractionLength(text: string, start: number, end: number): number {
 /** Class and width (1 or 2 code units) of the character at `index`, packed as class * 4 + width. */
 function classAndWidthAt(text: string, index: number, end: number): number {
   const unit = text.charCodeAt(index);
-  if (unit < 0x80) return (classes[unit] << 2) | 1;
+  if (unit < 0x80) return (ASCII_CLASSES[unit] << 2) | 1;
   if (unit >= 0xd800 && unit <= 0xdbff && index + 1 < end) {
     const low = text.charCodeAt(index + 1);
     if (low >= 0xdc00 && low <= 0xdfff) {
@@ -88,7 +65,7 @@ export function preTokenEnd(text: string, start: number, end: number): number {
     while (index < end) {
       const unit = text.charCodeAt(index);
       if (unit < 0x80) {
-        if (classes[unit] !== cls) break;
+        if (ASCII_CLASSES[unit] !== cls) break;
         index++;
       } else {
         packed = classAndWidthAt(text, index, end);

@@ -5,6 +5,7 @@ import { AddedToken, AddedTokenMatcher } from './added-tokens';
 import { BpeModel } from './bpe';
 import { tokenToBytes } from './byte-level';
 import { preTokenEnd } from './pretokenize';
+import { nfcLikeReference } from './unicode';
 import { parseTokenizerConfig, parseTokenizerJson, TokenizerConfig } from './schema';
 import { StreamingDecoder, Utf8StreamingDecoder } from './streaming-decoder';
 
@@ -163,7 +164,7 @@ export class Tokenizer {
   }
 
   private normalize(text: string): string {
-    return this.nfc && MAY_NEED_NFC.test(text) ? text.normalize('NFC') : text;
+    return this.nfc && MAY_NEED_NFC.test(text) ? nfcLikeReference(text) : text;
   }
 
   /** Token ids of `text`. Lone surrogates count as U+FFFD, as when the string crosses into Rust. */
