@@ -1,0 +1,372 @@
+// GEMM harness (not part of the addon): validates the tiled and skinny kernels against a CPU reference over
+// shapes with ragged edges and every epilogue, then times them on the 1B model's shapes next to the measured
+// device-to-device copy bandwidth.
+//   nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -I. dev/gemm.cu kernels/gemm/*.cu -o gemm && ./gemm
+// Prints one line per check and a table per timing; exits non-zero when a check fails.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "kernels/gemm/gemm.h"
+
+using namespace flashmpt;
+
+#define CHECK(expr)                                                                          \
+  do {                                                                                       \
+    cudaError_t err_ = (expr);                                                               \
+    if (err_ != cudaSuccess) {                                                               \
+      std::printf("CUDA error %s at %s:%d: %s\n", cudaGetErrorName(err_), __FILE__, __LINE__, #expr); \
+      std::exit(2);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+namespace {
+
+uint16_t toHalfBits(float v, DType t) {
+  if (t == DType::BF16) {
+    __nv_bfloat16 b = __float2bfloat16_rn(v);
+    return *reinterpret_cast<uint16_t*>(&b);
+  }
+  __half h = __float2half_rn(v);
+  return *reinterpret_cast<uint16_t*>(&h);
+}
+
+float fromHalfBits(uint16_t bits, DType t) {
+  if (t == DType::BF16) return __bfloat162float(*reinterpret_cast<__nv_bfloat16*>(&bits));
+  return __half2float(*reinterpret_cast<__half*>(&bits));
+}
+
+const char* outName(GemmOut o) {
+  switch (o) {
+    case GemmOut::Half: return "half";
+    case GemmOut::HalfGelu: return "half+gelu";
+    case GemmOut::Float: return "f32";
+    case GemmOut::AddFloat: return "f32+=";
+  }
+  return "?";
+}
+
+// Rounded random values (their float images feed the reference, so only the GEMM's own error remains).
+std::vector<uint16_t> randomHalf(size_t n, DType t, std::mt19937& rng, float scale, std::vector<float>* image) {
+  std::uniform_real_distribution<float> u(-scale, scale);
+  std::vector<uint16_t> bits(n);
+  image->resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    bits[i] = toHalfBits(u(rng), t);
+    (*image)[i] = fromHalfBits(bits[i], t);
+  }
+  return bits;
+}
+
+int failures = 0;
+
+void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& rng) {
+  std::vector<float> a, w, biasValues(N), c0(size_t(M) * N);
+  const std::vector<uint16_t> aBits = randomHalf(size_t(M) * K, t, rng, 1.f, &a);
+  const std::vector<uint16_t> wBits = randomHalf(size_t(N) * K, t, rng, 1.f / std::sqrt(float(K)), &w);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (float& b : biasValues) b = u(rng);
+  for (float& c : c0) c = u(rng);
+  const float alpha = out == GemmOut::Float ? 0.5f : 1.f;
+
+  const bool half = out == GemmOut::Half || out == GemmOut::HalfGelu;
+  const size_t cBytes = size_t(M) * N * (half ? 2 : 4);
+  void *dA, *dW, *dC;
+  float* dBias;
+  CHECK(cudaMalloc(&dA, aBits.size() * 2));
+  CHECK(cudaMalloc(&dW, wBits.size() * 2));
+  CHECK(cudaMalloc(&dC, cBytes));
+  CHECK(cudaMalloc(&dBias, size_t(N) * 4));
+  CHECK(cudaMemcpy(dA, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dBias, biasValues.data(), size_t(N) * 4, cudaMemcpyHostToDevice));
+  if (out == GemmOut::AddFloat) {
+    CHECK(cudaMemcpy(dC, c0.data(), cBytes, cudaMemcpyHostToDevice));
+  } else {
+    CHECK(cudaMemset(dC, 0xff, cBytes));  // NaN poison: an unwritten element fails the check
+  }
+  GemmParams p;
+  p.a = dA;
+  p.w = dW;
+  p.c = dC;
+  p.lda = p.ldw = K;
+  p.ldc = N;
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.alpha = alpha;
+  p.bias = bias ? dBias : nullptr;
+  p.out = out;
+  p.dtype = t;
+  CHECK(gemm(p, nullptr));
+  CHECK(cudaDeviceSynchronize());
+
+  std::vector<float> got(size_t(M) * N);
+  if (half) {
+    std::vector<uint16_t> bits(size_t(M) * N);
+    CHECK(cudaMemcpy(bits.data(), dC, cBytes, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < bits.size(); ++i) got[i] = fromHalfBits(bits[i], t);
+  } else {
+    CHECK(cudaMemcpy(got.data(), dC, cBytes, cudaMemcpyDeviceToHost));
+  }
+  double errSq = 0, refSq = 0, maxErr = 0;
+  bool finite = true;
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int k = 0; k < K; ++k) acc += double(a[size_t(m) * K + k]) * w[size_t(n) * K + k];
+      double v = alpha * acc + (bias ? biasValues[n] : 0.0);
+      if (out == GemmOut::HalfGelu) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+      if (out == GemmOut::AddFloat) v += c0[size_t(m) * N + n];
+      const double g = got[size_t(m) * N + n];
+      finite = finite && std::isfinite(g);
+      errSq += (g - v) * (g - v);
+      refSq += v * v;
+      maxErr = std::max(maxErr, std::fabs(g - v));
+    }
+  }
+  const double rel = std::sqrt(errSq / std::max(refSq, 1e-30));
+  // Half outputs carry one rounding (2^-8 relative for bf16, 2^-11 for f16); fp32 outputs only summation order.
+  const double limit = half ? (t == DType::BF16 ? 6e-3 : 1e-3) : 1e-5;
+  const bool ok = finite && rel <= limit;
+  if (!ok) ++failures;
+  std::printf("%s gemm %-5s M=%-5d N=%-6d K=%-5d %-9s bias=%d  rel_l2=%.2e max_abs=%.2e  (limit %.0e)\n",
+              ok ? "PASS" : "FAIL", t == DType::BF16 ? "bf16" : "f16", M, N, K, outName(out), int(bias), rel, maxErr,
+              limit);
+  CHECK(cudaFree(dA));
+  CHECK(cudaFree(dW));
+  CHECK(cudaFree(dC));
+  CHECK(cudaFree(dBias));
+}
+
+double copyBandwidth() {
+  const size_t bytes = size_t(1) << 30;
+  void *src, *dst;
+  CHECK(cudaMalloc(&src, bytes));
+  CHECK(cudaMalloc(&dst, bytes));
+  CHECK(cudaMemset(src, 1, bytes));
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    CHECK(cudaEventRecord(e0));
+    CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventSynchronize(e1));
+    float t;
+    CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 2) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  CHECK(cudaFree(src));
+  CHECK(cudaFree(dst));
+  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3);  // bytes read + written per second
+}
+
+// Median time (ms) of `launch` over a CUDA graph of `reps` back-to-back launches.
+template <class F>
+float timeGraph(F&& launch, int reps) {
+  cudaStream_t s;
+  CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  launch(s);
+  CHECK(cudaStreamSynchronize(s));
+  cudaGraph_t g;
+  cudaGraphExec_t exec;
+  CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < reps; ++i) launch(s);
+  CHECK(cudaStreamEndCapture(s, &g));
+  CHECK(cudaGraphInstantiate(&exec, g, 0));
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int i = 0; i < 7; ++i) {
+    CHECK(cudaEventRecord(e0, s));
+    CHECK(cudaGraphLaunch(exec, s));
+    CHECK(cudaEventRecord(e1, s));
+    CHECK(cudaEventSynchronize(e1));
+    float t;
+    CHECK(cudaEventElapsedTime(&t, e0, e1));
+    if (i >= 2) ms.push_back(t / reps);
+  }
+  CHECK(cudaGraphExecDestroy(exec));
+  CHECK(cudaGraphDestroy(g));
+  CHECK(cudaStreamDestroy(s));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Device buffer of n random bf16 values (made on the host once, then copied).
+void* randomDevice(size_t n, std::mt19937& rng) {
+  std::vector<float> image;
+  std::vector<uint16_t> bits = randomHalf(n, DType::BF16, rng, 0.05f, &image);
+  void* d;
+  CHECK(cudaMalloc(&d, n * 2));
+  CHECK(cudaMemcpy(d, bits.data(), n * 2, cudaMemcpyHostToDevice));
+  return d;
+}
+
+struct Shape {
+  const char* name;
+  int N, K;
+  GemmOut out;
+};
+const Shape kShapes[] = {{"Wqkv", 6144, 2048, GemmOut::Half},
+                         {"out_proj", 2048, 2048, GemmOut::AddFloat},
+                         {"mlp_up", 8192, 2048, GemmOut::HalfGelu},
+                         {"mlp_down", 2048, 8192, GemmOut::AddFloat}};
+
+void timePrefill(std::mt19937& rng) {
+  std::printf("\nprefill GEMMs (tiled, bf16), 1B shapes\n| M | GEMM | ms | TFLOP/s |\n| ---: | --- | ---: | ---: |\n");
+  const int maxM = 2048;
+  void* a = randomDevice(size_t(maxM) * 8192, rng);
+  void* c;
+  CHECK(cudaMalloc(&c, size_t(maxM) * 8192 * 4));
+  CHECK(cudaMemset(c, 0, size_t(maxM) * 8192 * 4));
+  for (int M : {128, 512, 2048}) {
+    double flops = 0, ms = 0;
+    for (const Shape& s : kShapes) {
+      void* w = randomDevice(size_t(s.N) * s.K, rng);
+      GemmParams p;
+      p.a = a;
+      p.w = w;
+      p.c = c;
+      p.lda = p.ldw = s.K;
+      p.ldc = s.N;
+      p.M = M;
+      p.N = s.N;
+      p.K = s.K;
+      p.out = s.out;
+      const float t = timeGraph([&](cudaStream_t st) { CHECK(gemm(p, st)); }, 20);
+      const double f = 2.0 * M * s.N * s.K;
+      std::printf("| %d | %s | %.4f | %.1f |\n", M, s.name, t, f / (t * 1e9));
+      flops += f;
+      ms += t;
+      CHECK(cudaFree(w));
+    }
+    std::printf("| %d | layer total | %.4f | %.1f |\n", M, ms, flops / (ms * 1e9));
+  }
+  CHECK(cudaFree(a));
+  CHECK(cudaFree(c));
+}
+
+// The decode step's weight stream without attention or norms: 24 layers of the four GEMVs plus the LM head,
+// over distinct weights (2.6 GB, far past L2), as one graph. Its floor is weight bytes ÷ copy bandwidth.
+void timeDecodeChain(double copyBw, std::mt19937& rng) {
+  const int layers = 24, vocab = 50432, d = 2048;
+  std::vector<void*> weights;
+  size_t weightBytes = 0;
+  for (int l = 0; l < layers; ++l) {
+    for (const Shape& s : kShapes) {
+      weights.push_back(randomDevice(size_t(s.N) * s.K, rng));
+      weightBytes += size_t(s.N) * s.K * 2;
+    }
+  }
+  void* head = randomDevice(size_t(vocab) * d, rng);
+  weightBytes += size_t(vocab) * d * 2;
+  void* act = randomDevice(size_t(64) * 8192, rng);
+  void* out;
+  CHECK(cudaMalloc(&out, size_t(64) * vocab * 4));
+  CHECK(cudaMemset(out, 0, size_t(64) * vocab * 4));
+
+  std::printf("\ndecode weight stream (skinny, bf16): 24 layers × {Wqkv, out_proj, mlp_up, mlp_down} + LM head, "
+              "%.3f GB, floor %.3f ms at %.0f GB/s copy\n| rows | ms | GB/s | fraction of copy bandwidth |\n"
+              "| ---: | ---: | ---: | ---: |\n",
+              weightBytes / 1e9, weightBytes / copyBw * 1e3, copyBw / 1e9);
+  for (int rows : {1, 2, 4, 8, 16, 32, 64}) {
+    const float t = timeGraph(
+        [&](cudaStream_t st) {
+          for (int l = 0; l < layers; ++l) {
+            for (int i = 0; i < 4; ++i) {
+              const Shape& s = kShapes[i];
+              GemmParams p;
+              p.a = act;
+              p.w = weights[size_t(l) * 4 + i];
+              p.c = out;
+              p.lda = p.ldw = s.K;
+              p.ldc = s.N;
+              p.M = rows;
+              p.N = s.N;
+              p.K = s.K;
+              p.out = s.out;
+              CHECK(gemm(p, st));
+            }
+          }
+          GemmParams p;
+          p.a = act;
+          p.w = head;
+          p.c = out;
+          p.lda = p.ldw = d;
+          p.ldc = vocab;
+          p.M = rows;
+          p.N = vocab;
+          p.K = d;
+          p.out = GemmOut::Float;
+          CHECK(gemm(p, st));
+        },
+        3);
+    const double bw = weightBytes / (t * 1e-3);
+    std::printf("| %d | %.4f | %.0f | %.2f |\n", rows, t, bw / 1e9, bw / copyBw);
+  }
+  std::printf("\nsingle skinny GEMMs (rows 1), each over 8 rotating weight copies\n| GEMM | us | GB/s |\n| --- | ---: | ---: |\n");
+  const Shape lmHead{"lm_head", vocab, d, GemmOut::Float};
+  for (const Shape* s : {&kShapes[0], &kShapes[1], &kShapes[2], &kShapes[3], &lmHead}) {
+    const float t = timeGraph(
+        [&](cudaStream_t st) {
+          for (int l = 0; l < 8; ++l) {
+            GemmParams p;
+            p.a = act;
+            p.w = s == &lmHead ? head : weights[size_t(l) * 4 + size_t(s - kShapes)];
+            p.c = out;
+            p.lda = p.ldw = s->K;
+            p.ldc = s->N;
+            p.M = 1;
+            p.N = s->N;
+            p.K = s->K;
+            p.out = s->out;
+            CHECK(gemm(p, st));
+          }
+        },
+        4);
+    const double bytes = double(s->N) * s->K * 2;
+    std::printf("| %s | %.2f | %.0f |\n", s->name, t / 8 * 1e3, bytes / (t / 8 * 1e-3) / 1e9);
+  }
+  for (void* w : weights) CHECK(cudaFree(w));
+  CHECK(cudaFree(head));
+  CHECK(cudaFree(act));
+  CHECK(cudaFree(out));
+}
+
+}  // namespace
+
+int main() {
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
+  CHECK(gemmPrepare());
+  std::mt19937 rng(12345);
+  const int shapes[][3] = {{1, 777, 96},    {3, 50, 136},   {8, 2048, 2048}, {13, 384, 256},  {33, 500, 128},
+                           {64, 1000, 264}, {65, 777, 96},  {100, 256, 768}, {130, 1001, 256}, {257, 384, 1032},
+                           {1000, 640, 512}};
+  for (DType t : {DType::BF16, DType::F16}) {
+    for (const auto& s : shapes) {
+      for (GemmOut out : {GemmOut::Half, GemmOut::HalfGelu, GemmOut::Float, GemmOut::AddFloat}) {
+        check(s[0], s[1], s[2], t, out, out != GemmOut::Float, rng);
+      }
+    }
+  }
+  const double bw = copyBandwidth();
+  std::printf("\ndevice-to-device copy: %.0f GB/s (bytes read + written)\n", bw / 1e9);
+  timePrefill(rng);
+  timeDecodeChain(bw, rng);
+  std::printf("\n%s: %d check(s) failed\n", failures ? "FAIL" : "PASS", failures);
+  return failures ? 1 : 0;
+}
