@@ -1,0 +1,9 @@
+// Instantiates the head_dim 128, bf16 prefill kernels (causal x ALiBi) in a translation unit of their own.
+#include "flash_prefill_kernel.cuh"
+#include "flash_prefill_launch.h"
+
+namespace flashmpt {
+namespace attn {
+template cudaError_t run_flash_prefill<__nv_bfloat16, 128>(const FlashAttentionParams&, cudaStream_t);
+}  // namespace attn
+}  // namespace flashmpt
