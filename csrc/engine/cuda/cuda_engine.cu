@@ -58,9 +58,9 @@ void validate(const EngineOptions& o) {
     fail("E_CONFIG", "model shape is not valid");
   }
   const int headDim = c.d_model / c.n_heads;
-  if (headDim != 64 && headDim != 128) {
-    fail("E_DEVICE", "the CUDA attention kernels take head_dim 64 or 128, this model has " + std::to_string(headDim) +
-                         " (use device 'cpu')");
+  if (headDim > 128 || headDim % 8 != 0) {
+    fail("E_DEVICE", "the CUDA attention kernels take head_dim up to 128 in multiples of 8, this model has " +
+                         std::to_string(headDim) + " (use device 'cpu')");
   }
   if (c.d_model % 8 != 0 || c.d_ff % 8 != 0) fail("E_DEVICE", "the CUDA GEMMs need d_model and d_ff divisible by 8");
   if (!c.alibi_slopes.empty() && int(c.alibi_slopes.size()) != c.n_heads) {
@@ -286,7 +286,7 @@ class CudaEngine final : public Engine {
       hLens[i] = real ? hPositions[i] + 1 : 1;
     }
     CUDA_CHECK(cudaMemcpyAsync(device, host, 4 * kDecodeRows * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
-    graphs_.run(bucket, stream, [&](int rows) {
+    auto enqueue = [&](int rows) {
       PassRows pass;
       pass.rows = rows;
       pass.ids = device;
@@ -294,9 +294,16 @@ class CudaEngine final : public Engine {
       pass.slots = device + kDecodeRows;
       pass.positions = device + 2 * kDecodeRows;
       pass.seq_lens = device + 3 * kDecodeRows;
+      pass.host_slots = hSlots;
+      pass.host_seq_lens = hLens;
       enqueueLayers(state_, pass, stream);
       enqueueHead(state_, 0, rows, stream);
-    });
+    };
+    if (fusedAttention(config_)) {
+      graphs_.run(bucket, stream, enqueue);
+    } else {
+      enqueue(bucket);
+    }
     copyLogits(out, n);
     CUDA_CHECK(cudaStreamSynchronize(stream));
     for (int i = 0; i < n; ++i) ++lengths_[size_t(seqs[i])];

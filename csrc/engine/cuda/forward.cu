@@ -3,6 +3,7 @@
 #include "csrc/engine/weights.h"
 #include "csrc/runtime/cuda_check.h"
 #include "kernels/attention/attention_params.h"
+#include "kernels/attention/naive_attention.h"
 #include "kernels/embedding/embedding.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/norm/layernorm.h"
@@ -51,53 +52,94 @@ void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* 
   CUDA_CHECK(layerNorm(p, stream));
 }
 
-void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStream_t stream) {
+// Attention of `rows` queries of one sequence (slot), the last at position kv_len − 1, into o.
+FlashAttentionParams chunkAttention(const ForwardState& s, int layer, const void* q, void* o, int rows, int slot,
+                                    int kv_len) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
-  const void* k = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
-  const void* v = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
-  if (r.decode) {
-    DecodeAttentionParams p{};
-    p.q = s.ws->q.get();
-    p.o = s.ws->h.get();
-    p.k_cache = k;
-    p.v_cache = v;
-    p.slot = r.slots;
-    p.seq_len = r.seq_lens;
-    p.slot_stride = s.kv->slot_stride;
-    p.row_stride = c.d_model;
-    p.head_stride = headDim;
-    p.batch = r.rows;
-    p.n_heads = c.n_heads;
-    p.head_dim = headDim;
-    p.max_seq_len = int(s.kv_tokens);
-    p.softmax_scale = c.softmax_scale;
-    p.alibi_slopes = s.alibi_slopes;
-    p.workspace = s.ws->attn.as<float>();
-    p.dtype = attnDType(s.dtype);
-    CUDA_CHECK(decode_attention(p, stream));
-    return;
-  }
-  const int64_t slotOffset = int64_t(r.slot) * s.kv->slot_stride;
+  const int64_t at = layer * s.kv->layer_stride + int64_t(slot) * s.kv->slot_stride;
   FlashAttentionParams p{};
-  p.q = s.ws->q.get();
-  p.k = offsetBytes(s.kv->k, layer * s.kv->layer_stride + slotOffset, s.dtype);
-  p.v = offsetBytes(s.kv->v, layer * s.kv->layer_stride + slotOffset, s.dtype);
-  p.o = s.ws->h.get();
-  p.q_batch_stride = p.o_batch_stride = int64_t(r.rows) * c.d_model;
+  p.q = q;
+  p.k = offsetBytes(s.kv->k, at, s.dtype);
+  p.v = offsetBytes(s.kv->v, at, s.dtype);
+  p.o = o;
+  p.q_batch_stride = p.o_batch_stride = int64_t(rows) * c.d_model;
   p.k_batch_stride = p.v_batch_stride = s.kv->slot_stride;
   p.q_row_stride = p.k_row_stride = p.v_row_stride = p.o_row_stride = c.d_model;
   p.q_head_stride = p.k_head_stride = p.v_head_stride = p.o_head_stride = headDim;
   p.batch = 1;
   p.n_heads = c.n_heads;
-  p.seqlen_q = r.rows;
-  p.seqlen_k = r.position0 + r.rows;
+  p.seqlen_q = rows;
+  p.seqlen_k = kv_len;
   p.head_dim = headDim;
   p.softmax_scale = c.softmax_scale;
   p.alibi_slopes = s.alibi_slopes;
   p.causal = true;
   p.dtype = attnDType(s.dtype);
-  CUDA_CHECK(flash_attention_prefill(p, stream));
+  return p;
+}
+
+void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t stream) {
+  if (naive_attention_scratch_bytes(p) > s.ws->naive.bytes()) fail("E_INTERNAL", "naive attention scratch too small");
+  CUDA_CHECK(naive_attention(p, s.ws->naive.get(), stream));
+}
+
+void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStream_t stream) {
+  const ModelConfig& c = *s.config;
+  const int headDim = c.d_model / c.n_heads;
+  const bool fused = fusedAttention(c);
+  if (!r.decode) {
+    const FlashAttentionParams p = chunkAttention(s, layer, s.ws->q.get(), s.ws->h.get(), r.rows, r.slot,
+                                                  r.position0 + r.rows);
+    if (fused) {
+      CUDA_CHECK(flash_attention_prefill(p, stream));
+    } else {
+      runNaive(s, p, stream);
+    }
+    return;
+  }
+  if (!fused) {  // one query per row against its own sequence, lengths read on the host
+    const int64_t rowBytes = int64_t(c.d_model) * int64_t(dtypeSize(s.dtype));
+    for (int i = 0; i < r.rows; ++i) {
+      runNaive(s,
+               chunkAttention(s, layer, s.ws->q.as<uint8_t>() + i * rowBytes, s.ws->h.as<uint8_t>() + i * rowBytes, 1,
+                              r.host_slots[i], r.host_seq_lens[i]),
+               stream);
+    }
+    return;
+  }
+  DecodeAttentionParams p{};
+  p.q = s.ws->q.get();
+  p.o = s.ws->h.get();
+  p.k_cache = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
+  p.v_cache = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
+  p.slot = r.slots;
+  p.seq_len = r.seq_lens;
+  p.slot_stride = s.kv->slot_stride;
+  p.row_stride = c.d_model;
+  p.head_stride = headDim;
+  p.batch = r.rows;
+  p.n_heads = c.n_heads;
+  p.head_dim = headDim;
+  p.max_seq_len = int(s.kv_tokens);
+  p.softmax_scale = c.softmax_scale;
+  p.alibi_slopes = s.alibi_slopes;
+  p.workspace = s.ws->attn.as<float>();
+  p.dtype = attnDType(s.dtype);
+  CUDA_CHECK(decode_attention(p, stream));
+}
+
+}  // namespace
+
+bool fusedAttention(const ModelConfig& c) {
+  const int headDim = c.d_model / c.n_heads;
+  return headDim == 64 || headDim == 128;
+}
+
+namespace {
+
+size_t naiveScratchBytes(const ModelConfig& c, int rows, int64_t kv_tokens) {
+  return fusedAttention(c) ? 0 : size_t(c.n_heads) * size_t(rows) * size_t(kv_tokens) * 2;
 }
 
 }  // namespace
@@ -105,8 +147,8 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
 size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
   const size_t e = dtypeSize(dtype), n = size_t(rows), d = size_t(c.d_model);
   const size_t attn = decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens));
-  return n * d * 4 + n * d * e * 3 + n * 3 * d * e + n * size_t(c.d_ff) * e +
-         size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4;
+  return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
+         size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, rows, kv_tokens);
 }
 
 Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
@@ -121,6 +163,7 @@ Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t
   ws.logits = DeviceBuffer(size_t(kDecodeRows) * size_t(c.vocab_size) * 4);
   ws.attn = DeviceBuffer(
       decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens)) * 4);
+  ws.naive = DeviceBuffer(naiveScratchBytes(c, rows, kv_tokens));
   return ws;
 }
 

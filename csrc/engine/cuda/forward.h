@@ -31,7 +31,12 @@ struct Workspace {
   DeviceBuffer u;       // [rows, d_ff]: GELU(mlp_up)
   DeviceBuffer logits;  // [kDecodeRows, vocab] fp32
   DeviceBuffer attn;    // decode attention's split partials for kDecodeRows rows
+  DeviceBuffer naive;   // scores of the naive attention, only for head dims the fused kernels lack
 };
+
+// The fused attention kernels take head_dim 64 and 128; other head dims (small test models) run the naive
+// kernel, eagerly: its launch shape depends on host-side sequence lengths, so no decode graph.
+bool fusedAttention(const ModelConfig& config);
 
 struct ForwardState {
   const ModelConfig* config = nullptr;
@@ -54,6 +59,9 @@ struct PassRows {
   const int* slots = nullptr;
   const int* positions = nullptr;
   const int* seq_lens = nullptr;  // keys each row attends to, itself included
+  // Host copies of slots and seq_lens, read only on the naive-attention path (never captured).
+  const int* host_slots = nullptr;
+  const int* host_seq_lens = nullptr;
 };
 
 size_t workspaceBytes(const ModelConfig& config, DType dtype, int rows, int64_t kv_tokens);
