@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "csrc/binding/addon_tensor.h"
+#include "csrc/binding/napi_util.h"
 #include "csrc/engine/cpu/cpu_ops.h"
+#include "csrc/runtime/errors.h"
 #include "kernels/gemm/gemm_ref.h"
 #include "kernels/norm/layernorm_ref.h"
 #include "kernels/qkv/qkv_epilogue_ref.h"
@@ -30,6 +32,7 @@
 namespace flashmpt {
 namespace {
 
+using binding::rethrowAsJs;
 using Storage = std::shared_ptr<TensorStorage>;
 
 // ---- argument helpers --------------------------------------------------------------------------------------
@@ -175,7 +178,7 @@ AttentionOptions attentionOptions(const Napi::Object& o, int64_t heads, int64_t 
 
 // q [B, Sq, H, D], k and v [B, Sk, H, D] → o [B, Sq, H, D]; causal bottom-right aligned (query i at Sk − Sq + i).
 Napi::Value jsFlashAttention(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage q = tensorArg(info, 0, "q"), k = tensorArg(info, 1, "k"), v = tensorArg(info, 2, "v");
     expectRank(q, 4, "q");
     expectRank(k, 4, "k");
@@ -236,7 +239,7 @@ Napi::Value jsFlashAttention(const Napi::CallbackInfo& info) {
 
 // q [B, H, D]; caches [B, S, H, D]; seqLens[b] keys of sequence b, the query at position seqLens[b] − 1.
 Napi::Value jsDecodeAttention(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage q = tensorArg(info, 0, "q"), k = tensorArg(info, 1, "kCache"), v = tensorArg(info, 2, "vCache");
     expectRank(q, 3, "q");
     expectRank(k, 4, "kCache");
@@ -304,7 +307,7 @@ Napi::Value jsDecodeAttention(const Napi::CallbackInfo& info) {
 
 // y = LayerNorm(x (+ residual)) over the last dimension; with a residual, x is updated in place to x + residual.
 Napi::Value jsLayerNorm(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage x = tensorArg(info, 0, "x"), w = tensorArg(info, 1, "weight");
     const Napi::Object o = optionsAt(info, 2);
     const Storage bias = tensorOption(o, "bias"), residual = tensorOption(o, "residual");
@@ -358,7 +361,7 @@ Napi::Value jsLayerNorm(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value jsGelu(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage x = tensorArg(info, 0, "x");
     auto y = std::make_shared<TensorStorage>(x->cuda(), x->dtype(), x->shape());
     if (x->cuda()) {
@@ -384,7 +387,7 @@ Napi::Value jsGelu(const Napi::CallbackInfo& info) {
 // c = alpha · a·wᵀ (+ bias), a [M, K], w [N, K]; options: gelu, outDtype ('f32' or a's dtype), accumulate (an
 // f32 [M, N] tensor that receives c += …, returned).
 Napi::Value jsMatmul(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage a = tensorArg(info, 0, "a"), w = tensorArg(info, 1, "w");
     const Napi::Object o = optionsAt(info, 2);
     expectRank(a, 2, "a");
@@ -447,7 +450,7 @@ Napi::Value jsMatmul(const Napi::CallbackInfo& info) {
 // qkv [rows, 3·d] → q [rows, d]; k and v written into options.kCache / vCache [slots, S, d] at (slot, position0
 // + r) or (slots[r], positions[r]); a negative position skips the write.
 Napi::Value jsQkvEpilogue(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage qkv = tensorArg(info, 0, "qkv");
     const Napi::Object o = optionsAt(info, 1);
     expectRank(qkv, 2, "qkv");
@@ -544,7 +547,7 @@ Napi::Value jsQkvEpilogue(const Napi::CallbackInfo& info) {
 
 // logits [rows, vocab] f32 → { values: Float32Array [rows·k], indices: Int32Array [rows·k], lse: Float32Array [rows] }.
 Napi::Value jsTopK(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage logits = tensorArg(info, 0, "logits");
     expectRank(logits, 2, "logits");
     expectDType(logits, DType::F32, "logits");

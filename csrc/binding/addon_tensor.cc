@@ -1,10 +1,10 @@
 #include "csrc/binding/addon_tensor.h"
 
 #include <cstring>
-#include <mutex>
-#include <unordered_map>
 
+#include "csrc/binding/napi_util.h"
 #include "csrc/engine/weights.h"
+#include "csrc/runtime/errors.h"
 
 #if FLASH_MPT_WITH_CUDA
 #include <cuda_runtime.h>
@@ -15,16 +15,9 @@
 namespace flashmpt {
 namespace {
 
-// The Tensor constructor of each JS environment (main thread, workers), to make tensors from C++.
-std::mutex classes_mutex;
-std::unordered_map<napi_env, Napi::FunctionReference*> classes;
+using binding::rethrowAsJs;
 
-Napi::FunctionReference& tensorClass(Napi::Env env) {
-  std::lock_guard<std::mutex> lock(classes_mutex);
-  const auto found = classes.find(env);
-  if (found == classes.end()) fail("E_INTERNAL", "Tensor class is not registered in this environment");
-  return *found->second;
-}
+Napi::FunctionReference& tensorClass(Napi::Env env) { return binding::constructorSlot(env, "Tensor"); }
 
 std::vector<int64_t> parseShape(const Napi::Value& value) {
   if (!value.IsArray()) fail("E_INVALID_ARGUMENT", "shape must be an array of non-negative integers");
@@ -124,19 +117,7 @@ Napi::Function AddonTensor::define(Napi::Env env) {
                                     InstanceAccessor("disposed", &AddonTensor::disposed, nullptr),
                                     InstanceMethod("toFloat32Array", &AddonTensor::toFloat32Array),
                                     InstanceMethod("dispose", &AddonTensor::dispose)});
-  auto* ref = new Napi::FunctionReference(Napi::Persistent(cls));
-  const napi_env key = env;
-  {
-    std::lock_guard<std::mutex> lock(classes_mutex);
-    classes[key] = ref;
-  }
-  env.AddCleanupHook([key, ref] {
-    {
-      std::lock_guard<std::mutex> lock(classes_mutex);
-      classes.erase(key);
-    }
-    delete ref;
-  });
+  tensorClass(env) = Napi::Persistent(cls);
   return cls;
 }
 
@@ -158,7 +139,7 @@ std::shared_ptr<TensorStorage> AddonTensor::unwrap(const Napi::Value& value, con
 }
 
 AddonTensor::AddonTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonTensor>(info) {
-  napiGuard(info.Env(), [&] {
+  rethrowAsJs(info.Env(), [&] {
     if (info.Length() != 1 || !info[0].IsExternal()) {
       fail("E_INVALID_ARGUMENT", "use Tensor.fromArray(values, shape, { dtype, device }) to make a tensor");
     }
@@ -168,7 +149,7 @@ AddonTensor::AddonTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Addo
 }
 
 Napi::Value AddonTensor::fromArray(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     if (info.Length() < 2 || !info[0].IsTypedArray() ||
         info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
       fail("E_INVALID_ARGUMENT", "Tensor.fromArray(values: Float32Array, shape: number[], options?)");
@@ -199,19 +180,19 @@ Napi::Value AddonTensor::fromArray(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AddonTensor::device(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     return Napi::String::New(info.Env(), unwrap(info.This(), "tensor")->cuda() ? "cuda" : "cpu");
   });
 }
 
 Napi::Value AddonTensor::dtype(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     return Napi::String::New(info.Env(), dtypeLabel(unwrap(info.This(), "tensor")->dtype()));
   });
 }
 
 Napi::Value AddonTensor::shape(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const std::vector<int64_t>& dims = unwrap(info.This(), "tensor")->shape();
     Napi::Array out = Napi::Array::New(info.Env(), dims.size());
     for (size_t i = 0; i < dims.size(); ++i) out.Set(uint32_t(i), Napi::Number::New(info.Env(), double(dims[i])));
@@ -224,7 +205,7 @@ Napi::Value AddonTensor::disposed(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AddonTensor::toFloat32Array(const Napi::CallbackInfo& info) {
-  return napiGuard(info.Env(), [&]() -> Napi::Value {
+  return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const std::vector<float> values = unwrap(info.This(), "tensor")->toFloat();
     Napi::Float32Array out = Napi::Float32Array::New(info.Env(), values.size());
     if (!values.empty()) std::memcpy(out.Data(), values.data(), values.size() * sizeof(float));

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "csrc/engine/engine.h"
-#include "csrc/runtime/errors.h"
 
 namespace flashmpt {
 
@@ -63,21 +62,6 @@ class AddonTensor : public Napi::ObjectWrap<AddonTensor> {
 
   std::shared_ptr<TensorStorage> storage_;
 };
-
-// Runs body(); a FlashError (or any other std::exception, as E_INTERNAL) becomes a JS Error whose message is
-// "[CODE] message", the shape lib/errors.ts's fromNativeError expects.
-template <class F>
-auto napiGuard(Napi::Env env, F&& body) -> decltype(body()) {
-  try {
-    return body();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const FlashError& e) {
-    throw Napi::Error::New(env, "[" + e.code + "] " + e.what());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, std::string("[E_INTERNAL] ") + e.what());
-  }
-}
 
 DType parseDType(const std::string& name);  // 'f32' | 'bf16' | 'f16', else E_INVALID_ARGUMENT
 const char* dtypeLabel(DType dtype);
