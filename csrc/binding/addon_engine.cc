@@ -1,0 +1,378 @@
+#include "csrc/binding/addon_engine.h"
+
+#include <limits>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "csrc/binding/napi_util.h"
+#include "csrc/runtime/errors.h"
+
+namespace flashmpt::binding {
+namespace {
+
+constexpr const char* kClassName = "Engine";
+constexpr int64_t kMaxSafeInteger = (int64_t(1) << 53) - 1;
+constexpr int64_t kMaxInt32 = std::numeric_limits<int32_t>::max();
+
+// A Napi::AsyncWorker settling a promise: run() executes on the libuv pool, and whatever it throws rejects the
+// promise with errorText's "[CODE] message"; result() builds the resolved value on the JS thread.
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+ protected:
+  virtual void run() = 0;
+  virtual Napi::Value result(Napi::Env env) = 0;
+
+ private:
+  void Execute() final {
+    try {
+      run();
+    } catch (...) {
+      SetError(errorText(std::current_exception()));
+    }
+  }
+  void OnOK() final {
+    // An exception escaping OnOK would become an uncaught JS exception; it rejects the promise instead.
+    try {
+      deferred_.Resolve(result(Env()));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    } catch (...) {
+      deferred_.Reject(Napi::Error::New(Env(), errorText(std::current_exception())).Value());
+    }
+  }
+  void OnError(const Napi::Error& e) final { deferred_.Reject(e.Value()); }
+
+  Napi::Promise::Deferred deferred_;
+};
+
+Napi::Promise rejected(Napi::Env env, std::exception_ptr error) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  try {
+    std::rethrow_exception(error);
+  } catch (const Napi::Error& e) {
+    deferred.Reject(e.Value());
+  } catch (...) {
+    deferred.Reject(Napi::Error::New(env, errorText(std::current_exception())).Value());
+  }
+  return deferred.Promise();
+}
+
+// Logits leave as a Float32Array over the vector's own storage: no copy, freed by the garbage collector.
+Napi::Float32Array toFloat32Array(Napi::Env env, std::vector<float>&& values) {
+  auto owned = std::make_unique<std::vector<float>>(std::move(values));
+  const size_t length = owned->size();
+  auto buffer = Napi::ArrayBuffer::New(
+      env, owned->data(), length * sizeof(float), [](Napi::Env, void*, std::vector<float>* data) { delete data; },
+      owned.get());
+  owned.release();
+  return Napi::Float32Array::New(env, length, buffer, 0);
+}
+
+// A call on an engine. Holds the JS object so it is not collected meanwhile, and the shared state so a dispose()
+// during the call frees the engine only when the last queued call has finished.
+class EngineWorker : public PromiseWorker {
+ public:
+  EngineWorker(Napi::Env env, const char* name, std::shared_ptr<EngineState> state, const Napi::Object& self)
+      : PromiseWorker(env, name), state_(std::move(state)), self_(Napi::Persistent(self)) {}
+
+ protected:
+  virtual void compute(Engine& engine) = 0;
+  std::shared_ptr<EngineState> state_;
+
+ private:
+  void run() final {
+    std::lock_guard<std::mutex> run_lock(state_->run_mutex);
+    std::exception_ptr error;
+    try {
+      compute(*state_->engine);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::unique_ptr<Engine> retired;
+    {
+      std::lock_guard<std::mutex> lock(state_->state_mutex);
+      state_->memory = {state_->engine->weightBytes(), state_->engine->kvCacheBytes(),
+                        state_->engine->workspaceBytes()};
+      if (--state_->pending == 0 && state_->disposed) retired = std::move(state_->engine);
+    }
+    retired.reset();  // a dispose() that came during the call frees the engine here, off the JS thread
+    if (error) std::rethrow_exception(error);
+  }
+
+  Napi::ObjectReference self_;
+};
+
+class ForwardWorker final : public EngineWorker {
+ public:
+  ForwardWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self, int seq,
+                std::vector<int32_t> ids, bool all_logits)
+      : EngineWorker(env, "flash-mpt:forward", std::move(state), self),
+        seq_(seq),
+        ids_(std::move(ids)),
+        all_logits_(all_logits) {}
+
+ private:
+  void compute(Engine& engine) override {
+    const size_t rows = all_logits_ ? ids_.size() : 1;
+    logits_.resize(rows * size_t(state_->vocab_size));
+    engine.forward(seq_, ids_.data(), int64_t(ids_.size()), all_logits_, logits_.data());
+  }
+  Napi::Value result(Napi::Env env) override { return toFloat32Array(env, std::move(logits_)); }
+
+  int seq_;
+  std::vector<int32_t> ids_;
+  bool all_logits_;
+  std::vector<float> logits_;
+};
+
+class DecodeBatchWorker final : public EngineWorker {
+ public:
+  DecodeBatchWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
+                    std::vector<int> seqs, std::vector<int32_t> ids)
+      : EngineWorker(env, "flash-mpt:decodeBatch", std::move(state), self),
+        seqs_(std::move(seqs)),
+        ids_(std::move(ids)) {}
+
+ private:
+  void compute(Engine& engine) override {
+    logits_.resize(seqs_.size() * size_t(state_->vocab_size));
+    engine.decodeBatch(seqs_.data(), ids_.data(), int(seqs_.size()), logits_.data());
+  }
+  Napi::Value result(Napi::Env env) override { return toFloat32Array(env, std::move(logits_)); }
+
+  std::vector<int> seqs_;
+  std::vector<int32_t> ids_;
+  std::vector<float> logits_;
+};
+
+class CreateEngineWorker final : public PromiseWorker {
+ public:
+  CreateEngineWorker(Napi::Env env, EngineOptions options)
+      : PromiseWorker(env, "flash-mpt:createEngine"), options_(std::move(options)) {}
+
+ private:
+  void run() override {
+    auto state = std::make_shared<EngineState>();
+    state->engine = options_.device < 0 ? createCpuEngine(options_) : createCudaEngine(options_);
+    state->vocab_size = options_.config.vocab_size;
+    state->memory = {state->engine->weightBytes(), state->engine->kvCacheBytes(), state->engine->workspaceBytes()};
+    state_ = std::move(state);
+    options_.tensors.clear();
+  }
+  Napi::Value result(Napi::Env env) override {
+    return constructorSlot(env, kClassName).New({Napi::External<std::shared_ptr<EngineState>>::New(env, &state_)});
+  }
+
+  EngineOptions options_;
+  std::shared_ptr<EngineState> state_;  // dropped (engine freed) if the JS object could not be made
+};
+
+DType parseDType(const std::string& text, const std::string& what) {
+  if (text == "F32") return DType::F32;
+  if (text == "F16") return DType::F16;
+  if (text == "BF16") return DType::BF16;
+  fail("E_INVALID_ARGUMENT", what + " must be 'F32', 'F16' or 'BF16', got '" + text + "'");
+}
+
+ModelConfig parseConfig(const Napi::Object& object) {
+  auto dim = [&](const char* key) {
+    return int(integerArg(object.Get(key), std::string("config.") + key, 1, kMaxInt32));
+  };
+  auto number = [&](const char* key) { return float(numberArg(object.Get(key), std::string("config.") + key)); };
+  ModelConfig config;
+  config.d_model = dim("dModel");
+  config.n_heads = dim("nHeads");
+  config.n_layers = dim("nLayers");
+  config.d_ff = dim("dFf");
+  config.vocab_size = dim("vocabSize");
+  config.max_seq_len = dim("maxSeqLen");
+  config.ln_eps = number("layerNormEps");
+  config.qk_ln = boolArg(object.Get("qkLn"), "config.qkLn");
+  config.has_bias = boolArg(object.Get("hasBias"), "config.hasBias");
+  config.clip_qkv = number("clipQkv");
+  config.softmax_scale = number("softmaxScale");
+  config.logit_scale = number("logitScale");
+  const Napi::Float32Array slopes = float32ArrayArg(object.Get("alibiSlopes"), "config.alibiSlopes");
+  config.alibi_slopes.assign(slopes.Data(), slopes.Data() + slopes.ElementLength());
+  return config;
+}
+
+std::vector<TensorSource> parseTensors(const Napi::Value& value) {
+  if (!value.IsArray()) fail("E_INVALID_ARGUMENT", "options.tensors must be an array");
+  const auto array = value.As<Napi::Array>();
+  std::vector<TensorSource> tensors(array.Length());
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    const std::string what = "options.tensors[" + std::to_string(i) + "]";
+    const Napi::Object object = objectArg(array.Get(i), what);
+    TensorSource& tensor = tensors[i];
+    tensor.name = stringArg(object.Get("name"), what + ".name");
+    tensor.file = stringArg(object.Get("file"), what + ".file");
+    tensor.offset = uint64_t(integerArg(object.Get("offset"), what + ".offset", 0, kMaxSafeInteger));
+    tensor.bytes = uint64_t(integerArg(object.Get("bytes"), what + ".bytes", 0, kMaxSafeInteger));
+    tensor.dtype = parseDType(stringArg(object.Get("dtype"), what + ".dtype"), what + ".dtype");
+    const Napi::Value shape = object.Get("shape");
+    if (!shape.IsArray()) fail("E_INVALID_ARGUMENT", what + ".shape must be an array");
+    const auto dims = shape.As<Napi::Array>();
+    for (uint32_t d = 0; d < dims.Length(); ++d) {
+      tensor.shape.push_back(integerArg(dims.Get(d), what + ".shape[" + std::to_string(d) + "]", 0, kMaxSafeInteger));
+    }
+  }
+  return tensors;
+}
+
+EngineOptions parseOptions(const Napi::Value& value) {
+  const Napi::Object object = objectArg(value, "options");
+  EngineOptions options;
+  options.config = parseConfig(objectArg(object.Get("config"), "options.config"));
+  options.tensors = parseTensors(object.Get("tensors"));
+  options.random_weights = boolArg(object.Get("randomWeights"), "options.randomWeights");
+  options.seed = uint64_t(integerArg(object.Get("seed"), "options.seed", 0, kMaxSafeInteger));
+  options.device = int(integerArg(object.Get("device"), "options.device", -1, kMaxInt32));
+  const std::string compute = stringArg(object.Get("computeDType"), "options.computeDType");
+  if (compute != "bf16" && compute != "f16") {
+    fail("E_INVALID_ARGUMENT", "options.computeDType must be 'bf16' or 'f16', got '" + compute + "'");
+  }
+  options.compute_dtype = compute == "bf16" ? DType::BF16 : DType::F16;
+  options.kv_tokens = integerArg(object.Get("kvTokens"), "options.kvTokens", 1, kMaxInt32);
+  options.max_sequences = int(integerArg(object.Get("maxSequences"), "options.maxSequences", 1, kMaxInt32));
+  options.threads = int(integerArg(object.Get("threads"), "options.threads", 0, 4096));
+  return options;
+}
+
+// Queues the worker make() returns, or hands back a rejected promise when making it throws (bad arguments,
+// a disposed engine).
+template <typename Make>
+Napi::Value queue(Napi::Env env, const std::shared_ptr<EngineState>& state, Make&& make) {
+  try {
+    PromiseWorker* worker = make();
+    Napi::Promise promise = worker->promise();
+    if (state) {
+      std::lock_guard<std::mutex> lock(state->state_mutex);
+      ++state->pending;
+    }
+    worker->Queue();  // the worker deletes itself when it completes
+    return promise;
+  } catch (...) {
+    return rejected(env, std::current_exception());
+  }
+}
+
+}  // namespace
+
+void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function constructor = DefineClass(env, kClassName,
+                                           {
+                                               InstanceMethod<&AddonEngine::CreateSequence>("createSequence"),
+                                               InstanceMethod<&AddonEngine::ReleaseSequence>("releaseSequence"),
+                                               InstanceMethod<&AddonEngine::SequenceLength>("sequenceLength"),
+                                               InstanceMethod<&AddonEngine::Forward>("forward"),
+                                               InstanceMethod<&AddonEngine::DecodeBatch>("decodeBatch"),
+                                               InstanceMethod<&AddonEngine::Memory>("memory"),
+                                               InstanceMethod<&AddonEngine::Dispose>("dispose"),
+                                           });
+  constructorSlot(env, kClassName) = Napi::Persistent(constructor);
+  exports.Set("createEngine", Napi::Function::New<&AddonEngine::CreateEngine>(env, "createEngine"));
+}
+
+Napi::Value AddonEngine::CreateEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, nullptr, [&] { return new CreateEngineWorker(env, parseOptions(info[0])); });
+}
+
+AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonEngine>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::Error::New(info.Env(), "[E_INVALID_ARGUMENT] engines are made by createEngine(options)");
+  }
+  state_ = *info[0].As<Napi::External<std::shared_ptr<EngineState>>>().Data();
+}
+
+AddonEngine::~AddonEngine() { dispose(); }
+
+Engine& AddonEngine::live() {
+  std::lock_guard<std::mutex> lock(state_->state_mutex);
+  if (state_->disposed) fail("E_DISPOSED", "the engine was disposed");
+  return *state_->engine;
+}
+
+void AddonEngine::dispose() {
+  if (!state_) return;
+  std::unique_ptr<Engine> retired;
+  std::lock_guard<std::mutex> lock(state_->state_mutex);
+  state_->disposed = true;
+  // With calls queued, the last of them frees the engine (EngineWorker::run).
+  if (state_->pending == 0) retired = std::move(state_->engine);
+}
+
+Napi::Value AddonEngine::CreateSequence(const Napi::CallbackInfo& info) {
+  return rethrowAsJs(info.Env(), [&] { return Napi::Number::New(info.Env(), live().createSequence()); });
+}
+
+Napi::Value AddonEngine::ReleaseSequence(const Napi::CallbackInfo& info) {
+  return rethrowAsJs(info.Env(), [&] {
+    live().releaseSequence(int(integerArg(info[0], "seq", -kMaxInt32, kMaxInt32)));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value AddonEngine::SequenceLength(const Napi::CallbackInfo& info) {
+  return rethrowAsJs(info.Env(), [&] {
+    const int64_t length = live().sequenceLength(int(integerArg(info[0], "seq", -kMaxInt32, kMaxInt32)));
+    return Napi::Number::New(info.Env(), double(length));
+  });
+}
+
+Napi::Value AddonEngine::Forward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, state_, [&] {
+    live();
+    const int seq = int(integerArg(info[0], "seq", -kMaxInt32, kMaxInt32));
+    const Napi::Int32Array ids = int32ArrayArg(info[1], "ids");
+    const bool all_logits = boolArg(info[2], "allLogits");
+    return new ForwardWorker(env, state_, info.This().As<Napi::Object>(), seq,
+                             std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()), all_logits);
+  });
+}
+
+Napi::Value AddonEngine::DecodeBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, state_, [&] {
+    live();
+    const Napi::Int32Array seqs = int32ArrayArg(info[0], "seqs");
+    const Napi::Int32Array ids = int32ArrayArg(info[1], "ids");
+    if (seqs.ElementLength() != ids.ElementLength()) {
+      fail("E_INVALID_ARGUMENT", "decodeBatch got " + std::to_string(seqs.ElementLength()) + " sequences and " +
+                                     std::to_string(ids.ElementLength()) + " ids");
+    }
+    return new DecodeBatchWorker(env, state_, info.This().As<Napi::Object>(),
+                                 std::vector<int>(seqs.Data(), seqs.Data() + seqs.ElementLength()),
+                                 std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()));
+  });
+}
+
+Napi::Value AddonEngine::Memory(const Napi::CallbackInfo& info) {
+  return rethrowAsJs(info.Env(), [&] {
+    live();
+    MemoryFigures memory;
+    {
+      std::lock_guard<std::mutex> lock(state_->state_mutex);
+      memory = state_->memory;
+    }
+    Napi::Object result = Napi::Object::New(info.Env());
+    result.Set("weightBytes", double(memory.weight_bytes));
+    result.Set("kvCacheBytes", double(memory.kv_cache_bytes));
+    result.Set("workspaceBytes", double(memory.workspace_bytes));
+    return result;
+  });
+}
+
+Napi::Value AddonEngine::Dispose(const Napi::CallbackInfo& info) {
+  dispose();
+  return info.Env().Undefined();
+}
+
+}  // namespace flashmpt::binding

@@ -1,0 +1,391 @@
+// The CPU reference engine: exactly the model of DESIGN.md §1 in fp32, built from cpu_ops.
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "csrc/engine/cpu/cpu_ops.h"
+#include "csrc/engine/engine.h"
+#include "csrc/engine/weights.h"
+#include "csrc/runtime/errors.h"
+
+namespace flashmpt {
+namespace {
+
+using cpu::ThreadPool;
+
+// Prefill runs in passes of at most this many tokens, so activations stay small however long the prompt is
+// (exact: a pass's attention reads the KV cache the earlier passes wrote).
+constexpr int64_t kMaxRowsPerPass = 256;
+constexpr float kInitStddev = 0.02f;
+
+// A float array owned by the engine; empty when the tensor does not exist (biases with no_bias).
+struct Buffer {
+  std::unique_ptr<float[]> data;
+  int64_t size = 0;
+  const float* get() const { return data.get(); }
+};
+
+struct LayerWeights {
+  Buffer ln1_w, ln1_b, wqkv, bqkv, q_ln_w, q_ln_b, k_ln_w, k_ln_b, wout, bout, ln2_w, ln2_b, wup, bup, wdown, bdown;
+};
+
+// One token of a pass: which sequence slot it extends and at which position.
+struct Row {
+  int slot;
+  int64_t pos;
+};
+
+struct Slot {
+  bool used = false;
+  int64_t length = 0;    // tokens in the KV cache
+  bool running = false;  // a forward/decodeBatch is appending to it
+  bool release_when_done = false;
+};
+
+void checkConfig(const ModelConfig& c) {
+  auto positive = [](int value, const char* field) {
+    if (value <= 0) fail("E_CONFIG", std::string(field) + " must be positive, got " + std::to_string(value));
+  };
+  positive(c.d_model, "d_model");
+  positive(c.n_heads, "n_heads");
+  positive(c.n_layers, "n_layers");
+  positive(c.d_ff, "d_ff");
+  positive(c.vocab_size, "vocab_size");
+  if (c.d_model % c.n_heads != 0) {
+    fail("E_CONFIG", "d_model " + std::to_string(c.d_model) + " is not a multiple of n_heads " + std::to_string(c.n_heads));
+  }
+  if (!c.alibi_slopes.empty() && int(c.alibi_slopes.size()) != c.n_heads) {
+    fail("E_CONFIG", "alibi_slopes has " + std::to_string(c.alibi_slopes.size()) + " values for " +
+                         std::to_string(c.n_heads) + " heads");
+  }
+  if (!(c.softmax_scale > 0.f) || !std::isfinite(c.softmax_scale)) fail("E_CONFIG", "softmax_scale must be positive");
+  if (!(c.ln_eps > 0.f)) fail("E_CONFIG", "ln_eps must be positive");
+}
+
+class CpuEngine final : public Engine {
+ public:
+  explicit CpuEngine(const EngineOptions& options)
+      : config_(options.config), kv_tokens_(options.kv_tokens), pool_(options.threads) {
+    checkConfig(config_);
+    if (options.kv_tokens <= 0) fail("E_INVALID_ARGUMENT", "kv_tokens must be positive");
+    if (options.max_sequences <= 0) fail("E_INVALID_ARGUMENT", "max_sequences must be positive");
+    slots_.resize(size_t(options.max_sequences));
+    loadWeights(options);
+    const int64_t per_layer = int64_t(options.max_sequences) * kv_tokens_ * config_.d_model;
+    k_cache_ = allocate(per_layer * config_.n_layers);
+    v_cache_ = allocate(per_layer * config_.n_layers);
+  }
+
+  int createSequence() override {
+    std::lock_guard<std::mutex> lock(slots_mutex_);
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (!slots_[i].used) {
+        slots_[i] = Slot{};
+        slots_[i].used = true;
+        return int(i);
+      }
+    }
+    fail("E_OUT_OF_MEMORY", "all " + std::to_string(slots_.size()) + " sequence slots are in use (maxSequences)");
+  }
+
+  void releaseSequence(int seq) override {
+    std::lock_guard<std::mutex> lock(slots_mutex_);
+    Slot& slot = slots_[checkedSlot(seq)];
+    if (slot.running) {
+      slot.release_when_done = true;
+    } else {
+      slot = Slot{};
+    }
+  }
+
+  int64_t sequenceLength(int seq) const override {
+    std::lock_guard<std::mutex> lock(slots_mutex_);
+    return slots_[checkedSlot(seq)].length;
+  }
+
+  void forward(int seq, const int32_t* ids, int64_t n, bool all_logits, float* out) override {
+    if (n <= 0) fail("E_INVALID_ARGUMENT", "forward needs at least one token");
+    checkIds(ids, n);
+    int64_t start;
+    {
+      std::lock_guard<std::mutex> lock(slots_mutex_);
+      Slot& slot = slots_[checkedSlot(seq)];
+      if (slot.length + n > kv_tokens_) {
+        fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seq) + " holds " + std::to_string(slot.length) +
+                                     " tokens; " + std::to_string(n) + " more exceed the context of " +
+                                     std::to_string(kv_tokens_) + " tokens (kvTokens)");
+      }
+      start = slot.length;
+      slot.running = true;
+    }
+    RunningGuard guard(this, {seq});
+    std::vector<Row> rows;
+    for (int64_t first = 0; first < n; first += kMaxRowsPerPass) {
+      const int64_t count = std::min(kMaxRowsPerPass, n - first);
+      rows.clear();
+      for (int64_t i = 0; i < count; ++i) rows.push_back({seq, start + first + i});
+      const bool last_pass = first + count == n;
+      if (all_logits) {
+        runPass(rows, ids + first, 0, out + first * config_.vocab_size);
+      } else {
+        runPass(rows, ids + first, last_pass ? count - 1 : count, out);
+      }
+    }
+    guard.commit(n);
+  }
+
+  void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) override {
+    if (n <= 0) fail("E_INVALID_ARGUMENT", "decodeBatch needs at least one sequence");
+    checkIds(ids, n);
+    std::vector<Row> rows;
+    std::vector<int> slots(seqs, seqs + n);
+    {
+      std::lock_guard<std::mutex> lock(slots_mutex_);
+      std::vector<int> sorted = slots;
+      std::sort(sorted.begin(), sorted.end());
+      const auto repeated = std::adjacent_find(sorted.begin(), sorted.end());
+      if (repeated != sorted.end()) {
+        fail("E_INVALID_ARGUMENT", "sequence " + std::to_string(*repeated) + " appears twice in decodeBatch");
+      }
+      for (int seq : slots) {
+        const Slot& slot = slots_[checkedSlot(seq)];
+        if (slot.length + 1 > kv_tokens_) {
+          fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seq) + " is full: it holds " +
+                                       std::to_string(slot.length) + " tokens, the context is " +
+                                       std::to_string(kv_tokens_) + " (kvTokens)");
+        }
+        rows.push_back({seq, slot.length});
+      }
+      for (int seq : slots) slots_[size_t(seq)].running = true;
+    }
+    RunningGuard guard(this, slots);
+    for (int first = 0; first < n; first += int(kMaxRowsPerPass)) {
+      const int count = std::min(int(kMaxRowsPerPass), n - first);
+      std::vector<Row> pass(rows.begin() + first, rows.begin() + first + count);
+      runPass(pass, ids + first, 0, out + int64_t(first) * config_.vocab_size);
+    }
+    guard.commit(1);
+  }
+
+  int64_t weightBytes() const override { return weight_bytes_; }
+  int64_t kvCacheBytes() const override { return 2 * k_cache_.size * int64_t(sizeof(float)); }
+  int64_t workspaceBytes() const override {
+    int64_t floats = 0;
+    for (const auto* buffer : {&x_, &h_, &qkv_, &attn_, &tmp_, &ff_}) floats += int64_t(buffer->size());
+    return floats * int64_t(sizeof(float));
+  }
+
+ private:
+  // Clears `running` on the slots of a call when it ends and advances them only if it completed, so a failed
+  // call leaves the sequences as they were; carries out releases requested meanwhile.
+  class RunningGuard {
+   public:
+    RunningGuard(CpuEngine* engine, std::vector<int> slots) : engine_(engine), slots_(std::move(slots)) {}
+    void commit(int64_t appended) { appended_ = appended; }
+    ~RunningGuard() {
+      std::lock_guard<std::mutex> lock(engine_->slots_mutex_);
+      for (int seq : slots_) {
+        Slot& slot = engine_->slots_[size_t(seq)];
+        slot.length += appended_;
+        slot.running = false;
+        if (slot.release_when_done) slot = Slot{};
+      }
+    }
+
+   private:
+    CpuEngine* engine_;
+    std::vector<int> slots_;
+    int64_t appended_ = 0;
+  };
+
+  // The index of live sequence `seq`; call with slots_mutex_ held.
+  size_t checkedSlot(int seq) const {
+    if (seq < 0 || size_t(seq) >= slots_.size() || !slots_[size_t(seq)].used || slots_[size_t(seq)].release_when_done) {
+      fail("E_INVALID_ARGUMENT", "no sequence " + std::to_string(seq) + " (released or never created)");
+    }
+    return size_t(seq);
+  }
+
+  void checkIds(const int32_t* ids, int64_t n) const {
+    for (int64_t i = 0; i < n; ++i) {
+      if (ids[i] < 0 || ids[i] >= config_.vocab_size) {
+        fail("E_TOKEN_RANGE", "token id " + std::to_string(ids[i]) + " at index " + std::to_string(i) +
+                                  " is outside the vocabulary [0, " + std::to_string(config_.vocab_size) + ")");
+      }
+    }
+  }
+
+  Buffer allocate(int64_t floats) {
+    Buffer buffer;
+    buffer.data.reset(new float[size_t(floats)]);  // uninitialized: pages are touched only when written
+    buffer.size = floats;
+    return buffer;
+  }
+
+  // Fills a weight from the checkpoint, or with the benchmark's deterministic random values.
+  Buffer weight(const EngineOptions& options, CheckpointReader& reader, const std::string& name,
+                const std::vector<int64_t>& shape, float random_fill_constant = NAN) {
+    int64_t floats = 1;
+    for (int64_t dim : shape) floats *= dim;
+    Buffer buffer = allocate(floats);
+    if (!options.random_weights) {
+      reader.read(name, shape, DType::F32, buffer.data.get());
+    } else if (std::isnan(random_fill_constant)) {
+      cpu::fillNormal(buffer.data.get(), floats, kInitStddev, cpu::normalStream(options.seed, name.c_str()), &pool_);
+    } else {
+      std::fill(buffer.data.get(), buffer.data.get() + floats, random_fill_constant);
+    }
+    weight_bytes_ += floats * int64_t(sizeof(float));
+    return buffer;
+  }
+
+  void loadWeights(const EngineOptions& options) {
+    CheckpointReader reader(options.tensors);
+    const int64_t d = config_.d_model, d_ff = config_.d_ff;
+    const bool bias = config_.has_bias;
+    // Norm weights are 1 and biases 0 in a random model, as PyTorch initializes them.
+    auto norm = [&](const std::string& prefix, Buffer& w, Buffer& b) {
+      w = weight(options, reader, prefix + ".weight", {d}, 1.f);
+      if (bias) b = weight(options, reader, prefix + ".bias", {d}, 0.f);
+    };
+    auto linear = [&](const std::string& prefix, int64_t out, int64_t in, Buffer& w, Buffer& b) {
+      w = weight(options, reader, prefix + ".weight", {out, in});
+      if (bias) b = weight(options, reader, prefix + ".bias", {out}, 0.f);
+    };
+    wte_ = weight(options, reader, "wte.weight", {config_.vocab_size, d});
+    layers_.resize(size_t(config_.n_layers));
+    for (int i = 0; i < config_.n_layers; ++i) {
+      LayerWeights& l = layers_[size_t(i)];
+      const std::string p = "blocks." + std::to_string(i) + ".";
+      norm(p + "ln_1", l.ln1_w, l.ln1_b);
+      linear(p + "attn.Wqkv", 3 * d, d, l.wqkv, l.bqkv);
+      if (config_.qk_ln) {
+        norm(p + "attn.q_ln", l.q_ln_w, l.q_ln_b);
+        norm(p + "attn.k_ln", l.k_ln_w, l.k_ln_b);
+      }
+      linear(p + "attn.out_proj", d, d, l.wout, l.bout);
+      norm(p + "ln_2", l.ln2_w, l.ln2_b);
+      linear(p + "mlp.up", d_ff, d, l.wup, l.bup);
+      linear(p + "mlp.down", d, d_ff, l.wdown, l.bdown);
+    }
+    norm("ln_f", ln_f_w_, ln_f_b_);
+  }
+
+  void ensureWorkspace(int64_t rows) {
+    const int64_t d = config_.d_model;
+    auto fit = [](std::vector<float>& buffer, int64_t floats) {
+      if (int64_t(buffer.size()) < floats) buffer.resize(size_t(floats));
+    };
+    fit(x_, rows * d);
+    fit(h_, rows * d);
+    fit(qkv_, rows * 3 * d);
+    fit(attn_, rows * d);
+    fit(tmp_, rows * d);
+    fit(ff_, rows * config_.d_ff);
+  }
+
+  float* cacheRow(Buffer& cache, int layer, int slot, int64_t pos) {
+    const int64_t d = config_.d_model;
+    return cache.data.get() + ((int64_t(layer) * int64_t(slots_.size()) + slot) * kv_tokens_ + pos) * d;
+  }
+
+  // Runs the tokens `rows` (ids[i] at rows[i]) through the model, appending their keys and values to the cache.
+  // Writes logits of rows [logits_from, rows.size()) to out, one vocab_size row each.
+  void runPass(const std::vector<Row>& rows, const int32_t* ids, int64_t logits_from, float* out) {
+    const int64_t n = int64_t(rows.size());
+    const int64_t d = config_.d_model, d_ff = config_.d_ff;
+    const int head_dim = config_.d_model / config_.n_heads;
+    const float eps = config_.ln_eps;
+    ensureWorkspace(n);
+    float *x = x_.data(), *h = h_.data(), *qkv = qkv_.data(), *attn = attn_.data(), *tmp = tmp_.data(),
+          *ff = ff_.data();
+
+    for (int64_t r = 0; r < n; ++r) std::copy_n(wte_.get() + int64_t(ids[r]) * d, d, x + r * d);
+
+    for (int layer = 0; layer < config_.n_layers; ++layer) {
+      const LayerWeights& l = layers_[size_t(layer)];
+      cpu::layerNorm(x, n, d, l.ln1_w.get(), l.ln1_b.get(), eps, h, &pool_);
+      cpu::linear(h, n, d, l.wqkv.get(), l.bqkv.get(), 3 * d, qkv, &pool_);
+      if (config_.clip_qkv > 0.f) {
+        const float clip = config_.clip_qkv;
+        for (int64_t i = 0; i < n * 3 * d; ++i) qkv[i] = std::min(clip, std::max(-clip, qkv[i]));
+      }
+      for (int64_t r = 0; r < n; ++r) {
+        float* q = qkv + r * 3 * d;
+        float* k = q + d;
+        const float* v = q + 2 * d;
+        if (config_.qk_ln) {
+          cpu::layerNormRow(q, d, l.q_ln_w.get(), l.q_ln_b.get(), eps, q);
+          cpu::layerNormRow(k, d, l.k_ln_w.get(), l.k_ln_b.get(), eps, k);
+        }
+        std::copy_n(k, d, cacheRow(k_cache_, layer, rows[size_t(r)].slot, rows[size_t(r)].pos));
+        std::copy_n(v, d, cacheRow(v_cache_, layer, rows[size_t(r)].slot, rows[size_t(r)].pos));
+      }
+      attend(layer, rows, qkv, attn, head_dim);
+      cpu::linear(attn, n, d, l.wout.get(), l.bout.get(), d, tmp, &pool_);
+      for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
+
+      cpu::layerNorm(x, n, d, l.ln2_w.get(), l.ln2_b.get(), eps, h, &pool_);
+      cpu::linear(h, n, d, l.wup.get(), l.bup.get(), d_ff, ff, &pool_);
+      cpu::geluErf(ff, n * d_ff, &pool_);
+      cpu::linear(ff, n, d_ff, l.wdown.get(), l.bdown.get(), d, tmp, &pool_);
+      for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
+    }
+
+    const int64_t n_logits = n - logits_from;
+    if (n_logits <= 0) return;
+    float* hf = h + logits_from * d;
+    cpu::layerNorm(x + logits_from * d, n_logits, d, ln_f_w_.get(), ln_f_b_.get(), eps, hf, &pool_);
+    cpu::linear(hf, n_logits, d, wte_.get(), nullptr, config_.vocab_size, out, &pool_);
+    if (config_.logit_scale != 1.f) {
+      for (int64_t i = 0; i < n_logits * config_.vocab_size; ++i) out[i] *= config_.logit_scale;
+    }
+  }
+
+  // Causal attention of each row's query over its own sequence's cache (keys 0..pos), in parallel over
+  // (row, head) pairs.
+  void attend(int layer, const std::vector<Row>& rows, const float* qkv, float* out, int head_dim) {
+    const int64_t d = config_.d_model;
+    const int heads = config_.n_heads;
+    const int64_t max_keys = std::max_element(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+                               return a.pos < b.pos;
+                             })->pos + 1;
+    const float* slopes = config_.alibi_slopes.empty() ? nullptr : config_.alibi_slopes.data();
+    const int64_t grain = std::max<int64_t>(1, (int64_t(1) << 15) / (2 * max_keys * head_dim));
+    pool_.parallelFor(int64_t(rows.size()) * heads, grain, [&](int64_t i0, int64_t i1) {
+      std::vector<float> scores(static_cast<size_t>(max_keys));
+      for (int64_t item = i0; item < i1; ++item) {
+        const Row& row = rows[size_t(item / heads)];
+        const int head = int(item % heads);
+        const int64_t offset = int64_t(head) * head_dim;
+        cpu::attendRow(qkv + (item / heads) * 3 * d + offset, cacheRow(k_cache_, layer, row.slot, 0) + offset,
+                       cacheRow(v_cache_, layer, row.slot, 0) + offset, d, row.pos + 1, row.pos, head_dim,
+                       config_.softmax_scale, slopes ? slopes[head] : 0.f, scores.data(),
+                       out + (item / heads) * d + offset);
+      }
+    });
+  }
+
+  const ModelConfig config_;
+  const int64_t kv_tokens_;
+  ThreadPool pool_;
+
+  Buffer wte_, ln_f_w_, ln_f_b_;
+  std::vector<LayerWeights> layers_;
+  int64_t weight_bytes_ = 0;
+  // [layer][slot][pos][d_model]
+  Buffer k_cache_, v_cache_;
+  std::vector<float> x_, h_, qkv_, attn_, tmp_, ff_;
+
+  mutable std::mutex slots_mutex_;
+  std::vector<Slot> slots_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> createCpuEngine(const EngineOptions& options) { return std::make_unique<CpuEngine>(options); }
+
+}  // namespace flashmpt

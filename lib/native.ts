@@ -1,0 +1,115 @@
+/**
+ * The native addon (csrc/): its surface typed, and loaded once through node-gyp-build. Inputs are validated in
+ * TypeScript before they cross; native code re-checks only what could corrupt memory. Native errors are Errors
+ * whose message starts with "[CODE] " (see fromNativeError).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { FlashMptError } from './errors';
+
+export type NativeDType = 'F32' | 'F16' | 'BF16';
+
+export interface NativeModelConfig {
+  dModel: number;
+  nHeads: number;
+  nLayers: number;
+  dFf: number;
+  vocabSize: number;
+  maxSeqLen: number;
+  layerNormEps: number;
+  qkLn: boolean;
+  hasBias: boolean;
+  /** 0 = none */
+  clipQkv: number;
+  softmaxScale: number;
+  logitScale: number;
+  /** nHeads slopes (bias = slope·(j − i)); empty for no ALiBi */
+  alibiSlopes: Float32Array;
+}
+
+/** Where one weight tensor's bytes live; `name` is canonical (csrc/engine/engine.h). */
+export interface NativeTensorSource {
+  name: string;
+  file: string;
+  offset: number;
+  bytes: number;
+  dtype: NativeDType;
+  shape: number[];
+}
+
+export interface NativeEngineOptions {
+  config: NativeModelConfig;
+  /** ignored when randomWeights */
+  tensors: NativeTensorSource[];
+  randomWeights: boolean;
+  seed: number;
+  /** -1 = CPU, else a CUDA device ordinal */
+  device: number;
+  /** CUDA compute precision; the CPU engine always computes in fp32 */
+  computeDType: 'bf16' | 'f16';
+  /** KV cache per sequence, in tokens */
+  kvTokens: number;
+  maxSequences: number;
+  /** CPU worker threads, 0 = all cores */
+  threads: number;
+}
+
+export interface NativeMemory {
+  weightBytes: number;
+  kvCacheBytes: number;
+  workspaceBytes: number;
+}
+
+/** One loaded model. Calls run one at a time, in order; forward and decodeBatch run off the JS thread. */
+export interface NativeEngine {
+  /** A new, empty sequence; E_OUT_OF_MEMORY when all maxSequences slots are taken. */
+  createSequence(): number;
+  /** Frees the slot (after the call using it, if one is running); E_INVALID_ARGUMENT for an unknown handle. */
+  releaseSequence(seq: number): void;
+  sequenceLength(seq: number): number;
+  /** Appends ids to seq and runs them: ids.length × vocabSize logits when allLogits, else the last row only. */
+  forward(seq: number, ids: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  /** One new token for each sequence: seqs.length × vocabSize logits. */
+  decodeBatch(seqs: Int32Array, ids: Int32Array): Promise<Float32Array>;
+  memory(): NativeMemory;
+  /** Frees everything once queued calls finish; later calls throw or reject with E_DISPOSED. */
+  dispose(): void;
+}
+
+export interface NativeAddon {
+  /** Loads the weights off the JS thread. */
+  createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
+  /** CUDA devices visible; 0 without a GPU or in a build without CUDA. */
+  deviceCount(): number;
+  buildInfo(): { cuda: boolean; version: string };
+}
+
+/** The directory holding flash-mpt's package.json: lib/ runs from the source tree (tests) or as dist/. */
+function packageRoot(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'package.json'))) return dir;
+    if (path.dirname(dir) === dir) {
+      throw new FlashMptError('E_NATIVE', `cannot find flash-mpt's package.json above ${__dirname}`);
+    }
+  }
+}
+
+let cached: NativeAddon | undefined;
+
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const root = packageRoot();
+  try {
+    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+    cached = nodeGypBuild(root) as NativeAddon;
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new FlashMptError(
+      'E_NATIVE',
+      `the flash-mpt native addon could not be loaded (${reason}); build it with \`npm run build\` in ${root} ` +
+        '(needs CMake and a C++17 compiler, or node-gyp; the CUDA toolkit for GPUs)',
+      { cause: err },
+    );
+  }
+  return cached;
+}
