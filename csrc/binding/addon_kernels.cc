@@ -23,6 +23,7 @@
 #include "csrc/runtime/cuda_check.h"
 #include "csrc/runtime/device_buffer.h"
 #include "kernels/attention/attention_params.h"
+#include "kernels/attention/naive_attention.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/norm/layernorm.h"
 #include "kernels/qkv/qkv_epilogue.h"
@@ -177,7 +178,8 @@ AttentionOptions attentionOptions(const Napi::Object& o, int64_t heads, int64_t 
 }
 
 // q [B, Sq, H, D], k and v [B, Sk, H, D] → o [B, Sq, H, D]; causal bottom-right aligned (query i at Sk − Sq + i).
-Napi::Value jsFlashAttention(const Napi::CallbackInfo& info) {
+// `naive` picks the naive same-precision kernel (the yardstick of the tolerance rule) on CUDA tensors.
+Napi::Value attention(const Napi::CallbackInfo& info, bool naive) {
   return rethrowAsJs(info.Env(), [&]() -> Napi::Value {
     const Storage q = tensorArg(info, 0, "q"), k = tensorArg(info, 1, "k"), v = tensorArg(info, 2, "v");
     expectRank(q, 4, "q");
@@ -213,11 +215,17 @@ Napi::Value jsFlashAttention(const Napi::CallbackInfo& info) {
       p.alibi_slopes = a.slopes.empty() ? nullptr : slopes.as<float>();
       p.causal = a.causal;
       p.dtype = attnDType(q);
-      finish(flash_attention_prefill(p, nullptr));
+      if (naive) {
+        const DeviceBuffer scratch(naive_attention_scratch_bytes(p));
+        finish(naive_attention(p, scratch.get(), nullptr));
+      } else {
+        finish(flash_attention_prefill(p, nullptr));
+      }
 #else
       noCuda();
 #endif
     } else {
+      static_cast<void>(naive);  // on CPU tensors both kernels are the fp32 reference
       const std::vector<float> qf = q->toFloat(), kf = k->toFloat(), vf = v->toFloat();
       std::vector<float> of(qf.size()), scores(static_cast<size_t>(Sk));
       for (int64_t b = 0; b < B; ++b) {
@@ -236,6 +244,9 @@ Napi::Value jsFlashAttention(const Napi::CallbackInfo& info) {
     return AddonTensor::wrap(info.Env(), o);
   });
 }
+
+Napi::Value jsFlashAttention(const Napi::CallbackInfo& info) { return attention(info, false); }
+Napi::Value jsNaiveAttention(const Napi::CallbackInfo& info) { return attention(info, true); }
 
 // q [B, H, D]; caches [B, S, H, D]; seqLens[b] keys of sequence b, the query at position seqLens[b] − 1.
 Napi::Value jsDecodeAttention(const Napi::CallbackInfo& info) {
@@ -598,6 +609,7 @@ Napi::Value jsTopK(const Napi::CallbackInfo& info) {
 
 void initKernels(Napi::Env env, Napi::Object kernels) {
   kernels.Set("flashAttention", Napi::Function::New(env, jsFlashAttention, "flashAttention"));
+  kernels.Set("naiveAttention", Napi::Function::New(env, jsNaiveAttention, "naiveAttention"));
   kernels.Set("decodeAttention", Napi::Function::New(env, jsDecodeAttention, "decodeAttention"));
   kernels.Set("layerNorm", Napi::Function::New(env, jsLayerNorm, "layerNorm"));
   kernels.Set("gelu", Napi::Function::New(env, jsGelu, "gelu"));
