@@ -49,6 +49,11 @@ struct EngineOptions {
   int threads = 0;                    // CPU: worker threads, 0 = all cores
 };
 
+// Threading: forward and decodeBatch are called one at a time (the binding serializes them) on a worker thread.
+// createSequence, releaseSequence and sequenceLength are called on the JS thread, possibly while a forward or
+// decodeBatch runs: they must be cheap and must not wait for it. Releasing a sequence that a running call
+// uses takes effect when that call ends. Sequence handles are opaque: a released handle stays invalid
+// (E_INVALID_ARGUMENT) even after its slot is reused, so a call queued for it cannot reach the next sequence.
 class Engine {
  public:
   virtual ~Engine() = default;

@@ -1,6 +1,7 @@
 // The CPU reference engine: exactly the model of DESIGN.md §1 in fp32, built from cpu_ops.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,7 +35,7 @@ struct LayerWeights {
 
 // One token of a pass: which sequence slot it extends and at which position.
 struct Row {
-  int slot;
+  size_t slot;
   int64_t pos;
 };
 
@@ -43,6 +44,14 @@ struct Slot {
   int64_t length = 0;    // tokens in the KV cache
   bool running = false;  // a forward/decodeBatch is appending to it
   bool release_when_done = false;
+  // Bumped on each reuse and part of the handle, so a stale handle (a call queued for a released sequence)
+  // cannot reach the slot's next sequence.
+  uint32_t generation = 0;
+
+  void release() {
+    used = running = release_when_done = false;
+    length = 0;
+  }
 };
 
 void checkConfig(const ModelConfig& c) {
@@ -73,6 +82,7 @@ class CpuEngine final : public Engine {
     if (options.kv_tokens <= 0) fail("E_INVALID_ARGUMENT", "kv_tokens must be positive");
     if (options.max_sequences <= 0) fail("E_INVALID_ARGUMENT", "max_sequences must be positive");
     slots_.resize(size_t(options.max_sequences));
+    handle_generations_ = uint32_t(std::numeric_limits<int32_t>::max() / options.max_sequences);
     loadWeights(options);
     const int64_t per_layer = int64_t(options.max_sequences) * kv_tokens_ * config_.d_model;
     k_cache_ = allocate(per_layer * config_.n_layers);
@@ -82,10 +92,11 @@ class CpuEngine final : public Engine {
   int createSequence() override {
     std::lock_guard<std::mutex> lock(slots_mutex_);
     for (size_t i = 0; i < slots_.size(); ++i) {
-      if (!slots_[i].used) {
-        slots_[i] = Slot{};
-        slots_[i].used = true;
-        return int(i);
+      Slot& slot = slots_[i];
+      if (!slot.used) {
+        slot.used = true;
+        slot.generation = (slot.generation + 1) % handle_generations_;
+        return int(slot.generation * slots_.size() + i);
       }
     }
     fail("E_OUT_OF_MEMORY", "all " + std::to_string(slots_.size()) + " sequence slots are in use (maxSequences)");
@@ -97,7 +108,7 @@ class CpuEngine final : public Engine {
     if (slot.running) {
       slot.release_when_done = true;
     } else {
-      slot = Slot{};
+      slot.release();
     }
   }
 
@@ -110,9 +121,11 @@ class CpuEngine final : public Engine {
     if (n <= 0) fail("E_INVALID_ARGUMENT", "forward needs at least one token");
     checkIds(ids, n);
     int64_t start;
+    size_t index;
     {
       std::lock_guard<std::mutex> lock(slots_mutex_);
-      Slot& slot = slots_[checkedSlot(seq)];
+      index = checkedSlot(seq);
+      Slot& slot = slots_[index];
       if (slot.length + n > kv_tokens_) {
         fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seq) + " holds " + std::to_string(slot.length) +
                                      " tokens; " + std::to_string(n) + " more exceed the context of " +
@@ -121,12 +134,12 @@ class CpuEngine final : public Engine {
       start = slot.length;
       slot.running = true;
     }
-    RunningGuard guard(this, {seq});
+    RunningGuard guard(this, {index});
     std::vector<Row> rows;
     for (int64_t first = 0; first < n; first += kMaxRowsPerPass) {
       const int64_t count = std::min(kMaxRowsPerPass, n - first);
       rows.clear();
-      for (int64_t i = 0; i < count; ++i) rows.push_back({seq, start + first + i});
+      for (int64_t i = 0; i < count; ++i) rows.push_back({index, start + first + i});
       const bool last_pass = first + count == n;
       if (all_logits) {
         runPass(rows, ids + first, 0, out + first * config_.vocab_size);
@@ -141,27 +154,26 @@ class CpuEngine final : public Engine {
     if (n <= 0) fail("E_INVALID_ARGUMENT", "decodeBatch needs at least one sequence");
     checkIds(ids, n);
     std::vector<Row> rows;
-    std::vector<int> slots(seqs, seqs + n);
+    std::vector<size_t> indices;
     {
       std::lock_guard<std::mutex> lock(slots_mutex_);
-      std::vector<int> sorted = slots;
-      std::sort(sorted.begin(), sorted.end());
-      const auto repeated = std::adjacent_find(sorted.begin(), sorted.end());
-      if (repeated != sorted.end()) {
-        fail("E_INVALID_ARGUMENT", "sequence " + std::to_string(*repeated) + " appears twice in decodeBatch");
-      }
-      for (int seq : slots) {
-        const Slot& slot = slots_[checkedSlot(seq)];
+      for (int i = 0; i < n; ++i) {
+        const size_t index = checkedSlot(seqs[i]);
+        const Slot& slot = slots_[index];
+        if (std::find(indices.begin(), indices.end(), index) != indices.end()) {
+          fail("E_INVALID_ARGUMENT", "sequence " + std::to_string(seqs[i]) + " appears twice in decodeBatch");
+        }
         if (slot.length + 1 > kv_tokens_) {
-          fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seq) + " is full: it holds " +
+          fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seqs[i]) + " is full: it holds " +
                                        std::to_string(slot.length) + " tokens, the context is " +
                                        std::to_string(kv_tokens_) + " (kvTokens)");
         }
-        rows.push_back({seq, slot.length});
+        indices.push_back(index);
+        rows.push_back({index, slot.length});
       }
-      for (int seq : slots) slots_[size_t(seq)].running = true;
+      for (size_t index : indices) slots_[index].running = true;
     }
-    RunningGuard guard(this, slots);
+    RunningGuard guard(this, indices);
     for (int first = 0; first < n; first += int(kMaxRowsPerPass)) {
       const int count = std::min(int(kMaxRowsPerPass), n - first);
       std::vector<Row> pass(rows.begin() + first, rows.begin() + first + count);
@@ -183,30 +195,32 @@ class CpuEngine final : public Engine {
   // call leaves the sequences as they were; carries out releases requested meanwhile.
   class RunningGuard {
    public:
-    RunningGuard(CpuEngine* engine, std::vector<int> slots) : engine_(engine), slots_(std::move(slots)) {}
+    RunningGuard(CpuEngine* engine, std::vector<size_t> slots) : engine_(engine), slots_(std::move(slots)) {}
     void commit(int64_t appended) { appended_ = appended; }
     ~RunningGuard() {
       std::lock_guard<std::mutex> lock(engine_->slots_mutex_);
-      for (int seq : slots_) {
-        Slot& slot = engine_->slots_[size_t(seq)];
+      for (size_t index : slots_) {
+        Slot& slot = engine_->slots_[index];
         slot.length += appended_;
         slot.running = false;
-        if (slot.release_when_done) slot = Slot{};
+        if (slot.release_when_done) slot.release();
       }
     }
 
    private:
     CpuEngine* engine_;
-    std::vector<int> slots_;
+    std::vector<size_t> slots_;
     int64_t appended_ = 0;
   };
 
-  // The index of live sequence `seq`; call with slots_mutex_ held.
+  // The slot of live sequence handle `seq` (generation · slots + index); call with slots_mutex_ held.
   size_t checkedSlot(int seq) const {
-    if (seq < 0 || size_t(seq) >= slots_.size() || !slots_[size_t(seq)].used || slots_[size_t(seq)].release_when_done) {
+    const size_t index = size_t(seq) % slots_.size();
+    if (seq < 0 || size_t(seq) / slots_.size() != slots_[index].generation || !slots_[index].used ||
+        slots_[index].release_when_done) {
       fail("E_INVALID_ARGUMENT", "no sequence " + std::to_string(seq) + " (released or never created)");
     }
-    return size_t(seq);
+    return index;
   }
 
   void checkIds(const int32_t* ids, int64_t n) const {
@@ -287,9 +301,9 @@ class CpuEngine final : public Engine {
     fit(ff_, rows * config_.d_ff);
   }
 
-  float* cacheRow(Buffer& cache, int layer, int slot, int64_t pos) {
+  float* cacheRow(Buffer& cache, int layer, size_t slot, int64_t pos) {
     const int64_t d = config_.d_model;
-    return cache.data.get() + ((int64_t(layer) * int64_t(slots_.size()) + slot) * kv_tokens_ + pos) * d;
+    return cache.data.get() + ((int64_t(layer) * int64_t(slots_.size()) + int64_t(slot)) * kv_tokens_ + pos) * d;
   }
 
   // Runs the tokens `rows` (ids[i] at rows[i]) through the model, appending their keys and values to the cache.
@@ -382,6 +396,7 @@ class CpuEngine final : public Engine {
 
   mutable std::mutex slots_mutex_;
   std::vector<Slot> slots_;
+  uint32_t handle_generations_ = 1;  // generations that fit an int handle
 };
 
 }  // namespace
