@@ -1,0 +1,188 @@
+/**
+ * The CUDA engine against the CPU reference engine on the same seeded random weights (both backends generate
+ * them from one counter-based generator): prefill (one chunk and several), decode steps through the CUDA graph,
+ * batched decode with padding, the real 1B shape; and its errors: context, token range, slots, out of memory
+ * at load with the engine still usable after.
+ */
+import { mptAlibiSlopes } from '../../lib/config';
+import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig } from '../../lib/native';
+import { describeGpu, relativeL2 } from './gpu';
+
+function config(overrides: Partial<NativeModelConfig> = {}): NativeModelConfig {
+  const dModel = overrides.dModel ?? 256;
+  const nHeads = overrides.nHeads ?? 4;
+  return {
+    dModel,
+    nHeads,
+    nLayers: 3,
+    dFf: 4 * dModel,
+    vocabSize: 1000,
+    maxSeqLen: 512,
+    layerNormEps: 1e-5,
+    qkLn: true,
+    hasBias: true,
+    clipQkv: 0.9,
+    softmaxScale: 1 / Math.sqrt(dModel / nHeads),
+    logitScale: 1,
+    alibiSlopes: mptAlibiSlopes(nHeads, 8),
+    ...overrides,
+  };
+}
+
+const SEED_1B: Partial<NativeModelConfig> = {
+  dModel: 2048,
+  nHeads: 16,
+  nLayers: 24,
+  dFf: 8192,
+  vocabSize: 50432,
+  maxSeqLen: 2048,
+  hasBias: false,
+  clipQkv: 0,
+  softmaxScale: 1 / Math.sqrt(128),
+  alibiSlopes: mptAlibiSlopes(16, 8),
+};
+
+function options(c: NativeModelConfig, device: number, overrides: Partial<NativeEngineOptions> = {}): NativeEngineOptions {
+  return { config: c, tensors: [], randomWeights: true, seed: 7, device, computeDType: 'bf16', kvTokens: 512, maxSequences: 4, threads: 0, ...overrides };
+}
+
+function ids(n: number, seed: number, vocab: number): Int32Array {
+  return Int32Array.from({ length: n }, (_, i) => (i * 7919 + seed * 104729) % vocab);
+}
+
+function rows(logits: Float32Array, vocab: number): Float32Array[] {
+  return Array.from({ length: logits.length / vocab }, (_, r) => logits.subarray(r * vocab, (r + 1) * vocab));
+}
+
+async function expectCode(promise: Promise<unknown> | (() => unknown), code: string): Promise<void> {
+  try {
+    await (typeof promise === 'function' ? promise() : promise);
+  } catch (err) {
+    expect(String((err as Error).message)).toContain(`[${code}]`);
+    return;
+  }
+  throw new Error(`expected a ${code} error`);
+}
+
+describeGpu('CUDA engine vs the CPU reference engine', () => {
+  const native = loadNative();
+
+  describe.each(['bf16', 'f16'] as const)('%s, small model with biases, clip and QK-LayerNorm', (dtype) => {
+    const c = config();
+    let cpu: NativeEngine;
+    let gpu: NativeEngine;
+    beforeAll(async () => {
+      cpu = await native.createEngine(options(c, -1, { kvTokens: 2304 }));
+      gpu = await native.createEngine(options(c, 0, { kvTokens: 2304, computeDType: dtype }));
+    });
+    afterAll(() => {
+      cpu?.dispose();
+      gpu?.dispose();
+    });
+
+    it('prefill logits at every position, then decode steps (eager, then the captured graph)', async () => {
+      const s0 = cpu.createSequence();
+      const s1 = gpu.createSequence();
+      const prompt = ids(37, 1, c.vocabSize);
+      const want = rows(await cpu.forward(s0, prompt, true), c.vocabSize);
+      const got = rows(await gpu.forward(s1, prompt, true), c.vocabSize);
+      for (let r = 0; r < prompt.length; r++) expect(relativeL2(got[r], want[r])).toBeLessThanOrEqual(2e-2);
+      for (let step = 0; step < 5; step++) {
+        const token = Int32Array.of((step * 31 + 5) % c.vocabSize);
+        const a = await cpu.forward(s0, token, false);
+        const b = await gpu.forward(s1, token, false);
+        expect(relativeL2(b, a)).toBeLessThanOrEqual(2e-2);
+      }
+      expect(gpu.sequenceLength(s1)).toBe(42);
+      cpu.releaseSequence(s0);
+      gpu.releaseSequence(s1);
+    });
+
+    it('a prompt longer than the prefill chunk runs as several extends', async () => {
+      const s0 = cpu.createSequence();
+      const s1 = gpu.createSequence();
+      const prompt = ids(2100, 2, c.vocabSize);
+      expect(relativeL2(await gpu.forward(s1, prompt, false), await cpu.forward(s0, prompt, false))).toBeLessThanOrEqual(2e-2);
+      cpu.releaseSequence(s0);
+      gpu.releaseSequence(s1);
+    });
+
+    it('decodeBatch of 3 sequences (padded to a bucket of 4) matches per-sequence decoding', async () => {
+      const cs = [0, 1, 2].map(() => cpu.createSequence());
+      const gs = [0, 1, 2].map(() => gpu.createSequence());
+      for (let i = 0; i < 3; i++) {
+        const prompt = ids(5 + 9 * i, 10 + i, c.vocabSize);
+        await cpu.forward(cs[i], prompt, false);
+        await gpu.forward(gs[i], prompt, false);
+      }
+      for (let step = 0; step < 3; step++) {
+        const next = Int32Array.from([0, 1, 2], (i) => (step * 17 + i * 101) % c.vocabSize);
+        const want = rows(await cpu.decodeBatch(Int32Array.from(cs), next), c.vocabSize);
+        const got = rows(await gpu.decodeBatch(Int32Array.from(gs), next), c.vocabSize);
+        for (let i = 0; i < 3; i++) expect(relativeL2(got[i], want[i])).toBeLessThanOrEqual(2e-2);
+      }
+      cs.forEach((s) => cpu.releaseSequence(s));
+      gs.forEach((s) => gpu.releaseSequence(s));
+    });
+  });
+
+  it('head_dim 32 (naive attention, no graph) matches too', async () => {
+    const c = config({ dModel: 96, nHeads: 3, hasBias: false, clipQkv: 0 });
+    const cpu = await native.createEngine(options(c, -1));
+    const gpu = await native.createEngine(options(c, 0));
+    try {
+      const [s0, s1] = [cpu.createSequence(), gpu.createSequence()];
+      const prompt = ids(20, 3, c.vocabSize);
+      expect(relativeL2(await gpu.forward(s1, prompt, false), await cpu.forward(s0, prompt, false))).toBeLessThanOrEqual(2e-2);
+      for (let step = 0; step < 3; step++) {
+        const token = Int32Array.of(step + 1);
+        expect(relativeL2(await gpu.forward(s1, token, false), await cpu.forward(s0, token, false))).toBeLessThanOrEqual(2e-2);
+      }
+    } finally {
+      cpu.dispose();
+      gpu.dispose();
+    }
+  });
+
+  it('the 1B shape (random weights made on the GPU) matches the CPU engine', async () => {
+    const c = config(SEED_1B);
+    const cpu = await native.createEngine(options(c, -1, { kvTokens: 64, maxSequences: 1 }));
+    const gpu = await native.createEngine(options(c, 0, { kvTokens: 64, maxSequences: 1 }));
+    try {
+      const memory = gpu.memory();
+      expect(memory.weightBytes).toBeGreaterThan(2.6e9);
+      expect(memory.kvCacheBytes).toBe(2 * 24 * 64 * 2048 * 2);
+      console.log(`[1B] device memory: weights ${memory.weightBytes}, KV ${memory.kvCacheBytes}, workspace ${memory.workspaceBytes} bytes`);
+      const [s0, s1] = [cpu.createSequence(), gpu.createSequence()];
+      const prompt = ids(16, 4, c.vocabSize);
+      const errors = [relativeL2(await gpu.forward(s1, prompt, false), await cpu.forward(s0, prompt, false))];
+      for (let step = 0; step < 3; step++) {
+        const token = Int32Array.of(1000 + step);
+        errors.push(relativeL2(await gpu.forward(s1, token, false), await cpu.forward(s0, token, false)));
+      }
+      console.log(`[1B] relative L2 of logits vs CPU (prefill, 3 decode steps): ${errors.map((e) => e.toExponential(2)).join(', ')}`);
+      for (const e of errors) expect(e).toBeLessThanOrEqual(2e-2);
+    } finally {
+      cpu.dispose();
+      gpu.dispose();
+    }
+  }, 600000);
+
+  it('reports context, token-range and slot errors, and out of memory at load, staying usable', async () => {
+    const c = config();
+    await expectCode(native.createEngine(options(c, 0, { kvTokens: 1 << 22, maxSequences: 1024 })), 'E_OUT_OF_MEMORY');
+    const gpu = await native.createEngine(options(c, 0, { kvTokens: 16, maxSequences: 1 }));
+    try {
+      const seq = gpu.createSequence();
+      await expectCode(() => gpu.createSequence(), 'E_OUT_OF_MEMORY');
+      await expectCode(gpu.forward(seq, ids(17, 1, c.vocabSize), false), 'E_CONTEXT_LENGTH');
+      await expectCode(gpu.forward(seq, Int32Array.of(c.vocabSize), false), 'E_TOKEN_RANGE');
+      const logits = await gpu.forward(seq, ids(16, 1, c.vocabSize), false);
+      expect(logits.length).toBe(c.vocabSize);
+      expect(logits.every(Number.isFinite)).toBe(true);
+      await expectCode(gpu.forward(seq, Int32Array.of(1), false), 'E_CONTEXT_LENGTH');
+    } finally {
+      gpu.dispose();
+    }
+  });
+});
