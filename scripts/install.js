@@ -36,9 +36,17 @@ function run(cmd, args) {
 }
 
 function nodeGypCommand() {
-  // npm exports the node-gyp it bundles; outside npm, look for one on PATH.
+  // npm exports the node-gyp it bundles; outside npm, use the one beside this Node's npm, else one on PATH.
   if (process.env.npm_config_node_gyp) return [process.execPath, [process.env.npm_config_node_gyp]];
+  const bundled = path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  if (fs.existsSync(bundled)) return [process.execPath, [bundled]];
   return ['node-gyp', []];
+}
+
+// node-gyp downloads Node's headers unless told where they are; a Node installed with its headers needs no network.
+function nodeGypDirArgs() {
+  const prefix = path.resolve(path.dirname(process.execPath), '..');
+  return fs.existsSync(path.join(prefix, 'include', 'node', 'common.gypi')) ? [`--nodedir=${prefix}`] : [];
 }
 
 function main() {
@@ -60,7 +68,7 @@ function main() {
   }
   say(`cmake-js build failed (${cmakeError}); falling back to node-gyp (CPU backend only)`);
   const [gyp, gypArgs] = nodeGypCommand();
-  const gypError = run(gyp, [...gypArgs, 'rebuild']);
+  const gypError = run(gyp, [...gypArgs, 'rebuild', ...nodeGypDirArgs()]);
   if (gypError) {
     console.error(`flash-mpt install: node-gyp build failed too (${gypError}). Install CMake and a C++17 compiler (and the CUDA toolkit for GPUs), then run \`npm rebuild flash-mpt\`.`);
     process.exit(1);
