@@ -21,6 +21,10 @@ function fieldError(field: string, message: string): FlashMptError {
   return new FlashMptError('E_TOKENIZER', `tokenizer.json: ${field}: ${message}`, { details: { field } });
 }
 
+function badMerge(merge: unknown, rank: number): FlashMptError {
+  return fieldError(`model.merges[${rank}]`, `expected "left right" or ["left", "right"], got ${JSON.stringify(merge)}`);
+}
+
 /**
  * Merge ranks keyed by (left id, right id) in an open-addressing table of typed arrays: no per-entry
  * objects, and lookups hash two small ints instead of a string or a boxed 33-bit key.
@@ -75,8 +79,7 @@ class MergeTable {
 
 /** Byte-level BPE over token ids: UTF-8 bytes → byte tokens → merges applied lowest rank first. */
 export class BpeModel {
-  /** Vocabulary token → id. */
-  readonly tokenIds: Map<string, number>;
+  private readonly vocab: Record<string, unknown>;
   /** Vocabulary id → token (holes where the vocabulary skips ids). */
   readonly tokens: string[];
   private readonly merges: MergeTable;
@@ -96,53 +99,67 @@ export class BpeModel {
   private heapPositions = new Int32Array(768);
 
   constructor(options: BpeModelOptions) {
-    this.tokenIds = new Map();
+    // The parsed JSON object serves as the token → id dictionary: copying 50k entries into a Map would
+    // cost more than the rest of loading. Its values are checked here, once.
+    this.vocab = options.vocab;
     this.tokens = [];
-    const vocab = options.vocab;
-    for (const token in vocab) {
-      const id = vocab[token];
+    let maxId = -1;
+    for (const token in this.vocab) {
+      const id = this.vocab[token];
       if (typeof id !== 'number' || !Number.isInteger(id) || id < 0 || id >= MAX_TOKEN_ID) {
         throw fieldError(`model.vocab[${JSON.stringify(token)}]`, `expected a token id (integer 0..${MAX_TOKEN_ID - 1}), got ${JSON.stringify(id)}`);
       }
-      this.tokenIds.set(token, id);
+      if (id > maxId) {
+        // Grow in one step: writing far past the end would turn the array into a slow dictionary.
+        this.tokens.length = id + 1;
+        maxId = id;
+      }
       this.tokens[id] = token;
     }
 
     const merges = options.merges;
     this.merges = new MergeTable(merges.length);
-    for (let rank = 0; rank < merges.length; rank++) {
-      const [left, right] = this.parseMerge(merges[rank], rank);
-      const leftId = this.tokenIds.get(left);
-      const rightId = this.tokenIds.get(right);
-      const mergedId = this.tokenIds.get(left + right);
-      const missing = leftId === undefined ? left : rightId === undefined ? right : mergedId === undefined ? left + right : undefined;
-      if (missing !== undefined) {
-        throw fieldError(`model.merges[${rank}]`, `token ${JSON.stringify(missing)} is not in model.vocab`);
-      }
-      this.merges.set(leftId!, rightId!, rank, mergedId!);
-    }
+    for (let rank = 0; rank < merges.length; rank++) this.addMerge(merges[rank], rank);
 
     for (let byte = 0; byte < 256; byte++) {
-      this.byteIds[byte] = this.tokenIds.get(String.fromCharCode(BYTE_TO_CHAR[byte])) ?? -1;
+      this.byteIds[byte] = this.tokenToId(String.fromCharCode(BYTE_TO_CHAR[byte])) ?? -1;
     }
-    if (options.unkToken !== null && !this.tokenIds.has(options.unkToken)) {
-      throw fieldError('model.unk_token', `${JSON.stringify(options.unkToken)} is not in model.vocab`);
-    }
-    this.unkId = options.unkToken === null ? -1 : this.tokenIds.get(options.unkToken)!;
+    const unkId = options.unkToken === null ? -1 : (this.tokenToId(options.unkToken) ?? -2);
+    if (unkId === -2) throw fieldError('model.unk_token', `${JSON.stringify(options.unkToken)} is not in model.vocab`);
+    this.unkId = unkId;
     this.fuseUnk = options.fuseUnk;
     this.ignoreMerges = options.ignoreMerges;
   }
 
-  private parseMerge(merge: unknown, rank: number): [string, string] {
+  /** Id of a vocabulary entry (inherited properties such as "constructor" are not numbers). */
+  tokenToId(token: string): number | undefined {
+    const id = this.vocab[token];
+    return typeof id === 'number' ? id : undefined;
+  }
+
+  /** Registers merge `rank`: "left right" (one space) or ["left", "right"]; all three tokens must exist. */
+  private addMerge(merge: unknown, rank: number): void {
+    let left: string;
+    let right: string;
     if (typeof merge === 'string') {
       const space = merge.indexOf(' ');
-      if (space > 0 && space < merge.length - 1 && merge.indexOf(' ', space + 1) === -1) {
-        return [merge.slice(0, space), merge.slice(space + 1)];
-      }
+      if (space <= 0 || space === merge.length - 1 || merge.indexOf(' ', space + 1) !== -1) throw badMerge(merge, rank);
+      left = merge.slice(0, space);
+      right = merge.slice(space + 1);
     } else if (Array.isArray(merge) && merge.length === 2 && typeof merge[0] === 'string' && typeof merge[1] === 'string') {
-      return [merge[0], merge[1]];
+      left = merge[0];
+      right = merge[1];
+    } else {
+      throw badMerge(merge, rank);
     }
-    throw fieldError(`model.merges[${rank}]`, `expected "left right" or ["left", "right"], got ${JSON.stringify(merge)}`);
+    const leftId = this.tokenToId(left);
+    const rightId = this.tokenToId(right);
+    const mergedId = this.tokenToId(left + right);
+    if (leftId === undefined || rightId === undefined || mergedId === undefined) {
+      const missing = leftId === undefined ? left : rightId === undefined ? right : left + right;
+      throw fieldError(`model.merges[${rank}]`, `token ${JSON.stringify(missing)} is not in model.vocab`);
+    }
+    this.merges.set(leftId, rightId, rank, mergedId);
   }
 
   /** Appends the ids of one pre-token to `out`. */
@@ -164,7 +181,7 @@ export class BpeModel {
     if (this.bytes.length < word.length * 3) this.bytes = new Uint8Array(word.length * 3);
     const byteCount = encodeUtf8(word, 0, word.length, this.bytes);
     if (this.ignoreMerges) {
-      const whole = this.tokenIds.get(bytesToTokenString(this.bytes, byteCount));
+      const whole = this.tokenToId(bytesToTokenString(this.bytes, byteCount));
       if (whole !== undefined) return [whole];
     }
     const count = this.initialSymbols(byteCount);

@@ -242,7 +242,7 @@ export class Tokenizer {
 
   /** Id of a vocabulary entry or added token (byte-level spelling for the vocabulary: "Ġworld"). */
   tokenToId(token: string): number | undefined {
-    return this.addedByContent.get(token) ?? this.model.tokenIds.get(token);
+    return this.addedByContent.get(token) ?? this.model.tokenToId(token);
   }
 
   /** The token string of an id, or undefined when no token has it. */
