@@ -60,11 +60,11 @@ inline void linearTile(const float* x, int64_t in, const float* w, const float* 
   }
 }
 
-template <int NT>
+template <int NT, int NR>
 void linearRows(const float* x, int64_t in, const float* w, const float* bias, int64_t r0, int64_t r1, float* y,
                 int64_t ldy) {
   int64_t r = r0;
-  for (; r + 2 <= r1; r += 2) linearTile<NT, 2>(x, in, w + r * in, bias ? bias + r : nullptr, y + r, ldy);
+  for (; r + NR <= r1; r += NR) linearTile<NT, NR>(x, in, w + r * in, bias ? bias + r : nullptr, y + r, ldy);
   for (; r < r1; ++r) linearTile<NT, 1>(x, in, w + r * in, bias ? bias + r : nullptr, y + r, ldy);
 }
 
@@ -162,9 +162,11 @@ void linear(const float* x, int64_t n_tokens, int64_t in, const float* w, const 
   forRange(pool, out, grainFor(in * n_tokens), [&](int64_t o0, int64_t o1) {
     for (int64_t rb = o0; rb < o1; rb += row_block) {
       const int64_t re = std::min(o1, rb + row_block);
+      // Tile shapes measured fastest with SSE-only code generation: 8 tokens × 1 row, and 1 token × 4 rows.
+      // Every tile sums in the same order, so a token's outputs do not depend on how tokens are grouped.
       int64_t t = 0;
-      for (; t + 4 <= n_tokens; t += 4) linearRows<4>(x + t * in, in, w, bias, rb, re, y + t * out, out);
-      for (; t < n_tokens; ++t) linearRows<1>(x + t * in, in, w, bias, rb, re, y + t * out, out);
+      for (; t + 8 <= n_tokens; t += 8) linearRows<8, 1>(x + t * in, in, w, bias, rb, re, y + t * out, out);
+      for (; t < n_tokens; ++t) linearRows<1, 4>(x + t * in, in, w, bias, rb, re, y + t * out, out);
     }
   });
 }
