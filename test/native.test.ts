@@ -250,6 +250,9 @@ describe('CPU engine behaviour', () => {
     await expectCode(engine.forward(seq, [1, 2] as unknown as Int32Array, false), 'E_INVALID_ARGUMENT');
     expect(engine.sequenceLength(engine.createSequence())).toBe(0);
 
+    const EngineClass = engine.constructor as new () => NativeEngine;
+    expectThrowsCode(() => new EngineClass(), 'E_INVALID_ARGUMENT');
+
     engine.dispose();
     engine.dispose();
     expectThrowsCode(() => engine.createSequence(), 'E_DISPOSED');

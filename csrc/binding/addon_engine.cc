@@ -285,9 +285,9 @@ Napi::Value AddonEngine::CreateEngine(const Napi::CallbackInfo& info) {
 }
 
 AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonEngine>(info) {
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    throw Napi::Error::New(info.Env(), "[E_INVALID_ARGUMENT] engines are made by createEngine(options)");
-  }
+  rethrowAsJs(info.Env(), [&] {
+    if (info.Length() != 1 || !info[0].IsExternal()) fail("E_INVALID_ARGUMENT", "engines are made by createEngine(options)");
+  });
   state_ = *info[0].As<Napi::External<std::shared_ptr<EngineState>>>().Data();
 }
 

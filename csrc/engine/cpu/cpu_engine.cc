@@ -239,18 +239,21 @@ class CpuEngine final : public Engine {
     return buffer;
   }
 
+  // How a random-weight model fills a tensor: as PyTorch initializes it (norm weights 1, biases 0).
+  enum class RandomInit { Normal, Ones, Zeros };
+
   // Fills a weight from the checkpoint, or with the benchmark's deterministic random values.
   Buffer weight(const EngineOptions& options, CheckpointReader& reader, const std::string& name,
-                const std::vector<int64_t>& shape, float random_fill_constant = NAN) {
+                const std::vector<int64_t>& shape, RandomInit init) {
     int64_t floats = 1;
     for (int64_t dim : shape) floats *= dim;
     Buffer buffer = allocate(floats);
     if (!options.random_weights) {
       reader.read(name, shape, DType::F32, buffer.data.get());
-    } else if (std::isnan(random_fill_constant)) {
+    } else if (init == RandomInit::Normal) {
       cpu::fillNormal(buffer.data.get(), floats, kInitStddev, cpu::normalStream(options.seed, name.c_str()), &pool_);
     } else {
-      std::fill(buffer.data.get(), buffer.data.get() + floats, random_fill_constant);
+      std::fill(buffer.data.get(), buffer.data.get() + floats, init == RandomInit::Ones ? 1.f : 0.f);
     }
     weight_bytes_ += floats * int64_t(sizeof(float));
     return buffer;
@@ -260,16 +263,15 @@ class CpuEngine final : public Engine {
     CheckpointReader reader(options.tensors);
     const int64_t d = config_.d_model, d_ff = config_.d_ff;
     const bool bias = config_.has_bias;
-    // Norm weights are 1 and biases 0 in a random model, as PyTorch initializes them.
     auto norm = [&](const std::string& prefix, Buffer& w, Buffer& b) {
-      w = weight(options, reader, prefix + ".weight", {d}, 1.f);
-      if (bias) b = weight(options, reader, prefix + ".bias", {d}, 0.f);
+      w = weight(options, reader, prefix + ".weight", {d}, RandomInit::Ones);
+      if (bias) b = weight(options, reader, prefix + ".bias", {d}, RandomInit::Zeros);
     };
     auto linear = [&](const std::string& prefix, int64_t out, int64_t in, Buffer& w, Buffer& b) {
-      w = weight(options, reader, prefix + ".weight", {out, in});
-      if (bias) b = weight(options, reader, prefix + ".bias", {out}, 0.f);
+      w = weight(options, reader, prefix + ".weight", {out, in}, RandomInit::Normal);
+      if (bias) b = weight(options, reader, prefix + ".bias", {out}, RandomInit::Zeros);
     };
-    wte_ = weight(options, reader, "wte.weight", {config_.vocab_size, d});
+    wte_ = weight(options, reader, "wte.weight", {config_.vocab_size, d}, RandomInit::Normal);
     layers_.resize(size_t(config_.n_layers));
     for (int i = 0; i < config_.n_layers; ++i) {
       LayerWeights& l = layers_[size_t(i)];
