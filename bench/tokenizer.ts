@@ -18,18 +18,24 @@ export interface TokenizerBenchOptions {
 export interface TokenizerBenchRow {
   name: string;
   status: 'ok' | 'not installed' | 'failed';
-  /** Time to load tokenizer.json into a ready tokenizer. */
+  /** First load of tokenizer.json in the process (cold), in ms. */
   loadMs?: number;
-  encodeMs?: number;
+  /** Median of the per-round loads, in ms. */
+  medianLoadMs?: number;
+  /** Median over rounds of MB (10^6 UTF-8 bytes) encoded per second. */
   mbPerSecond?: number;
+  roundMbPerSecond?: number[];
+  /** Tokens of the first round's corpus. */
   tokens?: number;
-  /** Documents whose ids differ from flash-mpt's (0 for flash-mpt itself). */
+  /** Documents (over all rounds) whose ids differ from flash-mpt's. */
   mismatchedDocuments?: number;
   error?: string;
 }
 
 export interface TokenizerBenchResult {
   tokenizerPath: string;
+  rounds: number;
+  /** Bytes and documents of each round's corpus. */
   corpusBytes: number;
   documents: number;
   rows: TokenizerBenchRow[];
@@ -39,8 +45,10 @@ export interface TokenizerBenchResult {
 
 const MIN_CORPUS_BYTES = 1_000_000;
 const DEFAULT_CORPUS_BYTES = 2_000_000;
-/** Warm-up text (another seed) so that every contender is timed with its JIT and caches primed alike. */
+/** Warm-up text (another seed) so that every contender is timed with its code warmed up alike. */
 const WARMUP_BYTES = 64_000;
+/** Each round encodes its own corpus (another seed) with freshly loaded tokenizers. */
+const ROUNDS = 3;
 
 /** mulberry32: small, fast, and the same sequence on every platform. */
 function seededRandom(seed: number): () => number {
@@ -254,47 +262,43 @@ function sameIds(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
-async function measure(
-  contender: Contender,
-  tokenizerPath: string,
-  warmup: readonly string[],
-  corpus: readonly string[],
-  corpusBytes: number,
-  expected: number[][] | undefined,
-): Promise<{ row: TokenizerBenchRow; ids?: number[][] }> {
-  try {
-    const loadStart = performance.now();
-    const encode = await contender.load(tokenizerPath);
-    const loadMs = performance.now() - loadStart;
-    if (encode === undefined) return { row: { name: contender.name, status: 'not installed' } };
-    for (const document of warmup) await encode(document);
-    const ids: number[][] = [];
-    const start = performance.now();
-    for (const document of corpus) ids.push(await encode(document));
-    const encodeMs = performance.now() - start;
-    const mismatchedDocuments = expected === undefined ? 0 : ids.filter((docIds, i) => !sameIds(docIds, expected[i])).length;
-    const tokens = ids.reduce((sum, docIds) => sum + docIds.length, 0);
-    const mbPerSecond = corpusBytes / 1e6 / (encodeMs / 1000);
-    return { row: { name: contender.name, status: 'ok', loadMs, encodeMs, mbPerSecond, tokens, mismatchedDocuments }, ids };
-  } catch (err) {
-    return { row: { name: contender.name, status: 'failed', error: (err as Error).message } };
-  }
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((x, y) => x - y);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
+  const start = performance.now();
+  const value = await work();
+  return [value, performance.now() - start];
+}
+
+interface ContenderRun {
+  contender: Contender;
+  row: TokenizerBenchRow;
+  roundLoadMs: number[];
+  roundMbPerSecond: number[];
 }
 
 export function formatTokenizerBench(result: TokenizerBenchResult): string {
   const lines = [
     `Tokenizer: ${result.tokenizerPath}`,
-    `Corpus: ${result.documents} documents, ${(result.corpusBytes / 1e6).toFixed(2)} MB (UTF-8), encoded one document per call, single thread`,
+    `Corpus: ${result.rounds} rounds of ${result.documents} documents, ${(result.corpusBytes / 1e6).toFixed(2)} MB (UTF-8) each, ` +
+      'a fresh tokenizer per round, one document per call, single thread',
     '',
-    '| tokenizer | load ms | MB/s | tokens | documents with other ids than flash-mpt |',
-    '| --- | ---: | ---: | ---: | ---: |',
+    '| tokenizer | load ms (first / median) | MB/s (median of rounds) | MB/s each round | tokens per round | documents with other ids than flash-mpt |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const row of result.rows) {
     if (row.status !== 'ok') {
-      lines.push(`| ${row.name} | ${row.status}${row.error ? `: ${row.error}` : ''} | | | |`);
+      lines.push(`| ${row.name} | ${row.status}${row.error ? `: ${row.error}` : ''} | | | | |`);
       continue;
     }
-    lines.push(`| ${row.name} | ${row.loadMs!.toFixed(0)} | ${row.mbPerSecond!.toFixed(2)} | ${row.tokens} | ${row.mismatchedDocuments} |`);
+    lines.push(
+      `| ${row.name} | ${row.loadMs!.toFixed(0)} / ${row.medianLoadMs!.toFixed(0)} | ${row.mbPerSecond!.toFixed(2)} | ` +
+        `${row.roundMbPerSecond!.map((v) => v.toFixed(2)).join(', ')} | ${row.tokens} | ${row.mismatchedDocuments} |`,
+    );
   }
   if (result.speedupOverFastestPeer !== undefined) {
     lines.push('', `flash-mpt is ${result.speedupOverFastestPeer.toFixed(1)}x the fastest peer.`);
@@ -302,27 +306,77 @@ export function formatTokenizerBench(result: TokenizerBenchResult): string {
   return lines.join('\n');
 }
 
-/** Runs the benchmark, prints the table (or JSON), and returns the numbers. */
+/**
+ * Runs the benchmark, prints the table (or JSON), and returns the numbers. Each contender is loaded
+ * once cold (the load an application sees) and warmed up on a separate text; then every round loads it
+ * afresh (empty caches) and encodes that round's corpus, contenders taking turns in alternating order
+ * so that a noisy machine penalizes them alike. Throughput is the median over rounds.
+ */
 export async function runTokenizerBench(opts: TokenizerBenchOptions): Promise<TokenizerBenchResult> {
   const targetBytes = Math.max(MIN_CORPUS_BYTES, opts.corpusBytes ?? DEFAULT_CORPUS_BYTES);
   const extraTexts = vectorTexts(opts.tokenizerPath);
-  const corpus = buildCorpus(targetBytes, 1, extraTexts);
-  const warmup = buildCorpus(WARMUP_BYTES, 2);
-  const corpusBytes = corpus.reduce((sum, document) => sum + Buffer.byteLength(document, 'utf8'), 0);
+  const corpora = Array.from({ length: ROUNDS }, (_, round) => buildCorpus(targetBytes, round + 1, extraTexts));
+  const warmup = buildCorpus(WARMUP_BYTES, 1000);
+  const corpusBytes = (corpus: readonly string[]): number => corpus.reduce((sum, document) => sum + Buffer.byteLength(document, 'utf8'), 0);
 
-  const rows: TokenizerBenchRow[] = [];
-  let reference: number[][] | undefined;
+  const runs: ContenderRun[] = [];
   for (const contender of CONTENDERS) {
-    const { row, ids } = await measure(contender, opts.tokenizerPath, warmup, corpus, corpusBytes, reference);
-    if (contender === CONTENDERS[0]) reference = ids;
-    rows.push(row);
+    const run: ContenderRun = { contender, row: { name: contender.name, status: 'ok', tokens: 0, mismatchedDocuments: 0 }, roundLoadMs: [], roundMbPerSecond: [] };
+    runs.push(run);
+    try {
+      const [encode, loadMs] = await timed(() => contender.load(opts.tokenizerPath));
+      if (encode === undefined) {
+        run.row.status = 'not installed';
+        continue;
+      }
+      run.row.loadMs = loadMs;
+      for (const document of warmup) await encode(document);
+    } catch (err) {
+      run.row = { name: contender.name, status: 'failed', error: (err as Error).message };
+    }
   }
+
+  for (let round = 0; round < ROUNDS; round++) {
+    const corpus = corpora[round];
+    const bytes = corpusBytes(corpus);
+    const idsByContender = new Map<ContenderRun, number[][]>();
+    const order = round % 2 === 0 ? runs : [...runs].reverse();
+    for (const run of order) {
+      if (run.row.status !== 'ok') continue;
+      try {
+        const [encode, loadMs] = await timed(() => run.contender.load(opts.tokenizerPath));
+        const ids: number[][] = [];
+        const [, encodeMs] = await timed(async () => {
+          for (const document of corpus) ids.push(await encode!(document));
+        });
+        run.roundLoadMs.push(loadMs);
+        run.roundMbPerSecond.push(bytes / 1e6 / (encodeMs / 1000));
+        idsByContender.set(run, ids);
+      } catch (err) {
+        run.row = { name: run.contender.name, status: 'failed', error: (err as Error).message };
+      }
+    }
+    const expected = idsByContender.get(runs[0]);
+    for (const [run, ids] of idsByContender) {
+      if (round === 0) run.row.tokens = ids.reduce((sum, docIds) => sum + docIds.length, 0);
+      if (expected !== undefined) run.row.mismatchedDocuments! += ids.filter((docIds, i) => !sameIds(docIds, expected[i])).length;
+    }
+  }
+
+  for (const run of runs) {
+    if (run.row.status !== 'ok') continue;
+    run.row.medianLoadMs = median(run.roundLoadMs);
+    run.row.roundMbPerSecond = run.roundMbPerSecond;
+    run.row.mbPerSecond = median(run.roundMbPerSecond);
+  }
+  const rows = runs.map((run) => run.row);
   const ours = rows[0].mbPerSecond;
-  const fastestPeer = Math.max(...rows.slice(1).map((row) => row.mbPerSecond ?? 0));
+  const fastestPeer = Math.max(0, ...rows.slice(1).map((row) => row.mbPerSecond ?? 0));
   const result: TokenizerBenchResult = {
     tokenizerPath: opts.tokenizerPath,
-    corpusBytes,
-    documents: corpus.length,
+    rounds: ROUNDS,
+    corpusBytes: corpusBytes(corpora[0]),
+    documents: corpora[0].length,
     rows,
     speedupOverFastestPeer: ours !== undefined && fastestPeer > 0 ? ours / fastestPeer : undefined,
   };

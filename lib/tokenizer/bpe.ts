@@ -14,8 +14,8 @@ export interface BpeModelOptions {
 const MAX_TOKEN_ID = 1 << 24;
 /** Words longer than this (in UTF-16 units) are not cached, as in Hugging Face's BPE. */
 const MAX_CACHED_WORD = 256;
-/** The cache is dropped when it grows past this many words, bounding memory on unbounded input. */
-const MAX_CACHE_ENTRIES = 100_000;
+/** Word cache slots (a power of two); it is emptied when half full, bounding memory on any input. */
+const CACHE_SLOTS = 1 << 17;
 
 function fieldError(field: string, message: string): FlashMptError {
   return new FlashMptError('E_TOKENIZER', `tokenizer.json: ${field}: ${message}`, { details: { field } });
@@ -77,6 +77,54 @@ class MergeTable {
   }
 }
 
+/** FNV-1a over UTF-16 units of text[start, end). */
+function hashRange(text: string, start: number, end: number): number {
+  let hash = 0x811c9dc5;
+  for (let i = start; i < end; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+  return hash;
+}
+
+/**
+ * Word → ids, looked up by a range of the text being encoded: a hit costs one pass of hashing and one
+ * of comparing, with no substring allocated (a Map would need the word sliced out and hashed natively).
+ */
+class WordCache {
+  private readonly mask = CACHE_SLOTS - 1;
+  private readonly hashes = new Int32Array(CACHE_SLOTS);
+  private readonly words: (string | undefined)[] = new Array<string | undefined>(CACHE_SLOTS).fill(undefined);
+  private readonly ids: number[][] = new Array<number[]>(CACHE_SLOTS).fill([]);
+  private size = 0;
+
+  /** Appends the ids of text[start, end) (whose hash is `hash`) to `out`; false when not cached. */
+  appendCached(text: string, start: number, end: number, hash: number, out: number[]): boolean {
+    const length = end - start;
+    for (let slot = hash & this.mask; ; slot = (slot + 1) & this.mask) {
+      const word = this.words[slot];
+      if (word === undefined) return false;
+      if (this.hashes[slot] !== hash || word.length !== length) continue;
+      let i = 0;
+      while (i < length && word.charCodeAt(i) === text.charCodeAt(start + i)) i++;
+      if (i < length) continue;
+      const ids = this.ids[slot];
+      for (let k = 0; k < ids.length; k++) out.push(ids[k]);
+      return true;
+    }
+  }
+
+  insert(word: string, hash: number, ids: number[]): void {
+    if (this.size * 2 >= CACHE_SLOTS) {
+      this.words.fill(undefined);
+      this.size = 0;
+    }
+    let slot = hash & this.mask;
+    while (this.words[slot] !== undefined) slot = (slot + 1) & this.mask;
+    this.words[slot] = word;
+    this.hashes[slot] = hash;
+    this.ids[slot] = ids;
+    this.size++;
+  }
+}
+
 /** Byte-level BPE over token ids: UTF-8 bytes → byte tokens → merges applied lowest rank first. */
 export class BpeModel {
   private readonly vocab: Record<string, unknown>;
@@ -88,7 +136,7 @@ export class BpeModel {
   private readonly unkId: number;
   private readonly fuseUnk: boolean;
   private readonly ignoreMerges: boolean;
-  private readonly cache = new Map<string, number[]>();
+  private readonly cache = new WordCache();
 
   // Scratch buffers reused across words; grown on demand.
   private bytes = new Uint8Array(768);
@@ -162,24 +210,20 @@ export class BpeModel {
     this.merges.set(leftId, rightId, rank, mergedId);
   }
 
-  /** Appends the ids of one pre-token to `out`. */
-  encodeWord(word: string, out: number[]): void {
-    const cached = this.cache.get(word);
-    if (cached !== undefined) {
-      for (let i = 0; i < cached.length; i++) out.push(cached[i]);
-      return;
-    }
-    const ids = this.tokenize(word);
-    if (word.length <= MAX_CACHED_WORD) {
-      if (this.cache.size >= MAX_CACHE_ENTRIES) this.cache.clear();
-      this.cache.set(word, ids);
-    }
+  /** Appends the ids of the pre-token text[start, end) to `out`. */
+  encodeWord(text: string, start: number, end: number, out: number[]): void {
+    const cacheable = end - start <= MAX_CACHED_WORD;
+    const hash = cacheable ? hashRange(text, start, end) : 0;
+    if (cacheable && this.cache.appendCached(text, start, end, hash, out)) return;
+    const ids = this.tokenize(text, start, end);
+    if (cacheable) this.cache.insert(text.slice(start, end), hash, ids);
     for (let i = 0; i < ids.length; i++) out.push(ids[i]);
   }
 
-  private tokenize(word: string): number[] {
-    if (this.bytes.length < word.length * 3) this.bytes = new Uint8Array(word.length * 3);
-    const byteCount = encodeUtf8(word, 0, word.length, this.bytes);
+  private tokenize(text: string, start: number, end: number): number[] {
+    const maxBytes = (end - start) * 3;
+    if (this.bytes.length < maxBytes) this.bytes = new Uint8Array(maxBytes);
+    const byteCount = encodeUtf8(text, start, end, this.bytes);
     if (this.ignoreMerges) {
       const whole = this.tokenToId(bytesToTokenString(this.bytes, byteCount));
       if (whole !== undefined) return [whole];

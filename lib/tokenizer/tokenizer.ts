@@ -203,13 +203,13 @@ export class Tokenizer {
     if (text.length === 0) return;
     if (this.addPrefixSpace && text.charCodeAt(0) !== 0x20) text = ' ' + text;
     if (!this.useRegex) {
-      this.model.encodeWord(text, ids);
+      this.model.encodeWord(text, 0, text.length, ids);
       return;
     }
     const end = text.length;
     for (let start = 0; start < end; ) {
       const stop = preTokenEnd(text, start, end);
-      this.model.encodeWord(start === 0 && stop === end ? text : text.slice(start, stop), ids);
+      this.model.encodeWord(text, start, stop, ids);
       start = stop;
     }
   }
