@@ -435,6 +435,38 @@ describe('weight loading', () => {
     expect(await logitsOf(narrow)).toEqual(await logitsOf(wide));
   });
 
+  test('loading keeps one copy of the weights resident: peak RSS grows by the fp32 weights, not twice that', () => {
+    const big = tinyConfig({ dModel: 512, nHeads: 8, nLayers: 8, dFf: 2048, vocabSize: 8192 });
+    const file = path.join(dir, 'sparse.bin');
+    const tensors: NativeTensorSource[] = [];
+    let offset = 0;
+    for (const [name, shape] of shapes(big)) {
+      const bytes = 4 * shape.reduce((a, b) => a * b, 1);
+      tensors.push({ name, file, offset, bytes, dtype: 'F32', shape });
+      offset += bytes;
+    }
+    fs.closeSync(fs.openSync(file, 'w'));
+    fs.truncateSync(file, offset); // a sparse file of zeros: no disk needed, but its pages count when mapped
+    const script = `
+      const addon = require(${JSON.stringify(require.resolve('node-gyp-build'))})(${JSON.stringify(path.join(__dirname, '..'))});
+      const options = ${JSON.stringify({ ...engineOptions(big), randomWeights: false, tensors, kvTokens: 16, config: { ...big, alibiSlopes: [] } })};
+      options.config.alibiSlopes = new Float32Array(${JSON.stringify([...big.alibiSlopes])});
+      const kib = (field) => {
+        const lines = require('fs').readFileSync('/proc/self/status', 'utf8').split(String.fromCharCode(10));
+        return parseInt(lines.find((line) => line.startsWith(field + ':')).slice(field.length + 1), 10) * 1024;
+      };
+      const before = kib('VmRSS');
+      addon.createEngine(options).then((engine) => {
+        console.log(JSON.stringify({ growth: kib('VmHWM') - before, weightBytes: engine.memory().weightBytes }));
+      });
+    `;
+    const res = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60000 });
+    expect(res.stderr).toBe('');
+    const { growth, weightBytes } = JSON.parse(res.stdout) as { growth: number; weightBytes: number };
+    expect(weightBytes).toBe(offset);
+    expect(growth).toBeLessThan(1.25 * weightBytes);
+  });
+
   test('checkpoint problems that could corrupt memory are E_CHECKPOINT naming the tensor', async () => {
     const [wide] = writeCheckpoints('F16');
     const change = (name: string, patch: Partial<NativeTensorSource>) =>
