@@ -227,18 +227,17 @@ Napi::Value attention(const Napi::CallbackInfo& info, bool naive) {
     } else {
       static_cast<void>(naive);  // on CPU tensors both kernels are the fp32 reference
       const std::vector<float> qf = q->toFloat(), kf = k->toFloat(), vf = v->toFloat();
-      std::vector<float> of(qf.size()), scores(static_cast<size_t>(Sk));
-      for (int64_t b = 0; b < B; ++b) {
-        for (int64_t h = 0; h < H; ++h) {
-          const float* kb = kf.data() + (b * Sk * H + h) * D;
-          const float* vb = vf.data() + (b * Sk * H + h) * D;
-          for (int64_t i = 0; i < Sq; ++i) {
-            const int64_t pos = Sk - Sq + i, row = ((b * Sq + i) * H + h) * D;
-            cpu::attendRow(qf.data() + row, kb, vb, H * D, a.causal ? pos + 1 : Sk, pos, int(D), a.scale,
-                           a.slopes.empty() ? 0.f : a.slopes[size_t(h)], scores.data(), of.data() + row);
-          }
+      std::vector<float> of(qf.size());
+      cpu::ThreadPool pool(0);
+      pool.parallelFor(B * H * Sq, 1, [&](int64_t begin, int64_t end) {
+        std::vector<float> scores(static_cast<size_t>(Sk));
+        for (int64_t task = begin; task < end; ++task) {  // task = (b, h, i)
+          const int64_t i = task % Sq, h = (task / Sq) % H, b = task / (Sq * H);
+          const int64_t pos = Sk - Sq + i, row = ((b * Sq + i) * H + h) * D, kv = (b * Sk * H + h) * D;
+          cpu::attendRow(qf.data() + row, kf.data() + kv, vf.data() + kv, H * D, a.causal ? pos + 1 : Sk, pos, int(D),
+                         a.scale, a.slopes.empty() ? 0.f : a.slopes[size_t(h)], scores.data(), of.data() + row);
         }
-      }
+      });
       o->fromFloat(of.data());
     }
     return AddonTensor::wrap(info.Env(), o);
