@@ -214,13 +214,13 @@ void check_prefill(AttnDType t, int d, bool causal, bool alibi, int B, int H, in
                max_err(don.download(t), ref));
 }
 
-// KV cache [slot][pos][head][dim]; sequence b lives in slot (2b + 1) % n_slots; positions past its length hold
-// NaN, and so does the workspace before the call.
+// KV cache [slot][pos][head][dim]; sequence b lives in slot B - b (slot 0 unused); positions past its length
+// hold NaN, and so does the workspace before the call.
 void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, int max_len, std::mt19937& rng) {
   const int B = int(lens.size()), H = 3, n_slots = B + 1;
   const std::vector<float> slopes = alibi_slopes(H);
   std::vector<int> slot(B);
-  for (int b = 0; b < B; ++b) slot[b] = (2 * b + 1) % n_slots;
+  for (int b = 0; b < B; ++b) slot[b] = B - b;
   const int64_t row_stride = int64_t(H) * d, slot_stride = int64_t(max_len) * row_stride;
   const size_t cache_elems = size_t(n_slots) * slot_stride;
   std::vector<uint16_t> kbits(cache_elems, kNaNBits), vbits(cache_elems, kNaNBits);
@@ -322,10 +322,11 @@ void run_checks() {
   std::mt19937 rng(1234);
   struct Shape { int B, H, Sq, Sk; };
   // Short, ragged, long (past MPT's 2048: ALiBi extrapolates), an appended chunk (Sq < Sk), a single query
-  // over a long prefix, and more queries than keys (causal rows with no key give 0).
+  // over a long prefix, and more queries than keys (causal rows with no key give 0). Up to 1024 queries run the
+  // short-tile configuration, more the long one: both see ragged and exact shapes.
   const Shape shapes[] = {{2, 3, 1, 1},       {2, 3, 7, 7},      {2, 2, 128, 128}, {1, 2, 1000, 1000},
                           {1, 2, 2048, 2048}, {1, 1, 4096, 4096}, {2, 2, 7, 1000},  {1, 2, 200, 2100},
-                          {2, 2, 1, 2048},    {1, 2, 300, 100}};
+                          {2, 2, 1, 2048},    {1, 2, 300, 100},   {1, 2, 1500, 1537}, {1, 1, 1200, 1100}};
   int variant = 0;
   for (AttnDType t : {AttnDType::BF16, AttnDType::F16})
     for (int d : {128, 64})
@@ -339,6 +340,10 @@ void run_checks() {
         check_decode(t, d, alibi, {1, 7, 128, 1000}, 1100, rng);
         if (!g_small) check_decode(t, d, alibi, {4096, 2049, 16384}, 16400, rng);
       }
+  // Many short sequences: more (batch, head) pairs than CTAs fit on the GPU, so one split each.
+  std::vector<int> many(300);
+  for (size_t i = 0; i < many.size(); ++i) many[i] = 1 + int(i * 37 % 257);
+  check_decode(AttnDType::BF16, 128, true, many, 300, rng);
   check_validation();
 }
 
@@ -434,16 +439,18 @@ void run_bench() {
   using Bf = __nv_bfloat16;
   struct Cfg { const char* name; void (*launch)(const FlashAttentionParams&); };
   const Cfg cfgs[] = {
-      {"128x64 4w", launch_cfg<attn::PrefillTraits<Bf, 128, 128, 64, 4, 2>>},
-      {"128x32 4w", launch_cfg<attn::PrefillTraits<Bf, 128, 128, 32, 4, 2>>},
-      {"64x64 4w/3", launch_cfg<attn::PrefillTraits<Bf, 128, 64, 64, 4, 3>>},
-      {"64x64 4w/2", launch_cfg<attn::PrefillTraits<Bf, 128, 64, 64, 4, 2>>},
-      {"128x64 8w", launch_cfg<attn::PrefillTraits<Bf, 128, 128, 64, 8, 1>>},
+      // name: BlockM x BlockN, then K/V stages (s1: FlashAttention-2 overlap, s2: double buffer) / CTAs per SM
+      {"128x32s2", launch_cfg<attn::PrefillTraits<Bf, 128, 128, 32, 4, 2, 2>>},
+      {"128x32s1", launch_cfg<attn::PrefillTraits<Bf, 128, 128, 32, 4, 2, 1>>},
+      {"128x64s2", launch_cfg<attn::PrefillTraits<Bf, 128, 128, 64, 4, 2, 2>>},
+      {"64x64s1/3", launch_cfg<attn::PrefillTraits<Bf, 128, 64, 64, 4, 3, 1>>},
+      {"64x64s2/2", launch_cfg<attn::PrefillTraits<Bf, 128, 64, 64, 4, 2, 2>>},
+      {"64x32s2/3", launch_cfg<attn::PrefillTraits<Bf, 128, 64, 32, 4, 3, 2>>},
   };
   if (!g_json) {
     std::printf("\nprefill bf16, %d tokens, %d heads x %d, TFLOP/s (causal: 4*B*H*S^2*D/2)\n", tokens, H, D);
     std::printf("%-6s %-4s %14s %14s", "S", "B", "causal+alibi", "causal");
-    for (const Cfg& c : cfgs) std::printf(" %11s", c.name);
+    for (const Cfg& c : cfgs) std::printf(" %9s", c.name);
     std::printf("\n");
   }
   for (int S : {512, 2048, 8192}) {
@@ -471,7 +478,7 @@ void run_bench() {
                tflops(t_plain));
     for (const Cfg& c : cfgs) {
       const double t = time_ms([&] { c.launch(p); }, 20);
-      if (!g_json) std::printf(" %11.1f", tflops(t));
+      if (!g_json) std::printf(" %9.1f", tflops(t));
       bench_json("{\"what\":\"prefill_cfg\",\"cfg\":\"%s\",\"S\":%d,\"ms\":%.4f,\"tflops\":%.1f}", c.name, S, t,
                  tflops(t));
     }

@@ -1,13 +1,13 @@
 // Decode attention (flash-decoding): one query per (batch, head) against its cached keys. Memory bound: every
 // K and V byte is read once, so the design is about bytes in flight, not arithmetic.
-//   split kernel: grid (split, head, batch). A CTA walks its slice of the keys in tiles; each thread owns one
-//     16-byte column of head_dim and loads that column of 8 key rows (K and V, 16 loads in flight) before
-//     using any. Scores are reduced over the row's threads with shuffles; each group of threads sharing a row
+//   split kernel: grid (split, head, batch), one wave of CTAs. A CTA walks its slice of the keys in tiles;
+//     each thread owns one 16-byte column of head_dim and loads that column of 4 key rows (K and V) per tile,
+//     two tiles in flight (register double buffering). Scores are reduced over the row's threads with shuffles; each group of threads sharing a row
 //     keeps its own running (max, sum, acc) in fp32, and the groups are merged once at the end. The CTA writes
 //     its unnormalized output and (max, sum) to the workspace.
 //   merge kernel: grid (head, batch), combines the splits with their log-sum-exp weights.
-// The split count is fixed at launch from max_seq_len and the SM count (so a captured graph stays valid);
-// each CTA sizes its slice from the sequence's actual length, so short sequences still spread over all splits.
+// The split count is fixed at launch from the GPU's occupancy and bounded by max_seq_len (so a captured graph
+// stays valid); each CTA sizes its slice from the sequence's actual length, so every split gets work.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -28,15 +28,20 @@ struct DecodeTraits {
   static constexpr int kThreads = 128;
   static constexpr int kThreadsPerRow = kHeadDim / 8;             // one 16-byte vector each
   static constexpr int kRowsPerPass = kThreads / kThreadsPerRow;  // row groups of a CTA: 8 (hd128) or 16 (hd64)
-  static constexpr int kPasses = 8;                               // rows per thread per tile, loaded together
-  static constexpr int kTileKeys = kRowsPerPass * kPasses;        // 64 (hd128) or 128 (hd64)
+  static constexpr int kPasses = 4;                               // rows per thread per tile, loaded together
+  static constexpr int kTileKeys = kRowsPerPass * kPasses;        // 32 (hd128) or 64 (hd64)
 };
+constexpr int kMergeThreads = 256;
+constexpr int kMaxSplitCTAs = 4096;  // bounds the workspace whatever the GPU
 
 __host__ __device__ constexpr int cdiv(int a, int b) { return (a + b - 1) / b; }
 
-// Keys per split for a sequence of `len` keys: a whole number of tiles, so only the last split is ragged.
-__device__ __forceinline__ int split_keys(int len, int n_splits, int tile) {
-  return cdiv(cdiv(len, n_splits), tile) * tile;
+// Most splits a launch may use (sizes the workspace): enough for kMaxSplitCTAs CTAs, at most one per tile.
+inline int decode_max_splits(int batch, int n_heads, int head_dim, int max_seq_len) {
+  const int tile = head_dim == 64 ? DecodeTraits<64>::kTileKeys : DecodeTraits<128>::kTileKeys;
+  const int want = cdiv(kMaxSplitCTAs, batch * n_heads);
+  const int tiles = cdiv(max_seq_len, tile);
+  return want < 1 ? 1 : (want > tiles ? tiles : want);
 }
 
 __device__ __forceinline__ uint4 load_nc(const void* ptr) {
@@ -52,7 +57,7 @@ template <typename T, int kHeadDim, bool kAlibi>
 __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     decode_split_kernel(const DecodeAttentionParams p, int n_splits) {
   using Tr = DecodeTraits<kHeadDim>;
-  constexpr int TPR = Tr::kThreadsPerRow, RPP = Tr::kRowsPerPass;
+  constexpr int TPR = Tr::kThreadsPerRow, RPP = Tr::kRowsPerPass, P = Tr::kPasses;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Let the merge kernel launch now (it waits for this grid before reading): hides its launch latency.
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -60,7 +65,7 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int len = min(p.seq_len[b], p.max_seq_len);
   if (len <= 0) return;
-  const int keys = split_keys(len, n_splits, Tr::kTileKeys);
+  const int keys = cdiv(len, n_splits);  // each split's slice of this sequence
   const int start = split * keys, end = min(len, start + keys);
   if (start >= end) return;  // the merge reads only splits below cdiv(len, keys)
 
@@ -81,10 +86,10 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
 #pragma unroll
   for (int i = 0; i < 8; ++i) acc[i] = 0.f;
 
-  for (int t0 = start; t0 < end; t0 += Tr::kTileKeys) {
-    uint4 kv[Tr::kPasses], vv[Tr::kPasses];
+  // Rows t0 + i*RPP + group of a tile: all loads issued before any use.
+  auto load = [&](uint4 (&kv)[P], uint4 (&vv)[P], int t0) {
 #pragma unroll
-    for (int i = 0; i < Tr::kPasses; ++i) {
+    for (int i = 0; i < P; ++i) {
       const int key = t0 + i * RPP + group;
       if (key < end) {
         kv[i] = load_nc(kp + int64_t(key) * p.row_stride);
@@ -93,9 +98,12 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
         kv[i] = vv[i] = make_uint4(0, 0, 0, 0);
       }
     }
-    float s[Tr::kPasses], tile_max = -CUDART_INF_F;
+  };
+  // Online softmax of one tile into this row group's (m, l, acc).
+  auto consume = [&](const uint4 (&kv)[P], const uint4 (&vv)[P], int t0) {
+    float s[P], tile_max = -CUDART_INF_F;
 #pragma unroll
-    for (int i = 0; i < Tr::kPasses; ++i) {
+    for (int i = 0; i < P; ++i) {
       float kf[8];
       unpack8<T>(kv[i], kf);
       float dot = 0.f;
@@ -109,14 +117,14 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
       tile_max = fmaxf(tile_max, s[i]);
     }
     const float m_new = fmaxf(m, tile_max);
-    const float m_use = m_new == -CUDART_INF_F ? 0.f : m_new;  // a group with no key in this tile yet
+    const float m_use = m_new == -CUDART_INF_F ? 0.f : m_new;  // a group with no key yet
     const float corr = fast_exp2(m - m_use);
     m = m_new;
     l *= corr;
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] *= corr;
 #pragma unroll
-    for (int i = 0; i < Tr::kPasses; ++i) {
+    for (int i = 0; i < P; ++i) {
       const float pr = fast_exp2(s[i] - m_use);
       l += pr;
       float vf[8];
@@ -124,6 +132,19 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[e] = fmaf(pr, vf[e], acc[e]);
     }
+  };
+
+  // Two register stages: the next tile's loads are in flight while this one is consumed.
+  uint4 ka[P], va[P], kb[P], vb[P];
+  load(ka, va, start);
+  for (int t0 = start;; t0 += 2 * Tr::kTileKeys) {
+    const int t1 = t0 + Tr::kTileKeys, t2 = t1 + Tr::kTileKeys;
+    if (t1 < end) load(kb, vb, t1);
+    consume(ka, va, t0);
+    if (t1 >= end) break;
+    if (t2 < end) load(ka, va, t2);
+    consume(kb, vb, t1);
+    if (t2 >= end) break;
   }
 
   // Merge the row groups of this CTA (each has its own max) and write the split's partial result.
@@ -157,21 +178,26 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   }
 }
 
+// One CTA per (head, batch): LSE weights of the splits, then the weighted sum of their outputs. Threads split
+// the work as (4-float column quad) x (split subset) so every load is a 16-byte vector and several are in
+// flight per thread.
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(kHeadDim) decode_merge_kernel(const DecodeAttentionParams p, int n_splits) {
+__global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeAttentionParams p, int n_splits) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");  // the split kernel's results are complete and visible
 #endif
+  constexpr int kQuads = kHeadDim / 4, kLanes = kMergeThreads / kQuads;  // kLanes split subsets
   extern __shared__ float s_w[];  // [n_splits] merge weights
-  __shared__ float s_red[kHeadDim / 32];
+  __shared__ float s_red[kMergeThreads / 32];
+  __shared__ float4 s_acc[kLanes][kQuads];
   const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   T* o = static_cast<T*>(p.o) + (int64_t(b) * p.n_heads + h) * kHeadDim;
   const int len = min(p.seq_len[b], p.max_seq_len);
   if (len <= 0) {  // no keys: output 0
-    o[tid] = T(0.f);
+    if (tid < kHeadDim) o[tid] = T(0.f);
     return;
   }
-  const int n_active = cdiv(len, split_keys(len, n_splits, DecodeTraits<kHeadDim>::kTileKeys));
+  const int n_active = cdiv(len, cdiv(len, n_splits));
   const int64_t first = (int64_t(b) * p.n_heads + h) * n_splits;
   const float* part = p.workspace + first * kHeadDim;
   const float* ml = p.workspace + int64_t(p.batch) * p.n_heads * n_splits * kHeadDim + first * 2;
@@ -186,66 +212,80 @@ __global__ void __launch_bounds__(kHeadDim) decode_merge_kernel(const DecodeAtte
     __syncthreads();
     x = s_red[0];
 #pragma unroll
-    for (int w = 1; w < kHeadDim / 32; ++w) x = is_max ? fmaxf(x, s_red[w]) : x + s_red[w];
+    for (int w = 1; w < kMergeThreads / 32; ++w) x = is_max ? fmaxf(x, s_red[w]) : x + s_red[w];
     __syncthreads();  // s_red is reused by the next reduction
     return x;
   };
 
   float mx = -CUDART_INF_F;
-  for (int s = tid; s < n_active; s += kHeadDim) mx = fmaxf(mx, ml[s * 2]);
+  for (int s = tid; s < n_active; s += kMergeThreads) mx = fmaxf(mx, ml[s * 2]);
   mx = block_reduce(mx, true);
   float sum = 0.f;
-  for (int s = tid; s < n_active; s += kHeadDim) {
+  for (int s = tid; s < n_active; s += kMergeThreads) {
     const float w = fast_exp2(ml[s * 2] - mx);
     s_w[s] = w;
     sum = fmaf(w, ml[s * 2 + 1], sum);
   }
   sum = block_reduce(sum, false);  // its barrier also publishes s_w
-  float acc = 0.f;
-  for (int s = 0; s < n_active; ++s) acc = fmaf(s_w[s], part[int64_t(s) * kHeadDim + tid], acc);
-  o[tid] = T(acc / sum);
-}
 
-// Split count for a launch: enough CTAs to cover the SMs about 8 times over (short CTAs, no long tail), never
-// more splits than tiles of max_seq_len (the workspace bound).
-int decode_num_splits(int batch, int n_heads, int head_dim, int max_seq_len, int sm_count) {
-  const int tile = head_dim == 64 ? DecodeTraits<64>::kTileKeys : DecodeTraits<128>::kTileKeys;
-  const int max_splits = cdiv(max_seq_len, tile);
-  const int want = cdiv(8 * sm_count, batch * n_heads);
-  return want < 1 ? 1 : (want > max_splits ? max_splits : want);
+  const int quad = tid % kQuads, lane = tid / kQuads;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 4
+  for (int s = lane; s < n_active; s += kLanes) {
+    const float w = s_w[s];
+    const float4 x = *reinterpret_cast<const float4*>(part + int64_t(s) * kHeadDim + quad * 4);
+    acc.x = fmaf(w, x.x, acc.x), acc.y = fmaf(w, x.y, acc.y), acc.z = fmaf(w, x.z, acc.z), acc.w = fmaf(w, x.w, acc.w);
+  }
+  s_acc[lane][quad] = acc;
+  __syncthreads();
+  if (tid < kHeadDim) {
+    float total = 0.f;
+#pragma unroll
+    for (int g = 0; g < kLanes; ++g) total += reinterpret_cast<const float*>(s_acc[g])[tid];
+    o[tid] = T(total / sum);
+  }
 }
 
 template <typename T, int kHeadDim>
-cudaError_t run_decode(const DecodeAttentionParams& p, int n_splits, bool pdl, cudaStream_t stream) {
-  cudaError_t err = BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
-    decode_split_kernel<T, kHeadDim, kAlibi>
-        <<<dim3(n_splits, p.n_heads, p.batch), DecodeTraits<kHeadDim>::kThreads, 0, stream>>>(p, n_splits);
+cudaError_t run_decode(const DecodeAttentionParams& p, int sm_count, bool pdl, cudaStream_t stream) {
+  const int max_splits = decode_max_splits(p.batch, p.n_heads, kHeadDim, p.max_seq_len);
+  return BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
+    auto split_kernel = decode_split_kernel<T, kHeadDim, kAlibi>;
+    constexpr int kThreads = DecodeTraits<kHeadDim>::kThreads;
+    // One wave: as many CTAs as fit on the GPU at once, each looping over its slice with loads in flight.
+    // More CTAs than that only adds a ragged second wave.
+    int per_sm = 0;
+    cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, split_kernel, kThreads, 0);
+    if (err != cudaSuccess) return err;
+    const int want = (per_sm * sm_count) / (p.batch * p.n_heads);
+    const int n_splits = want < 1 ? 1 : (want > max_splits ? max_splits : want);
+
+    split_kernel<<<dim3(n_splits, p.n_heads, p.batch), kThreads, 0, stream>>>(p, n_splits);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(p.n_heads, p.batch);
+    cfg.blockDim = dim3(kMergeThreads);
+    cfg.dynamicSmemBytes = size_t(n_splits) * sizeof(float);
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    err = cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, kHeadDim>, p, n_splits);
+    if (err != cudaSuccess) return err;
     return cudaGetLastError();
   });
-  if (err != cudaSuccess) return err;
-
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(p.n_heads, p.batch);
-  cfg.blockDim = dim3(kHeadDim);
-  cfg.dynamicSmemBytes = size_t(n_splits) * sizeof(float);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  err = cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, kHeadDim>, p, n_splits);
-  if (err != cudaSuccess) return err;
-  return cudaGetLastError();
 }
 
 }  // namespace attn
 
 size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, int max_seq_len) {
   if (batch <= 0 || n_heads <= 0 || max_seq_len <= 0 || (head_dim != 64 && head_dim != 128)) return 0;
-  const int tile = head_dim == 64 ? attn::DecodeTraits<64>::kTileKeys : attn::DecodeTraits<128>::kTileKeys;
-  const size_t max_splits = size_t(attn::cdiv(max_seq_len, tile));
-  return size_t(batch) * n_heads * max_splits * (head_dim + 2);
+  const size_t splits = size_t(attn::decode_max_splits(batch, n_heads, head_dim, max_seq_len));
+  return size_t(batch) * n_heads * splits * (head_dim + 2);
 }
 
 cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream) {
@@ -258,8 +298,9 @@ cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream
     return cudaErrorInvalidValue;
   if (!p.q || !p.o || !p.k_cache || !p.v_cache || !p.slot || !p.seq_len || !p.workspace)
     return cudaErrorInvalidValue;
+  // 16-byte vectors of q, o and the cache; float4 reads of the workspace.
   if (!aligned16(p.q) || !aligned16(p.o) || !aligned16(p.k_cache) || !aligned16(p.v_cache) ||
-      (reinterpret_cast<uintptr_t>(p.workspace) & 3) != 0)
+      !aligned16(p.workspace))
     return cudaErrorInvalidValue;
   if (p.slot_stride % 8 != 0 || p.row_stride % 8 != 0 || p.head_stride % 8 != 0) return cudaErrorInvalidValue;
 
@@ -268,12 +309,9 @@ cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   if (err != cudaSuccess) return err;
-  const int n_splits = attn::decode_num_splits(p.batch, p.n_heads, p.head_dim, p.max_seq_len, sms);
-  // The merge kernel's weights live in shared memory.
-  if (size_t(n_splits) * sizeof(float) > 48 * 1024) return cudaErrorInvalidValue;
   const bool pdl = major >= 9;  // programmatic dependent launch: sm_90+
   return DTYPE_SWITCH(p.dtype, T, [&] {
-    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, n_splits, pdl, stream); });
+    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, sms, pdl, stream); });
   });
 }
 

@@ -3,7 +3,7 @@
 //   S = Q K^T (ldmatrix from swizzled shared memory, mma m16n8k16, fp32 accumulate)
 //   scale (and ALiBi) in the exp2 domain, mask only blocks crossing the diagonal / the end of the keys,
 //   online softmax in registers, P rounded to the input type, O += P V (V via ldmatrix.trans).
-// Loads overlap compute as in FlashAttention-2: V[n] streams in during Q K[n]^T, K[n-1] during softmax and P V[n].
+// Loads overlap compute (see kStages in PrefillTraits).
 // Key blocks run from the last to the first, so the blocks that need masking come first and the rest of the
 // loop carries no mask code.
 #pragma once
@@ -21,7 +21,9 @@ namespace flashmpt {
 namespace attn {
 
 // Tile shape: kBlockM queries x kBlockN keys per step, kWarps warps each owning kBlockM / kWarps query rows.
-template <typename T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kMinBlocksPerSM_>
+// kStages: 1 = one K and one V buffer, loads overlapped as in FlashAttention-2 (V[n] during Q K[n]^T, K[n-1]
+// during softmax and P V[n]); 2 = double-buffered K and V, block n-1 streams in during all of step n.
+template <typename T_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kMinBlocksPerSM_, int kStages_>
 struct PrefillTraits {
   using T = T_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -29,14 +31,18 @@ struct PrefillTraits {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kMinBlocksPerSM = kMinBlocksPerSM_;
+  static constexpr int kStages = kStages_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kMT = kBlockM / kWarps / 16;  // m16 tiles per warp (rows of a warp: 16 * kMT)
   static constexpr int kNT = kBlockN / 8;            // n8 tiles of a score block
   static constexpr int kDT = kHeadDim / 8;           // n8 tiles of the output
   static constexpr int kChunks = kHeadDim / 8;       // 16-byte chunks per row
-  static constexpr int kSmemBytes = (kBlockM + 2 * kBlockN) * kHeadDim * int(sizeof(T));
+  static constexpr int kTileBytes = kBlockN * kHeadDim * int(sizeof(T));  // one K or V block
+  static constexpr int kSmemBytes = kBlockM * kHeadDim * int(sizeof(T)) + 2 * kStages * kTileBytes;
   static_assert(kChunks >= 8, "the swizzle permutes 8 chunks per row");
   static_assert(kMT >= 1 && kBlockM == kMT * 16 * kWarps && kBlockN % 16 == 0, "tile shape");
+  static_assert(kStages == 1 || kStages == 2, "pipeline depth");
+  static_assert((kTileBytes & (kTileBytes - 1)) == 0, "stages are toggled by XOR");
 };
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -78,7 +84,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   extern __shared__ uint4 smem_raw[];  // uint4: 16-byte alignment for cp.async and ldmatrix
   T* sQ = reinterpret_cast<T*>(smem_raw);
   T* sK = sQ + BM * D;
-  T* sV = sK + BN * D;
+  T* sV = sK + Tr::kStages * BN * D;
 
   // Causal: the last query tiles see the most keys; start them first so short tiles fill the tail.
   const int m_block = kCausal ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
@@ -107,6 +113,8 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   int n = n_blocks - 1;
   load_tile<Tr, BM>(smem_addr(sQ), q, p.q_row_stride, rows_valid, tid);
   load_tile<Tr, BN>(smem_addr(sK), k + int64_t(n) * BN * p.k_row_stride, p.k_row_stride, seqlen_k - n * BN, tid);
+  if constexpr (Tr::kStages == 2)
+    load_tile<Tr, BN>(smem_addr(sV), v + int64_t(n) * BN * p.v_row_stride, p.v_row_stride, seqlen_k - n * BN, tid);
   cp_async_commit();
 
   float acc_o[kMT][kDT][4];
@@ -136,14 +144,26 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   const uint32_t k_off = (r7 + (lane >> 4) * 8) * D * 2 + ((((lane >> 3) & 1) ^ r7) << 4);
   // V (B operand of O = P V, transposed): b0,b1 from keys 0-7 / 8-15 of dims 0-7, then of dims 8-15.
   const uint32_t v_off = (r7 + ((lane >> 3) & 1) * 8) * D * 2 + (((lane >> 4) ^ r7) << 4);
-  const uint32_t sQ_addr = smem_addr(sQ), sK_addr = smem_addr(sK), sV_addr = smem_addr(sV);
+  const uint32_t sQ_addr = smem_addr(sQ), sK_base = smem_addr(sK), sV_base = smem_addr(sV);
+  uint32_t stage = 0;  // byte offset of the current K/V stage (always 0 with one stage)
 
   auto step = [&](auto mask_tag) {
     constexpr bool kMask = decltype(mask_tag)::value;
     cp_async_wait<0>();
-    __syncthreads();  // K[n] (and Q) landed; every warp is done reading V[n+1]
-    load_tile<Tr, BN>(smem_addr(sV), v + int64_t(n) * BN * p.v_row_stride, p.v_row_stride, seqlen_k - n * BN, tid);
-    cp_async_commit();
+    __syncthreads();  // block n (and Q) landed; every warp is done with step n+1's buffers
+    if constexpr (Tr::kStages == 2) {
+      if (n > 0) {
+        const uint32_t other = stage ^ Tr::kTileBytes;
+        load_tile<Tr, BN>(sK_base + other, k + int64_t(n - 1) * BN * p.k_row_stride, p.k_row_stride,
+                          seqlen_k - (n - 1) * BN, tid);
+        load_tile<Tr, BN>(sV_base + other, v + int64_t(n - 1) * BN * p.v_row_stride, p.v_row_stride,
+                          seqlen_k - (n - 1) * BN, tid);
+        cp_async_commit();
+      }
+    } else {
+      load_tile<Tr, BN>(sV_base, v + int64_t(n) * BN * p.v_row_stride, p.v_row_stride, seqlen_k - n * BN, tid);
+      cp_async_commit();
+    }
 
     float s[kMT][kNT][4];
 #pragma unroll
@@ -160,7 +180,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
 #pragma unroll
       for (int nn = 0; nn < BN / 16; ++nn) {
         uint32_t bk[4];
-        ldmatrix_x4(bk, sK_addr + ((k_off ^ (kk << 5)) + nn * 16 * D * 2));
+        ldmatrix_x4(bk, sK_base + stage + ((k_off ^ (kk << 5)) + nn * 16 * D * 2));
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
           mma_16816<T>(s[mi][2 * nn], a[mi], bk[0], bk[1]);
@@ -173,11 +193,14 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
     else scale_scores(s, scale_log2);
     if constexpr (kMask) apply_mask<kCausal>(s, row_pos0, n * BN + col0, seqlen_k);
 
-    cp_async_wait<0>();
-    __syncthreads();  // V[n] landed; every warp is done reading K[n]
-    if (n > 0) {
-      load_tile<Tr, BN>(smem_addr(sK), k + int64_t(n - 1) * BN * p.k_row_stride, p.k_row_stride, seqlen_k - (n - 1) * BN, tid);
-      cp_async_commit();
+    if constexpr (Tr::kStages == 1) {
+      cp_async_wait<0>();
+      __syncthreads();  // V[n] landed; every warp is done reading K[n]
+      if (n > 0) {
+        load_tile<Tr, BN>(sK_base, k + int64_t(n - 1) * BN * p.k_row_stride, p.k_row_stride, seqlen_k - (n - 1) * BN,
+                          tid);
+        cp_async_commit();
+      }
     }
 
     softmax.update(s, acc_o);
@@ -199,7 +222,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
 #pragma unroll
       for (int dd = 0; dd < D / 16; ++dd) {
         uint32_t bv[4];
-        ldmatrix_x4_trans(bv, sV_addr + ((v_off ^ (dd << 5)) + kk * 16 * D * 2));
+        ldmatrix_x4_trans(bv, sV_base + stage + ((v_off ^ (dd << 5)) + kk * 16 * D * 2));
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
           mma_16816<T>(acc_o[mi][2 * dd], pa[kk][mi], bv[0], bv[1]);
@@ -207,6 +230,7 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
         }
       }
     }
+    if constexpr (Tr::kStages == 2) stage ^= Tr::kTileBytes;
   };
 
   // A block needs the mask if it reaches past the keys or, with causal, past the first row's position.
@@ -255,13 +279,19 @@ cudaError_t launch_flash_prefill(const FlashAttentionParams& p, cudaStream_t str
   });
 }
 
-// The tile configuration used for each (dtype, head_dim).
+// Tile configurations. Long query sets: 128-row tiles over 32-key blocks, double-buffered (4 warps of 32 rows
+// each; 64-key blocks need more than the 255 registers a thread has). Short ones (up to kShortQ queries):
+// 64-row tiles, 3 CTAs per SM; less padding, and with causal less of the diagonal computed and masked.
 template <typename T, int kHeadDim>
-using DefaultPrefillTraits = PrefillTraits<T, kHeadDim, 128, 64, 4, 2>;
+using LongPrefillTraits = PrefillTraits<T, kHeadDim, 128, 32, 4, 2, 2>;
+template <typename T, int kHeadDim>
+using ShortPrefillTraits = PrefillTraits<T, kHeadDim, 64, 64, 4, 3, 1>;
+constexpr int kShortQ = 1024;
 
 template <typename T, int kHeadDim>
 cudaError_t run_flash_prefill(const FlashAttentionParams& p, cudaStream_t stream) {
-  return launch_flash_prefill<DefaultPrefillTraits<T, kHeadDim>>(p, stream);
+  if (p.seqlen_q <= kShortQ) return launch_flash_prefill<ShortPrefillTraits<T, kHeadDim>>(p, stream);
+  return launch_flash_prefill<LongPrefillTraits<T, kHeadDim>>(p, stream);
 }
 
 }  // namespace attn
