@@ -11,8 +11,11 @@ interface VectorCase {
 
 const DIR = 'data/gpt-neox-20b';
 
+/** The cases of a vector file ([] when the shared data is absent: the suite is skipped then). */
 function loadCases(file: string): VectorCase[] {
-  return (JSON.parse(fs.readFileSync(sharedPath(DIR, file), 'utf8')) as { cases: VectorCase[] }).cases;
+  const filePath = sharedPath(DIR, file);
+  if (!fs.existsSync(filePath)) return [];
+  return (JSON.parse(fs.readFileSync(filePath, 'utf8')) as { cases: VectorCase[] }).cases;
 }
 
 function label(text: string): string {
@@ -28,11 +31,13 @@ describeWithData('GPT-NeoX-20B tokenizer: published and generated test vectors',
 
   for (const file of ['vectors.json', 'public-vectors.json']) {
     describe(file, () => {
-      const cases = loadCases(file).map((c, index) => [index, label(c.text), c] as const);
-
-      test.each(cases)('#%i %s', (_index, _label, c) => {
-        expect(tokenizer.encode(c.text)).toEqual(c.ids);
-        expect(tokenizer.decode(c.ids)).toBe(c.decoded ?? c.text.normalize('NFC'));
+      const cases = loadCases(file);
+      test('is present and has cases', () => expect(cases.length).toBeGreaterThan(0));
+      cases.forEach((c, index) => {
+        test(`#${index} ${label(c.text)}`, () => {
+          expect(tokenizer.encode(c.text)).toEqual(c.ids);
+          expect(tokenizer.decode(c.ids)).toBe(c.decoded ?? c.text.normalize('NFC'));
+        });
       });
     });
   }
