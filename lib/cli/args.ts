@@ -2,7 +2,12 @@ import { parseArgs, ParseArgsConfig } from 'node:util';
 import { FlashMptError } from '../errors';
 
 /** node:util parseArgs with unknown flags reported as a typed error instead of a raw TypeError. */
-export function parseCommandArgs<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
+type CommandArgsConfig<T> = { args: string[]; options: T; allowPositionals: true; strict: true };
+
+export function parseCommandArgs<T extends NonNullable<ParseArgsConfig['options']>>(
+  argv: string[],
+  options: T,
+): ReturnType<typeof parseArgs<CommandArgsConfig<T>>> {
   try {
     return parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
