@@ -47,7 +47,7 @@ export interface LayerNormOptions {
 export interface MatmulOptions {
   /** f32 [N], added after alpha scaling. */
   bias?: Tensor;
-  /** Exact (erf) GELU on the output; needs a bf16/f16 output. */
+  /** Exact (erf) GELU on the output; on CUDA tensors it needs a bf16/f16 output. */
   gelu?: boolean;
   alpha?: number;
   /** 'f32' or a's dtype (default). */

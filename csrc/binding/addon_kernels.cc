@@ -422,7 +422,9 @@ Napi::Value jsMatmul(const Napi::CallbackInfo& info) {
       expectSameDevice(a, acc, "accumulate");
     }
     if (outType != a->dtype() && outType != DType::F32) fail("E_INVALID_ARGUMENT", "outDtype must be 'f32' or a's dtype");
-    if (withGelu && outType == DType::F32) fail("E_INVALID_ARGUMENT", "gelu is fused only into a bf16/f16 output");
+    if (a->cuda() && withGelu && outType == DType::F32) {
+      fail("E_INVALID_ARGUMENT", "the CUDA GEMM fuses gelu only into a bf16/f16 output");
+    }
     Storage c = acc ? acc : std::make_shared<TensorStorage>(a->cuda(), outType, std::vector<int64_t>{M, N});
     if (a->cuda()) {
 #if FLASH_MPT_WITH_CUDA
