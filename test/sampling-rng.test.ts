@@ -30,6 +30,12 @@ describe('SeededRng', () => {
     expect(Array.from({ length: 100 }, () => c.nextFloat())).not.toEqual(streamA);
   });
 
+  test('nextFloat is the top 53 bits of the 64-bit output', () => {
+    const a = new SeededRng(5);
+    const b = new SeededRng(5);
+    for (let i = 0; i < 1000; i++) expect(a.nextFloat()).toBe(Number(b.nextUint64() >> 11n) / 2 ** 53);
+  });
+
   test('negative seeds are taken modulo 2^64', () => {
     expect(new SeededRng(-1).nextUint64()).toBe(new SeededRng(2n ** 64n - 1n).nextUint64());
   });

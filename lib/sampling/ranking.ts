@@ -1,15 +1,27 @@
 /**
- * Tokens ranked by processed logit (descending, ties to the lower id), with their sampling weights and running
- * masses. The full-row path and the candidate path expose the same interface and run the same decision code
- * (`chooseRank`), so on the ranks both know they compute bit-identical numbers and pick identical tokens.
+ * Tokens ranked by processed logit (descending, ties to the lower id) with their sampling weights. The full-row
+ * path and the candidate path expose the same `Ranking` and run the same `chooseToken`, so wherever both know
+ * the ranks they compute bit-identical numbers and pick identical tokens.
+ *
+ * The draw walks the kept tokens in a fixed order: the first HEAD_RANKS ranks in rank order, then the other kept
+ * tokens in id order. Any fixed order samples the same distribution; this one lets the full row skip sorting
+ * its long tail, while the candidate path, which knows at most the head, can still match it exactly.
  */
+
+/** Ranks walked in rank order; candidate sets up to this size are used in full. */
+export const HEAD_RANKS = 1024;
+/** Ranks the full row sorts first; most real distributions are decided within them. */
+const FIRST_HEAD = 64;
+
+// Hot loops read these module constants, not globals: global lookups are slow inside vm contexts (jest).
+const exp = Math.exp;
 
 /** Weight of a token relative to the best one: exp((logit − max) / T). The one formula both paths use. */
 export function tokenWeight(logit: number, maxLogit: number, temperature: number): number {
-  return Math.exp((logit - maxLogit) / temperature);
+  return exp((logit - maxLogit) / temperature);
 }
 
-/** A range holding a mass that one path knows exactly (lo === hi) and the other only within bounds. */
+/** A mass one path knows exactly (lo === hi) and the other only within bounds. */
 export interface MassRange {
   lo: number;
   hi: number;
@@ -18,14 +30,20 @@ export interface MassRange {
 export interface Ranking {
   /** Sampleable tokens in all. */
   readonly size: number;
-  /** How many leading ranks this ranking knows (ids, weights, masses); `size` for a full row. */
+  /** Leading ranks whose ids, weights and running masses are known (≤ HEAD_RANKS). */
   readonly known: number;
   id(rank: number): number;
   weight(rank: number): number;
   /** Total weight of ranks [0, count), count ≤ known, summed in rank order. */
   mass(count: number): number;
-  /** Total weight of the first `count` ranks, for any count up to `size`: exact where known, else bounds. */
-  massRange(count: number): MassRange;
+  /** Total weight of the `count` best tokens, where count > known or count = size. */
+  massOfTop(count: number): MassRange;
+  /** How many tokens weigh at least `minWeight` (they lead the ranking); null if unknown. */
+  countWeighingAtLeast(minWeight: number): number | null;
+  /** Smallest count > known whose running mass (in rank order) reaches `threshold`, at most `limit`; null if unknown. */
+  countReaching(threshold: number, limit: number): number | null;
+  /** Continues the draw past the known ranks over the other tokens among the `keptCount` best; null if unknown. */
+  drawPastKnown(target: number, keptCount: number): number | null;
 }
 
 export interface Truncation {
@@ -46,48 +64,55 @@ function firstRankAbove(ranking: Ranking, target: number, limit: number): number
   return -1;
 }
 
+function massOfFirst(ranking: Ranking, count: number): MassRange {
+  if (count <= ranking.known && count < ranking.size) {
+    const mass = ranking.mass(count);
+    return { lo: mass, hi: mass };
+  }
+  return ranking.massOfTop(count);
+}
+
 /**
- * Applies top-k, then top-p (on the top-k distribution), then min-p, and draws with `uniform` by inverse CDF in
- * rank order. Returns the chosen rank, or null when the ranking's unknown tail could change the answer.
+ * Applies top-k, then top-p (on the top-k distribution), then min-p, and draws with `uniform` by inverse CDF.
+ * Returns the token, or null when what the ranking does not know could change the answer.
  */
-export function chooseRank(ranking: Ranking, truncation: Truncation, uniform: number): number | null {
+export function chooseToken(ranking: Ranking, truncation: Truncation, uniform: number): number | null {
   const { size, known } = ranking;
   const { topK, topP, minP } = truncation;
   const topKCount = topK > 0 && topK < size ? topK : size;
-  // How many ranks survive, when that is known to lie within the known ranks; Infinity = somewhere past them.
-  let keptCount = topKCount <= known ? topKCount : Infinity;
+  // Tokens kept so far. Past `known` it is exact for the full row; for candidates it only means "past known".
+  let keptCount = topKCount;
 
   if (minP > 0) {
-    // min-p keeps p ≥ minP · pmax, i.e. weight ≥ minP: a prefix of the ranking, independent of renormalisation.
-    const scanned = Math.min(topKCount, known);
-    for (let rank = 0; rank < scanned; rank++) {
-      if (ranking.weight(rank) < minP) {
-        keptCount = rank;
-        break;
-      }
-    }
+    // min-p keeps p ≥ minP · pmax, i.e. weight ≥ minP: a prefix of the ranking, whatever the normalisation.
+    let failing = -1;
+    const scanned = Math.min(keptCount, known);
+    for (let rank = 0; rank < scanned && failing < 0; rank++) if (ranking.weight(rank) < minP) failing = rank;
+    if (failing >= 0) keptCount = failing;
+    else if (keptCount > known) keptCount = Math.min(keptCount, ranking.countWeighingAtLeast(minP) ?? keptCount);
   }
 
   if (topP < 1) {
-    const norm = ranking.massRange(topKCount);
+    const norm = massOfFirst(ranking, topKCount);
     const limit = Math.min(keptCount, known);
     const atLo = firstRankReaching(ranking, topP * norm.lo, limit);
     if (atLo >= 0) {
       if (firstRankReaching(ranking, topP * norm.hi, limit) !== atLo) return null;
       keptCount = atLo + 1;
+    } else if (keptCount > known) {
+      keptCount = ranking.countReaching(topP * norm.lo, keptCount) ?? keptCount;
     }
   }
 
-  const norm = ranking.massRange(keptCount);
+  const norm = massOfFirst(ranking, keptCount);
   const limit = Math.min(keptCount, known);
   const atLo = firstRankAbove(ranking, uniform * norm.lo, limit);
-  if (atLo >= 0 && firstRankAbove(ranking, uniform * norm.hi, limit) === atLo) return atLo;
-  if (norm.lo === norm.hi && keptCount <= known) {
-    // Rounding put the target at the very end of the mass: take the last token that has any weight.
-    for (let rank = keptCount - 1; rank > 0; rank--) if (ranking.weight(rank) > 0) return rank;
-    return 0;
-  }
-  return null;
+  if (atLo >= 0) return firstRankAbove(ranking, uniform * norm.hi, limit) === atLo ? ranking.id(atLo) : null;
+  if (norm.lo !== norm.hi) return null;
+  if (keptCount > known) return ranking.drawPastKnown(uniform * norm.lo, keptCount);
+  // Rounding put the target at the very end of the mass: take the last token that has any weight.
+  for (let rank = keptCount - 1; rank > 0; rank--) if (ranking.weight(rank) > 0) return ranking.id(rank);
+  return ranking.id(0);
 }
 
 /** True when token a ranks before token b: higher logit, ties to the lower id. */
@@ -97,56 +122,125 @@ function ranksBefore(a: number, b: number, logits: Float64Array): boolean {
   return la > lb || (la === lb && a < b);
 }
 
-function swap(order: Int32Array, i: number, j: number): void {
-  const t = order[i];
-  order[i] = order[j];
-  order[j] = t;
-}
-
-/**
- * Quickselect: reorders order[from, to) so that order[from, end) holds its best (end − from) tokens, in no
- * particular order. The ranking is a strict total order, so equal logits cannot degrade the partitioning.
- */
-function selectBest(order: Int32Array, from: number, to: number, end: number, logits: Float64Array): void {
-  const nth = end - 1;
-  let lo = from;
-  let hi = to - 1;
+/** The m-th largest of work[0, size) (m ≥ 1), by quickselect; reorders `work`. */
+function mthLargest(work: Float64Array, size: number, m: number): number {
+  const target = m - 1;
+  let lo = 0;
+  let hi = size - 1;
   while (lo < hi) {
-    // Median of three as the pivot keeps already-ordered rows (common: logits laid out by id) linear.
-    const mid = (lo + hi) >>> 1;
-    if (ranksBefore(order[mid], order[lo], logits)) swap(order, mid, lo);
-    if (ranksBefore(order[hi], order[lo], logits)) swap(order, hi, lo);
-    if (ranksBefore(order[mid], order[hi], logits)) swap(order, mid, hi);
-    const pivot = order[hi];
-    let store = lo;
-    for (let i = lo; i < hi; i++) {
-      if (ranksBefore(order[i], pivot, logits)) swap(order, i, store++);
+    const a = work[lo];
+    const b = work[(lo + hi) >>> 1];
+    const c = work[hi];
+    const pivot = a > b ? (b > c ? b : a > c ? c : a) : a > c ? a : b > c ? c : b;
+    // Hoare partition, descending; equal values split across both sides, so ties cannot degrade it.
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (work[i] > pivot) i++;
+      while (work[j] < pivot) j--;
+      if (i <= j) {
+        const t = work[i];
+        work[i++] = work[j];
+        work[j--] = t;
+      }
     }
-    swap(order, store, hi);
-    if (store === nth) return;
-    if (store < nth) lo = store + 1;
-    else hi = store - 1;
+    if (target <= j) hi = j;
+    else if (target >= i) lo = i;
+    else return pivot;
   }
+  return work[lo];
 }
 
-const FIRST_SORTED_BATCH = 64;
+/**
+ * Smallest n such that the n largest of work[0, length) sum to at least `need` (length if they never do), by
+ * quickselect on mass; reorders `work`.
+ */
+function heaviestCountReaching(work: Float64Array, length: number, need: number): number {
+  let lo = 0;
+  let hi = length;
+  let taken = 0; // the mass of work[0, lo), all heavier than anything in [lo, hi); always < need
+  while (lo < hi) {
+    const a = work[lo];
+    const b = work[(lo + hi - 1) >>> 1];
+    const c = work[hi - 1];
+    const pivot = a > b ? (b > c ? b : a > c ? c : a) : a > c ? a : b > c ? c : b;
+    // Three-way partition: [lo, heavy) > pivot, [heavy, i) = pivot, [light, hi) < pivot.
+    let heavy = lo;
+    let light = hi;
+    let heavyMass = 0;
+    for (let i = lo; i < light; ) {
+      const v = work[i];
+      if (v > pivot) {
+        work[i++] = work[heavy];
+        work[heavy++] = v;
+        heavyMass += v;
+      } else if (v < pivot) {
+        work[i] = work[--light];
+        work[light] = v;
+      } else {
+        i++;
+      }
+    }
+    if (taken + heavyMass >= need) {
+      hi = heavy;
+      continue;
+    }
+    taken += heavyMass;
+    for (let i = heavy; i < light; i++) {
+      taken += pivot;
+      if (taken >= need) return i + 1;
+    }
+    lo = light;
+  }
+  return length;
+}
 
-// Shared by every sampler: sample() is synchronous and keeps nothing here between calls.
-let scratchOrder = new Int32Array(0);
-let scratchMass = new Float64Array(0);
+/** Adds token `at` (= the heap's current size) to a heap whose root is its worst-ranked token. */
+function siftUp(heap: Int32Array, at: number, logits: Float64Array): void {
+  const id = at;
+  let child = at;
+  while (child > 0) {
+    const parent = (child - 1) >> 1;
+    if (!ranksBefore(heap[parent], id, logits)) break;
+    heap[child] = heap[parent];
+    child = parent;
+  }
+  heap[child] = id;
+}
+
+/** Restores the heap after its root was replaced. */
+function siftDown(heap: Int32Array, size: number, logits: Float64Array): void {
+  const id = heap[0];
+  let parent = 0;
+  for (;;) {
+    let child = 2 * parent + 1;
+    if (child >= size) break;
+    if (child + 1 < size && ranksBefore(heap[child], heap[child + 1], logits)) child++;
+    if (!ranksBefore(id, heap[child], logits)) break;
+    heap[parent] = heap[child];
+    parent = child;
+  }
+  heap[parent] = id;
+}
+
+// Shared by every sampler: sampling is synchronous and keeps nothing here between calls.
+const scratchHead = new Int32Array(HEAD_RANKS);
+const scratchRunning = new Float64Array(HEAD_RANKS);
+let scratchValues = new Float64Array(0);
+let scratchWeights = new Float64Array(0);
 
 /**
- * The full row ranked lazily: ranks are sorted on demand in growing batches (partial selection, then a sort of
- * the batch), so the common case touches only the head of the row and the whole row is sorted only if needed.
+ * The full row as a ranking. The head is found by partial selection (a threshold by quickselect, one gathering
+ * pass, a sort of the head only): first FIRST_HEAD ranks, then HEAD_RANKS if the walk goes on. The rest of the
+ * row is never sorted: passes in id order and selection by value or by mass answer what is needed there.
  */
 export class RowRanking implements Ranking {
   readonly size: number;
   readonly known: number;
-  private readonly order: Int32Array;
-  private readonly running: Float64Array;
-  private sortedCount = 0;
+  private headCount = 0;
   private massCount = 0;
-  private total: number | undefined;
+  private weightsReady = false;
+  private lastLookup = { rank: -1, id: -1 };
 
   constructor(
     private readonly logits: Float64Array,
@@ -155,19 +249,16 @@ export class RowRanking implements Ranking {
     private readonly temperature: number,
   ) {
     this.size = size;
-    this.known = size;
-    if (scratchOrder.length < size) {
-      scratchOrder = new Int32Array(size);
-      scratchMass = new Float64Array(size);
+    this.known = Math.min(size, HEAD_RANKS);
+    if (scratchValues.length < size) {
+      scratchValues = new Float64Array(size);
+      scratchWeights = new Float64Array(size);
     }
-    this.order = scratchOrder;
-    this.running = scratchMass;
-    for (let i = 0; i < size; i++) this.order[i] = i;
   }
 
   id(rank: number): number {
-    if (rank >= this.sortedCount) this.sortThrough(rank + 1);
-    return this.order[rank];
+    if (rank >= this.headCount) this.selectHead(rank < FIRST_HEAD ? Math.min(FIRST_HEAD, this.known) : this.known);
+    return scratchHead[rank];
   }
 
   weight(rank: number): number {
@@ -176,29 +267,101 @@ export class RowRanking implements Ranking {
 
   mass(count: number): number {
     for (; this.massCount < count; this.massCount++) {
-      const before = this.massCount > 0 ? this.running[this.massCount - 1] : 0;
-      this.running[this.massCount] = before + this.weight(this.massCount);
+      const before = this.massCount > 0 ? scratchRunning[this.massCount - 1] : 0;
+      scratchRunning[this.massCount] = before + this.weight(this.massCount);
     }
-    return count > 0 ? this.running[count - 1] : 0;
+    return count > 0 ? scratchRunning[count - 1] : 0;
   }
 
-  massRange(count: number): MassRange {
-    // The whole row's mass is summed in id order: one pass, no sort.
-    const mass = count < this.size ? this.mass(count) : (this.total ??= this.rowMass());
+  massOfTop(count: number): MassRange {
+    const { logits, size } = this;
+    const weights = this.weights();
+    const last = count < size ? this.tokenAtRank(count - 1) : -1;
+    let mass = 0;
+    for (let id = 0; id < size; id++) if (last < 0 || !ranksBefore(last, id, logits)) mass += weights[id];
     return { lo: mass, hi: mass };
   }
 
-  private rowMass(): number {
-    let total = 0;
-    for (let i = 0; i < this.size; i++) total += tokenWeight(this.logits[i], this.maxLogit, this.temperature);
-    return total;
+  countWeighingAtLeast(minWeight: number): number {
+    const weights = this.weights();
+    let count = 0;
+    for (let id = 0; id < this.size; id++) if (weights[id] >= minWeight) count++;
+    return count;
   }
 
-  private sortThrough(count: number): void {
-    const end = Math.min(this.size, Math.max(count, 2 * this.sortedCount, FIRST_SORTED_BATCH));
-    const { logits } = this;
-    if (end < this.size) selectBest(this.order, this.sortedCount, this.size, end, logits);
-    this.order.subarray(this.sortedCount, end).sort((a, b) => logits[b] - logits[a] || a - b);
-    this.sortedCount = end;
+  countReaching(threshold: number, limit: number): number {
+    const { logits, size } = this;
+    const weights = this.weights();
+    const headLast = this.id(this.known - 1);
+    let rest = 0;
+    for (let id = 0; id < size; id++) if (ranksBefore(headLast, id, logits)) scratchValues[rest++] = weights[id];
+    const count = this.known + heaviestCountReaching(scratchValues, rest, threshold - this.mass(this.known));
+    return Math.min(count, limit);
+  }
+
+  drawPastKnown(target: number, keptCount: number): number {
+    const { logits, size } = this;
+    const weights = this.weights();
+    const headLast = this.id(this.known - 1);
+    const keptLast = keptCount < size ? this.tokenAtRank(keptCount - 1) : -1;
+    let running = this.mass(this.known);
+    let lastWeighted = -1;
+    for (let id = 0; id < size; id++) {
+      if (!ranksBefore(headLast, id, logits) || (keptLast >= 0 && ranksBefore(keptLast, id, logits))) continue;
+      running += weights[id];
+      if (running > target) return id;
+      if (weights[id] > 0) lastWeighted = id;
+    }
+    // Rounding put the target at the very end of the mass: take the last token that has any weight.
+    if (lastWeighted >= 0) return lastWeighted;
+    for (let rank = this.known - 1; rank > 0; rank--) if (this.weight(rank) > 0) return this.id(rank);
+    return this.id(0);
+  }
+
+  /** Every token's weight, computed once per row and only when a pass over the whole row needs them. */
+  private weights(): Float64Array {
+    if (!this.weightsReady) {
+      for (let id = 0; id < this.size; id++) scratchWeights[id] = tokenWeight(this.logits[id], this.maxLogit, this.temperature);
+      this.weightsReady = true;
+    }
+    return scratchWeights;
+  }
+
+  /**
+   * Puts the `count` best tokens, sorted, into the head: one pass keeping them in a heap whose root is the worst
+   * kept so far (most tokens cost one comparison against it), then a sort of the few.
+   */
+  private selectHead(count: number): void {
+    const { logits, size } = this;
+    const heap = scratchHead;
+    for (let id = 0; id < count; id++) siftUp(heap, id, logits);
+    for (let id = count; id < size; id++) {
+      if (ranksBefore(id, heap[0], logits)) {
+        heap[0] = id;
+        siftDown(heap, count, logits);
+      }
+    }
+    heap.subarray(0, count).sort((a, b) => logits[b] - logits[a] || a - b);
+    this.headCount = count;
+  }
+
+  /**
+   * The token at any rank without sorting: its logit by quickselect, then the tie among equal logits by id.
+   * Remembers the last answer: the normalisation and the draw ask for the same rank.
+   */
+  private tokenAtRank(rank: number): number {
+    if (this.lastLookup.rank === rank) return this.lastLookup.id;
+    const { logits, size } = this;
+    scratchValues.set(logits.subarray(0, size));
+    const value = mthLargest(scratchValues, size, rank + 1);
+    let tiesBefore = rank;
+    for (let id = 0; id < size; id++) if (logits[id] > value) tiesBefore--;
+    for (let id = 0; id < size; id++) {
+      if (logits[id] === value && tiesBefore-- === 0) {
+        this.lastLookup = { rank, id };
+        return id;
+      }
+    }
+    throw new Error(`rank ${rank} is outside the ranking`); // unreachable: quickselect returns a value of the row
   }
 }

@@ -6,12 +6,9 @@ import { randomBytes } from 'node:crypto';
 import { FlashMptError } from '../errors';
 
 const MASK64 = (1n << 64n) - 1n;
+const TWO_POW_32 = 2 ** 32;
 
-function rotl64(x: bigint, k: bigint): bigint {
-  return ((x << k) | (x >> (64n - k))) & MASK64;
-}
-
-/** The SplitMix64 sequence; used to spread one seed over xoshiro's 256-bit state. */
+/** The SplitMix64 sequence; spreads one seed over xoshiro's 256-bit state. */
 export function* splitMix64(seed: bigint): Generator<bigint, never> {
   let state = BigInt.asUintN(64, seed);
   for (;;) {
@@ -23,11 +20,14 @@ export function* splitMix64(seed: bigint): Generator<bigint, never> {
   }
 }
 
+/**
+ * The 64-bit state words live as 32-bit halves (hi, lo) in plain numbers: BigInt arithmetic allocates on every
+ * operation and is an order of magnitude slower.
+ */
 export class SeededRng {
-  private s0: bigint;
-  private s1: bigint;
-  private s2: bigint;
-  private s3: bigint;
+  private readonly state = new Uint32Array(8); // s0.hi, s0.lo, s1.hi, s1.lo, s2.hi, s2.lo, s3.hi, s3.lo
+  private outHi = 0;
+  private outLo = 0;
 
   /** Any integer seed; negative ones and bigints are taken modulo 2^64. */
   constructor(seed: number | bigint) {
@@ -35,10 +35,11 @@ export class SeededRng {
       throw new FlashMptError('E_INVALID_ARGUMENT', `seed must be a safe integer, got ${seed}`);
     }
     const words = splitMix64(BigInt(seed));
-    this.s0 = words.next().value;
-    this.s1 = words.next().value;
-    this.s2 = words.next().value;
-    this.s3 = words.next().value;
+    for (let i = 0; i < 4; i++) {
+      const word = words.next().value;
+      this.state[2 * i] = Number(word >> 32n);
+      this.state[2 * i + 1] = Number(word & 0xffffffffn);
+    }
   }
 
   /** A seed from the OS's random source, for callers that gave none. */
@@ -47,19 +48,52 @@ export class SeededRng {
   }
 
   nextUint64(): bigint {
-    const result = (rotl64((this.s1 * 5n) & MASK64, 7n) * 9n) & MASK64;
-    const t = (this.s1 << 17n) & MASK64;
-    this.s2 ^= this.s0;
-    this.s3 ^= this.s1;
-    this.s1 ^= this.s2;
-    this.s0 ^= this.s3;
-    this.s2 ^= t;
-    this.s3 = rotl64(this.s3, 45n);
-    return result;
+    this.step();
+    return (BigInt(this.outHi) << 32n) | BigInt(this.outLo);
   }
 
-  /** Uniform in [0, 1) with 53 random bits (every double of the form k / 2^53). */
+  /** Uniform in [0, 1) from the top 53 bits of the next output. */
   nextFloat(): number {
-    return Number(this.nextUint64() >> 11n) / 2 ** 53;
+    this.step();
+    return (this.outHi * 2 ** 21 + (this.outLo >>> 11)) / 2 ** 53;
+  }
+
+  /** One xoshiro256** step: output rotl(s1 · 5, 7) · 9, then the linear state update. */
+  private step(): void {
+    const s = this.state;
+    const s1hi = s[2];
+    const s1lo = s[3];
+    // s1 · 5 (mod 2^64): the low half's product carries into the high half (`>>> 0` truncates, without a global
+    // lookup of Math, which is slow inside vm contexts such as jest's).
+    let lo = s1lo * 5;
+    let hi = (s1hi * 5 + ((lo / TWO_POW_32) >>> 0)) >>> 0;
+    lo >>>= 0;
+    // rotl 7
+    const rotHi = ((hi << 7) | (lo >>> 25)) >>> 0;
+    const rotLo = ((lo << 7) | (hi >>> 25)) >>> 0;
+    // · 9
+    lo = rotLo * 9;
+    hi = (rotHi * 9 + ((lo / TWO_POW_32) >>> 0)) >>> 0;
+    this.outHi = hi;
+    this.outLo = lo >>> 0;
+
+    // t = s1 << 17
+    const tHi = (s1hi << 17) | (s1lo >>> 15);
+    const tLo = s1lo << 17;
+    s[4] ^= s[0]; // s2 ^= s0
+    s[5] ^= s[1];
+    s[6] ^= s1hi; // s3 ^= s1
+    s[7] ^= s1lo;
+    s[2] ^= s[4]; // s1 ^= s2
+    s[3] ^= s[5];
+    s[0] ^= s[6]; // s0 ^= s3
+    s[1] ^= s[7];
+    s[4] ^= tHi; // s2 ^= t
+    s[5] ^= tLo;
+    // s3 = rotl(s3, 45): swap the halves, then rotate by 13.
+    const s3hi = s[6];
+    const s3lo = s[7];
+    s[6] = (s3lo << 13) | (s3hi >>> 19);
+    s[7] = (s3hi << 13) | (s3lo >>> 19);
   }
 }

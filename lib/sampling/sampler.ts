@@ -12,7 +12,7 @@
  */
 import { FlashMptError } from '../errors';
 import type { ResolvedGenerateOptions } from './options';
-import { chooseRank, MassRange, Ranking, RowRanking, tokenWeight, Truncation } from './ranking';
+import { chooseToken, HEAD_RANKS, MassRange, Ranking, RowRanking, tokenWeight, Truncation } from './ranking';
 import { SeededRng } from './rng';
 
 /** What the GPU hands over instead of the full row. */
@@ -42,6 +42,9 @@ const GENERATED = 2;
 const LOG_SUM_EXP_SLACK = 1e-4;
 /** Relative difference between float64 sums of the same weights taken in different orders (≪ for 50k terms). */
 const SUMMATION_SLACK = 1e-9;
+
+// The hot loop reads a module constant, not the global: global lookups are slow inside vm contexts (jest).
+const NEGATIVE_INFINITY = -Infinity;
 
 // Shared by every sampler: sample() is synchronous and keeps nothing here between calls.
 let scratchLogits = new Float64Array(0);
@@ -155,10 +158,9 @@ export class Sampler {
       if (logit > maxLogit) maxLogit = logit;
     }
     checkMaxLogit(maxLogit);
-    const ranking = new RowRanking(processed, size, maxLogit, this.temperature);
-    const rank = chooseRank(ranking, this.truncation, this.takeUniform());
-    if (rank === null) throw new FlashMptError('E_INTERNAL', 'the full-row ranking left a sampling decision open');
-    return ranking.id(rank);
+    const token = chooseToken(new RowRanking(processed, size, maxLogit, this.temperature), this.truncation, this.takeUniform());
+    if (token === null) throw new FlashMptError('E_INTERNAL', 'the full row left a sampling decision open');
+    return token;
   }
 
   /**
@@ -217,6 +219,9 @@ export class Sampler {
       return rankedIds[0];
     }
 
+    // Past the walked head the draw goes by id, so head candidates beyond it only add to the bound.
+    const known = Math.min(rankedIds.length, HEAD_RANKS);
+    for (let rank = known; rank < rankedIds.length; rank++) tailLogits.push(rankedLogits[rank]);
     const { topK } = this.truncation;
     const unseen = this.vocabSize - sampleable;
     const unseenKept = topK > 0 ? Math.min(unseen, Math.max(0, topK - rankedIds.length)) : unseen;
@@ -226,18 +231,17 @@ export class Sampler {
       tailBound += unseenWeightBound({ logits, logSumExp, rawMax, floor, maxLogit, temperature: this.temperature, unseenKept });
     }
 
-    const ranking = new CandidateRanking(this.vocabSize, rankedIds, rankedLogits, maxLogit, this.temperature, tailBound);
-    const rank = chooseRank(ranking, this.truncation, uniform);
-    if (rank === null) return null;
-    this.takeUniform();
-    return ranking.id(rank);
+    const ranking = new CandidateRanking(this.vocabSize, rankedIds.subarray(0, known), rankedLogits, maxLogit, this.temperature, tailBound);
+    const token = chooseToken(ranking, this.truncation, uniform);
+    if (token !== null) this.takeUniform();
+    return token;
   }
 
   /** Bias, then repetition penalty, then presence/frequency penalties. NaN becomes -Infinity: never sampled. */
   private processedLogit(raw: number, id: number): number {
     let logit = raw;
     if (this.adjusted[id] !== 0) {
-      if (id === this.bannedId) return -Infinity;
+      if (id === this.bannedId) return NEGATIVE_INFINITY;
       logit += this.logitBias.get(id) ?? 0;
       if (this.seen[id] !== 0 && this.repetitionPenalty !== 1) {
         logit = logit > 0 ? logit / this.repetitionPenalty : logit * this.repetitionPenalty;
@@ -245,7 +249,7 @@ export class Sampler {
       const count = this.generatedCount[id];
       if (count > 0) logit -= count * this.frequencyPenalty + this.presencePenalty;
     }
-    return logit > -Infinity ? logit : -Infinity;
+    return logit === logit ? logit : NEGATIVE_INFINITY; // only NaN differs from itself
   }
 
   private refreshAdjusted(id: number): void {
@@ -331,7 +335,7 @@ function unseenWeightBound(args: {
   return Math.exp(Math.min(byCount, byMass));
 }
 
-/** The candidates' head as a ranking: known ranks only, and bounds for any mass that reaches past them. */
+/** The candidates' head as a ranking: known ranks, and bounds on any mass that reaches past them. */
 class CandidateRanking implements Ranking {
   readonly known: number;
   private readonly running: Float64Array;
@@ -363,13 +367,20 @@ class CandidateRanking implements Ranking {
     return count > 0 ? this.running[count - 1] : 0;
   }
 
-  massRange(count: number): MassRange {
-    if (count < this.size && count <= this.known) {
-      const mass = this.mass(count);
-      return { lo: mass, hi: mass };
-    }
-    // The kept set reaches past the known ranks (or is the whole row, whose mass the full path sums in id order).
+  massOfTop(): MassRange {
     const knownMass = this.mass(this.known);
     return { lo: knownMass * (1 - SUMMATION_SLACK), hi: (knownMass + this.tailBound) * (1 + SUMMATION_SLACK) };
+  }
+
+  countWeighingAtLeast(): null {
+    return null;
+  }
+
+  countReaching(): null {
+    return null;
+  }
+
+  drawPastKnown(): null {
+    return null;
   }
 }
