@@ -230,9 +230,9 @@ let scratchValues = new Float64Array(0);
 let scratchWeights = new Float64Array(0);
 
 /**
- * The full row as a ranking. The head is found by partial selection (a threshold by quickselect, one gathering
- * pass, a sort of the head only): first FIRST_HEAD ranks, then HEAD_RANKS if the walk goes on. The rest of the
- * row is never sorted: passes in id order and selection by value or by mass answer what is needed there.
+ * The full row as a ranking. The head is found by partial selection (one pass through a bounded heap, then a
+ * sort of the head only): first FIRST_HEAD ranks, then HEAD_RANKS if the walk goes on. The rest of the row is
+ * never sorted: passes in id order and quickselect by value or by mass answer what is needed there.
  */
 export class RowRanking implements Ranking {
   readonly size: number;

@@ -5,10 +5,11 @@
  * is provably enough, else null.
  *
  * Both paths rank tokens by processed logit (bias, penalties; temperature does not change the order), ties to
- * the lower id, and run the same `chooseRank` on that ranking. The candidate path knows a prefix of it: every
- * candidate that no unseen token can outrank. Unseen tokens can only have been lowered by processing (options
- * that can raise a token bail out when such a token is unseen), so each has a raw logit, hence a processed
- * logit, at most the candidates' smallest raw logit; with the log-sum-exp this bounds their total weight.
+ * the lower id, and run the same `chooseToken` on that ranking (see ranking.ts). The candidate path knows a
+ * prefix of it: every candidate that no unseen token can outrank. Unseen tokens can only have been lowered by
+ * processing (options that can raise a token bail out when such a token is unseen), so each has a raw logit,
+ * hence a processed logit, at most the candidates' smallest raw logit; with the log-sum-exp this bounds their
+ * total weight, and the candidate path answers only when no value within the bounds changes the token.
  */
 import { FlashMptError } from '../errors';
 import type { ResolvedGenerateOptions } from './options';
