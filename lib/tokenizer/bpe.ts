@@ -14,6 +14,8 @@ export interface BpeModelOptions {
 const MAX_TOKEN_ID = 1 << 24;
 /** Words longer than this (in UTF-16 units) are not cached, as in Hugging Face's BPE. */
 const MAX_CACHED_WORD = 256;
+/** Words of at most this many byte symbols are merged by the simple quadratic scan. */
+const SHORT_WORD = 48;
 /** Word cache slots (a power of two); it is emptied when half full, bounding memory on any input. */
 const CACHE_SLOTS = 1 << 17;
 
@@ -143,6 +145,8 @@ export class BpeModel {
   private symbols = new Int32Array(256);
   private next = new Int32Array(256);
   private prev = new Int32Array(256);
+  /** Short words: pairRanks[i] is the rank of (symbols[i], symbols[i + 1]), or -1. */
+  private pairRanks = new Int32Array(256);
   private heapRanks = new Int32Array(768);
   private heapPositions = new Int32Array(768);
 
@@ -229,7 +233,7 @@ export class BpeModel {
       if (whole !== undefined) return [whole];
     }
     const count = this.initialSymbols(byteCount);
-    return this.applyMerges(count);
+    return count <= SHORT_WORD ? this.mergeShortWord(count) : this.mergeLongWord(count);
   }
 
   /** Fills `symbols` with the byte tokens of `bytes` (unknown bytes → unk, fused if asked); returns the count. */
@@ -239,6 +243,7 @@ export class BpeModel {
       this.symbols = new Int32Array(capacity);
       this.next = new Int32Array(capacity);
       this.prev = new Int32Array(capacity);
+      this.pairRanks = new Int32Array(capacity);
       this.heapRanks = new Int32Array(capacity * 3);
       this.heapPositions = new Int32Array(capacity * 3);
     }
@@ -261,10 +266,42 @@ export class BpeModel {
 
   /**
    * Applies merges to symbols[0, count): always the lowest-ranked adjacent pair, leftmost on ties, as
-   * Hugging Face does. A binary heap of (rank, position) over a doubly linked list keeps it
-   * O(n log n), so a megabyte-long word stays fast; stale heap entries are skipped when popped.
+   * Hugging Face does. For a short word, scanning the pair ranks for the minimum beats any bookkeeping.
    */
-  private applyMerges(count: number): number[] {
+  private mergeShortWord(count: number): number[] {
+    const { symbols, merges } = this;
+    const ranks = this.pairRanks;
+    for (let i = 0; i + 1 < count; i++) ranks[i] = merges.rank(symbols[i], symbols[i + 1]);
+    for (;;) {
+      let best = -1;
+      let bestRank = 0x7fffffff;
+      for (let i = 0; i + 1 < count; i++) {
+        const rank = ranks[i];
+        if (rank >= 0 && rank < bestRank) {
+          bestRank = rank;
+          best = i;
+        }
+      }
+      if (best < 0) break;
+      symbols[best] = merges.mergedIds[bestRank];
+      count--;
+      for (let i = best + 1; i < count; i++) {
+        symbols[i] = symbols[i + 1];
+        ranks[i] = ranks[i + 1];
+      }
+      if (best > 0) ranks[best - 1] = merges.rank(symbols[best - 1], symbols[best]);
+      if (best + 1 < count) ranks[best] = merges.rank(symbols[best], symbols[best + 1]);
+    }
+    const ids = new Array<number>(count);
+    for (let i = 0; i < count; i++) ids[i] = symbols[i];
+    return ids;
+  }
+
+  /**
+   * The same merges for a long word: a binary heap of (rank, position) over a doubly linked list keeps
+   * it O(n log n), so a megabyte-long word stays fast; stale heap entries are skipped when popped.
+   */
+  private mergeLongWord(count: number): number[] {
     const { symbols, next, prev, heapRanks, heapPositions, merges } = this;
     let heapSize = 0;
     const push = (rank: number, position: number): void => {

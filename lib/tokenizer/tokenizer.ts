@@ -189,25 +189,28 @@ export class Tokenizer {
   private encodeNormalizing(raw: string, allowSpecial: boolean, ids: number[]): void {
     const text = this.normalize(raw);
     if (this.normalizedMatcher.isEmpty) {
-      this.encodeOrdinary(text, ids);
+      this.encodeOrdinary(text, 0, text.length, ids);
       return;
     }
     for (const split of this.normalizedMatcher.split(text, allowSpecial)) {
       if (split.id >= 0) ids.push(split.id);
-      else this.encodeOrdinary(split.start === 0 && split.end === text.length ? text : text.slice(split.start, split.end), ids);
+      else this.encodeOrdinary(text, split.start, split.end, ids);
     }
   }
 
-  /** Pre-tokenizes text free of added tokens and appends the BPE ids of each pre-token. */
-  private encodeOrdinary(text: string, ids: number[]): void {
-    if (text.length === 0) return;
-    if (this.addPrefixSpace && text.charCodeAt(0) !== 0x20) text = ' ' + text;
+  /** Pre-tokenizes text[start, end), which holds no added token, and appends the BPE ids of each pre-token. */
+  private encodeOrdinary(text: string, start: number, end: number, ids: number[]): void {
+    if (start === end) return;
+    if (this.addPrefixSpace && text.charCodeAt(start) !== 0x20) {
+      text = ' ' + text.slice(start, end);
+      start = 0;
+      end = text.length;
+    }
     if (!this.useRegex) {
-      this.model.encodeWord(text, 0, text.length, ids);
+      this.model.encodeWord(text, start, end, ids);
       return;
     }
-    const end = text.length;
-    for (let start = 0; start < end; ) {
+    while (start < end) {
       const stop = preTokenEnd(text, start, end);
       this.model.encodeWord(text, start, stop, ids);
       start = stop;
