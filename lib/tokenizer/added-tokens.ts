@@ -1,3 +1,5 @@
+import { classOf, SPACE } from './unicode';
+
 /** An entry of tokenizer.json's `added_tokens`, after defaults. */
 export interface AddedToken {
   id: number;
@@ -15,13 +17,8 @@ interface TrieNode {
   token: AddedToken | undefined;
 }
 
-// Rust's Unicode `\w` and `\s`, which Hugging Face uses for single_word, lstrip and rstrip.
+/** Rust's Unicode `\w`, which Hugging Face uses for single_word (its `\s` is White_Space, as classOf). */
 const WORD_CHAR = /[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}]/u;
-const SPACE_CHAR = /^\p{White_Space}$/u;
-
-function isSpaceUnit(unit: number): boolean {
-  return unit === 0x20 || (unit >= 0x09 && unit <= 0x0d) || (unit >= 0x80 && SPACE_CHAR.test(String.fromCharCode(unit)));
-}
 
 /** One piece of a split: added-token id, or -1 for text[start, end) left to the model. */
 export interface Split {
@@ -98,10 +95,12 @@ export class AddedTokenMatcher {
       let start = matchStart;
       let end = matchEnd;
       if (token.lstrip) {
-        while (start > textStart && isSpaceUnit(text.charCodeAt(start - 1))) start--;
+        while (start > textStart && classOf(text.charCodeAt(start - 1)) === SPACE) start--;
       }
       if (token.rstrip) {
-        while (end < text.length && isSpaceUnit(text.charCodeAt(end))) end++;
+        while (end < text.length && classOf(text.charCodeAt(end)) === SPACE) end++;
+        // Hugging Face resumes inside the stripped spaces and could emit overlapping pieces when another
+        // added token starts there; resuming after them keeps the pieces a partition of the text.
         searchFrom = end;
       }
       if (textStart < start) splits.push({ id: -1, start: textStart, end: start });

@@ -86,6 +86,8 @@ function hashRange(text: string, start: number, end: number): number {
   return hash;
 }
 
+const NO_IDS: number[] = [];
+
 /**
  * Word → ids, looked up by a range of the text being encoded: a hit costs one pass of hashing and one
  * of comparing, with no substring allocated (a Map would need the word sliced out and hashed natively).
@@ -94,7 +96,7 @@ class WordCache {
   private readonly mask = CACHE_SLOTS - 1;
   private readonly hashes = new Int32Array(CACHE_SLOTS);
   private readonly words: (string | undefined)[] = new Array<string | undefined>(CACHE_SLOTS).fill(undefined);
-  private readonly ids: number[][] = new Array<number[]>(CACHE_SLOTS).fill([]);
+  private readonly ids: number[][] = new Array<number[]>(CACHE_SLOTS).fill(NO_IDS);
   private size = 0;
 
   /** Appends the ids of text[start, end) (whose hash is `hash`) to `out`; false when not cached. */
@@ -116,6 +118,7 @@ class WordCache {
   insert(word: string, hash: number, ids: number[]): void {
     if (this.size * 2 >= CACHE_SLOTS) {
       this.words.fill(undefined);
+      this.ids.fill(NO_IDS);
       this.size = 0;
     }
     let slot = hash & this.mask;

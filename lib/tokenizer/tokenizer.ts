@@ -5,9 +5,9 @@ import { AddedToken, AddedTokenMatcher } from './added-tokens';
 import { BpeModel } from './bpe';
 import { tokenToBytes } from './byte-level';
 import { preTokenEnd } from './pretokenize';
-import { nfcLikeReference } from './unicode';
 import { parseTokenizerConfig, parseTokenizerJson, TokenizerConfig } from './schema';
 import { StreamingDecoder, Utf8StreamingDecoder } from './streaming-decoder';
+import { nfcLikeReference } from './unicode';
 
 export interface EncodeOptions {
   /** Recognize special added tokens such as `<|endoftext|>` in the text (default true); when false they
@@ -55,7 +55,7 @@ function configPathBeside(tokenizerPath: string): string {
 
 /**
  * Exact byte-level BPE tokenizer for Hugging Face tokenizer.json files (GPT-NeoX-20B, GPT-2, Pythia, MPT):
- * the ids equal those of Hugging Face `tokenizers` for every string.
+ * the ids equal those of Hugging Face `tokenizers` (checked against it on random text from all planes).
  *
  * Pipeline, as in Hugging Face: added tokens with `normalized: false` are split out of the raw text; each
  * remaining piece is NFC-normalized and split on the normalized added tokens; the rest goes through the
@@ -77,7 +77,7 @@ export class Tokenizer {
   private readonly useRegex: boolean;
   private readonly specialIds: Uint8Array;
   /** Bytes of each id, filled on first decode. */
-  private readonly bytesById: (Uint8Array | undefined)[] = [];
+  private readonly bytesById: (Uint8Array | undefined)[];
 
   private constructor(json: unknown, config: TokenizerConfig | undefined) {
     const spec = parseTokenizerJson(json);
@@ -110,6 +110,7 @@ export class Tokenizer {
     }
     this.vocabSize = maxId + 1;
     this.specialIds = new Uint8Array(this.vocabSize);
+    this.bytesById = new Array<Uint8Array | undefined>(this.vocabSize);
     for (const token of added) if (token.special) this.specialIds[token.id] = 1;
 
     this.rawMatcher = new AddedTokenMatcher(
@@ -123,7 +124,7 @@ export class Tokenizer {
     this.eosTokenId = this.resolveEos(config);
   }
 
-  /** Builds a tokenizer from a parsed tokenizer.json object. */
+  /** Builds a tokenizer from a parsed tokenizer.json object (its `model.vocab` is used in place: leave it unchanged). */
   static fromJSON(json: unknown, options: TokenizerOptions = {}): Tokenizer {
     const config = options.tokenizerConfig === undefined ? undefined : parseTokenizerConfig(options.tokenizerConfig);
     return new Tokenizer(json, config);
