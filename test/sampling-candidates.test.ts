@@ -44,7 +44,13 @@ interface Outcome {
  * Two samplers with the same seed: one tries the candidate path first and falls back to the full row, the
  * other always reads the full row. Every step must give the same token.
  */
-function compare(options: GenerateOptions, seed: number, k = 64, steps = 120, extra: { eosTokenId?: number; masked?: boolean } = {}): Outcome {
+function compare(
+  options: GenerateOptions,
+  seed: number,
+  k = 64,
+  steps = 120,
+  extra: { eosTokenId?: number; masked?: boolean } = {},
+): Outcome {
   const { eosTokenId, masked } = extra;
   const resolved = parseGenerateOptions({ seed, ...options });
   const withCandidates = new Sampler(resolved, { sampleableVocabSize: SIZE, eosTokenId });

@@ -34,7 +34,14 @@ describe('parseGenerateOptions', () => {
 
   test('normalizes stop to an array and logit bias keys to numeric ids', () => {
     const signal = new AbortController().signal;
-    const opts = parseGenerateOptions({ stop: '\n\n', logitBias: { 50256: -100, '7': 2.5 }, seed: -3, signal, maxContext: 4096, truncate: 'left' });
+    const opts = parseGenerateOptions({
+      stop: '\n\n',
+      logitBias: { 50256: -100, '7': 2.5 },
+      seed: -3,
+      signal,
+      maxContext: 4096,
+      truncate: 'left',
+    });
     expect(opts.stop).toEqual(['\n\n']);
     expect([...opts.logitBias]).toEqual([
       [7, 2.5],

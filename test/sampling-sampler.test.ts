@@ -4,6 +4,8 @@ import { GenerateOptions, parseGenerateOptions, Sampler, SeededRng } from '../li
 // Hot loops use these, not Math.*: global lookups are slow inside jest's vm context.
 const { sqrt, log, cos, exp, abs, PI } = Math;
 
+type Truncation = { temperature?: number; topK?: number; topP?: number; minP?: number };
+
 const DRAWS = 20_000;
 /** Total-variation tolerance for DRAWS draws over a few dozen tokens (sampling noise is ≈ 0.01). */
 const TOLERANCE = 0.03;
@@ -28,7 +30,7 @@ function frequencies(sampler: Sampler, logits: Float32Array, size: number, draws
  * temperature, keep the k best, then the smallest prefix with mass ≥ p (of the top-k distribution), then
  * tokens with p ≥ minP · pmax.
  */
-function referenceDistribution(logits: ArrayLike<number>, opts: { temperature?: number; topK?: number; topP?: number; minP?: number }): number[] {
+function referenceDistribution(logits: ArrayLike<number>, opts: Truncation): number[] {
   const { temperature = 1, topK = 0, topP = 1, minP = 0 } = opts;
   const n = logits.length;
   const order = Array.from({ length: n }, (_, id) => id).sort((a, b) => logits[b] - logits[a] || a - b);
@@ -201,7 +203,8 @@ describe('Sampler: each option shapes the distribution as defined', () => {
     const argmin = row.indexOf(Math.min(...row));
     expect(frequencies(makeSampler({ logitBias: { [argmin]: 100 } }, size), row, size)[argmin]).toBe(1);
     const shifted = Array.from(row, (logit, id) => (id === 3 ? logit + 1.5 : logit));
-    expect(totalVariation(frequencies(makeSampler({ logitBias: { 3: 1.5 } }, size), row, size), referenceDistribution(shifted, {}))).toBeLessThan(TOLERANCE);
+    const biased = frequencies(makeSampler({ logitBias: { 3: 1.5 } }, size), row, size);
+    expect(totalVariation(biased, referenceDistribution(shifted, {}))).toBeLessThan(TOLERANCE);
   });
 
   test('ignoreEos: the eos token is never sampled', () => {
@@ -246,7 +249,7 @@ describe('Sampler: tokens that must never be sampled', () => {
  * tokens in id order. Masses of sets that reach past the head are summed in id order, as the sampler does.
  * Returns the draw as a function of u.
  */
-function referenceDraw(logits: Float32Array, size: number, opts: { temperature?: number; topK?: number; topP?: number; minP?: number }): (uniform: number) => number {
+function referenceDraw(logits: Float32Array, size: number, opts: Truncation): (uniform: number) => number {
   const { temperature = 1, topK = 0, topP = 1, minP = 0 } = opts;
   const HEAD = 1024;
   const order = Array.from({ length: size }, (_, id) => id).sort((a, b) => logits[b] - logits[a] || a - b);
@@ -293,7 +296,7 @@ function referenceDraw(logits: Float32Array, size: number, opts: { temperature?:
 describe('Sampler: a 50k vocabulary, token for token against the documented draw', () => {
   const size = 50277;
   // [title, logit scale, options, quantum]: a quantum (0 = none) rounds the logits into many exact ties, as bf16 does.
-  const cases: [string, number, { temperature?: number; topK?: number; topP?: number; minP?: number }, number][] = [
+  const cases: [string, number, Truncation, number][] = [
     ['peaked: plain', 4, {}, 0],
     ['peaked: top-k 40', 4, { topK: 40 }, 0],
     ['peaked: top-p 0.9 at T 0.8', 4, { topP: 0.9, temperature: 0.8 }, 0],

@@ -133,7 +133,8 @@ export class Sampler {
   sample(logits: Float32Array): number {
     const size = this.vocabSize;
     if (logits.length < size) {
-      throw new FlashMptError('E_INVALID_ARGUMENT', `the logits row has ${logits.length} entries, fewer than the ${size} sampleable tokens`);
+      const message = `the logits row has ${logits.length} entries, fewer than the ${size} sampleable tokens`;
+      throw new FlashMptError('E_INVALID_ARGUMENT', message);
     }
     if (this.temperature === 0) {
       let best = -1;
