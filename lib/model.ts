@@ -1,7 +1,8 @@
 /**
  * Model: the public object. Loads a Hub-style MPT folder (config.json, weights, optional tokenizer.json) onto
- * a native engine (CPU reference or CUDA), exposes logits, and runs the generation loop: the engine produces
- * logits, the TypeScript sampler picks tokens, the streaming decoder and stop matcher shape the text.
+ * a native engine (CPU reference or CUDA), exposes logits, and runs the generation loop: the scheduler batches
+ * the engine's steps across concurrent calls, the TypeScript sampler picks tokens, the streaming decoder and stop
+ * matcher shape the text.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,6 +12,7 @@ import { loadConfig, MptConfig } from './config';
 import { FlashMptError, fromNativeError } from './errors';
 import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig, NativeTensorSource } from './native';
 import { GenerateOptions, parseGenerateOptions, ResolvedGenerateOptions, Sampler, StopMatcher } from './sampling';
+import { Scheduler, SchedulerMetrics, SchedulerOptions } from './scheduler';
 import { Tokenizer } from './tokenizer';
 import { zodIssuesMessage } from './validation';
 
@@ -24,11 +26,18 @@ export const LoadModelOptionsSchema = z
     maxContext: z.number().int().positive().optional(),
     /** Sequences that can be in flight at once (each reserves maxContext tokens of KV cache). */
     maxSequences: z.number().int().positive().max(1024).default(1),
+    /** Requests that may wait for a sequence slot; one more gets E_QUEUE_FULL at once. */
+    maxQueue: z.number().int().nonnegative().default(256),
+    /** How long a request may wait for a slot before it gets E_QUEUE_FULL; 0 = no limit. */
+    queueTimeoutMs: z.number().int().nonnegative().default(60_000),
+    /** Prompt tokens per prefill call; running sequences take a decode step between two chunks. */
+    prefillChunkTokens: z.number().int().positive().default(512),
     /** CPU backend worker threads; 0 = all cores. */
     threads: z.number().int().nonnegative().default(0),
   })
   .strict();
 export type LoadModelOptions = z.input<typeof LoadModelOptionsSchema>;
+type ResolvedLoadModelOptions = z.output<typeof LoadModelOptionsSchema>;
 
 export type FinishReason = 'stop' | 'length' | 'eos' | 'abort';
 export type Prompt = string | { ids: ArrayLike<number> };
@@ -48,7 +57,7 @@ export interface StreamChunk {
   tokenId: number | null;
 }
 
-function parseLoadOptions(options: unknown): z.output<typeof LoadModelOptionsSchema> {
+function parseLoadOptions(options: unknown): ResolvedLoadModelOptions {
   const parsed = LoadModelOptionsSchema.safeParse(options ?? {});
   if (!parsed.success) {
     throw new FlashMptError('E_INVALID_ARGUMENT', `invalid loadModel options: ${zodIssuesMessage(parsed.error)}`, { details: parsed.error.issues });
@@ -88,39 +97,6 @@ function nativeConfig(config: MptConfig): NativeModelConfig {
   };
 }
 
-/** A counting semaphore over the engine's sequence slots: requests beyond maxSequences wait their turn. */
-class SlotPool {
-  private free: number;
-  private waiters: Array<() => void> = [];
-  constructor(size: number) {
-    this.free = size;
-  }
-  async acquire(signal?: AbortSignal): Promise<void> {
-    if (this.free > 0) {
-      this.free--;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        this.waiters = this.waiters.filter((w) => w !== grant);
-        reject(new FlashMptError('E_ABORTED', 'aborted while waiting for a free sequence slot'));
-      };
-      const grant = () => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      if (signal?.aborted) return onAbort();
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(grant);
-    });
-  }
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next();
-    else this.free++;
-  }
-}
-
 export class Model implements AsyncDisposable {
   readonly config: MptConfig;
   readonly tokenizer: Tokenizer | undefined;
@@ -128,22 +104,32 @@ export class Model implements AsyncDisposable {
   /** KV cache length per sequence (prompt + generated tokens). */
   readonly maxContext: number;
   private engine: NativeEngine | null;
-  private readonly slots: SlotPool;
+  private readonly scheduler: Scheduler;
 
   /** @internal use loadModel() */
-  constructor(engine: NativeEngine, config: MptConfig, tokenizer: Tokenizer | undefined, device: string, maxContext: number, maxSequences: number) {
+  constructor(engine: NativeEngine, config: MptConfig, tokenizer: Tokenizer | undefined, device: string, maxContext: number, options: ResolvedLoadModelOptions) {
     this.engine = engine;
     this.config = config;
     this.tokenizer = tokenizer;
     this.device = device;
     this.maxContext = maxContext;
-    this.slots = new SlotPool(maxSequences);
+    const schedulerOptions: SchedulerOptions = {
+      maxQueue: options.maxQueue,
+      queueTimeoutMs: options.queueTimeoutMs,
+      prefillChunkTokens: options.prefillChunkTokens,
+    };
+    this.scheduler = new Scheduler(engine, { maxSequences: options.maxSequences, kvTokens: maxContext }, schedulerOptions);
   }
 
   /** @internal The native engine; throws E_DISPOSED after dispose(). The benchmark times it directly. */
   live(): NativeEngine {
     if (!this.engine) throw new FlashMptError('E_DISPOSED', 'this model has been disposed');
     return this.engine;
+  }
+
+  /** Queue, running sequences, throughput and KV blocks of the scheduler that batches this model's calls. */
+  schedulerMetrics(): SchedulerMetrics {
+    return this.scheduler.metrics();
   }
 
   /** Bytes held by the engine (device memory on CUDA, host memory on CPU). */
@@ -165,22 +151,17 @@ export class Model implements AsyncDisposable {
 
   /** Logits of every position of `ids` (ids.length × vocabSize, row-major), from an empty context. */
   async logits(ids: ArrayLike<number>): Promise<Float32Array> {
-    const engine = this.live();
+    this.live();
     const input = this.toIds(ids, 'ids');
     if (input.length === 0) throw new FlashMptError('E_INVALID_ARGUMENT', 'logits() needs at least one token id');
     if (input.length > this.maxContext) {
       throw new FlashMptError('E_CONTEXT_LENGTH', `${input.length} tokens exceed the context of ${this.maxContext} (raise loadModel's maxContext)`);
     }
-    await this.slots.acquire();
-    let seq = -1;
+    const sequence = this.scheduler.open(input, { maxTokens: 0, allLogits: true });
     try {
-      seq = engine.createSequence();
-      return await engine.forward(seq, input, true);
-    } catch (err) {
-      throw fromNativeError(err);
+      return await sequence.next();
     } finally {
-      if (seq >= 0 && this.engine) this.engine.releaseSequence(seq);
-      this.slots.release();
+      sequence.release();
     }
   }
 
@@ -231,7 +212,7 @@ export class Model implements AsyncDisposable {
   }
 
   private async *run(promptIds: number[], opts: ResolvedGenerateOptions): AsyncGenerator<StreamChunk, GenerateResult, undefined> {
-    const engine = this.live();
+    this.live();
     const vocabLimit = this.tokenizer ? Math.min(this.tokenizer.vocabSize, this.config.vocabSize) : this.config.vocabSize;
     const eos = this.tokenizer?.eosTokenId;
     const sampler = new Sampler(opts, { sampleableVocabSize: vocabLimit, eosTokenId: eos });
@@ -246,16 +227,23 @@ export class Model implements AsyncDisposable {
     const start = performance.now();
     let promptMs = 0;
 
-    await this.slots.acquire(opts.signal);
-    let seq = -1;
-    let pending: Promise<Float32Array> | null = null;
+    const sequence = this.scheduler.open(Int32Array.from(promptIds), { maxTokens: opts.maxTokens, signal: opts.signal });
+    // The signal frees the sequence at once and fails its pending step: once admitted, that is an 'abort' finish
+    // (null here); while still queued, the E_ABORTED error stands.
+    const landed = async (step: Promise<Float32Array>): Promise<Float32Array | null> => {
+      try {
+        return await step;
+      } catch (err) {
+        if (opts.signal?.aborted && sequence.admitted) return null;
+        throw fromNativeError(err);
+      }
+    };
     try {
-      seq = engine.createSequence();
-      let logits = await engine.forward(seq, Int32Array.from(promptIds), false);
+      let logits = await landed(sequence.next());
       promptMs = performance.now() - start;
       for (;;) {
         if (tokenIds.length === opts.maxTokens) break;
-        if (opts.signal?.aborted) {
+        if (logits === null || opts.signal?.aborted) {
           finishReason = 'abort';
           break;
         }
@@ -265,6 +253,7 @@ export class Model implements AsyncDisposable {
           break;
         }
         sampler.accept(token);
+        sequence.accept(token);
         tokenIds.push(token);
         const piece = stopMatcher.push(decoder ? decoder.push(token) : '');
         text += piece.emit;
@@ -273,13 +262,10 @@ export class Model implements AsyncDisposable {
           yield { text: piece.emit, tokenId: token };
           break;
         }
-        // Start the next step before yielding so the engine works while the consumer handles this chunk.
-        if (tokenIds.length < opts.maxTokens) pending = engine.forward(seq, Int32Array.of(token), false);
+        // Queue the next step before yielding so it joins the next batch while the consumer handles this chunk.
+        const pending = tokenIds.length < opts.maxTokens ? sequence.next() : null;
         yield { text: piece.emit, tokenId: token };
-        if (pending) {
-          logits = await pending;
-          pending = null;
-        }
+        if (pending) logits = await landed(pending);
       }
       if (finishReason !== 'stop') {
         // Text held back for a partial UTF-8 character or a possible stop string is final now.
@@ -291,13 +277,9 @@ export class Model implements AsyncDisposable {
           yield { text: tail, tokenId: null };
         }
       }
-    } catch (err) {
-      throw fromNativeError(err);
     } finally {
-      // A consumer that stops early (break, abort) may leave a step in flight: let it land before the slot goes.
-      if (pending) await pending.catch(() => undefined);
-      if (seq >= 0 && this.engine) this.engine.releaseSequence(seq);
-      this.slots.release();
+      // Also on break or abort: the slot frees now, a step in flight for it is dropped when it lands.
+      sequence.release();
     }
     const decodeMs = performance.now() - start - promptMs;
     return {
@@ -313,6 +295,7 @@ export class Model implements AsyncDisposable {
     if (!this.engine) return;
     const engine = this.engine;
     this.engine = null;
+    this.scheduler.close();
     engine.dispose();
   }
 
@@ -361,7 +344,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     maxSequences: opts.maxSequences,
     threads: opts.threads,
   });
-  return new Model(engine, config, tokenizer, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts.maxSequences);
+  return new Model(engine, config, tokenizer, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);
 }
 
 /** A model of the given shape with seeded random weights made by the engine itself (no file): the benchmark default. */
@@ -381,5 +364,5 @@ export async function createRandomModel(config: MptConfig, options: LoadModelOpt
     maxSequences: opts.maxSequences,
     threads: opts.threads,
   });
-  return new Model(engine, config, undefined, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts.maxSequences);
+  return new Model(engine, config, undefined, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);
 }
