@@ -1,0 +1,194 @@
+/**
+ * The scheduler on the real CPU engine: concurrent greedy requests batched together give their solo outputs
+ * token for token; the queue's limit and timeout; abort and break-out free the slot and its KV blocks at once.
+ */
+import { parseConfig } from '../lib/config';
+import { FlashMptError } from '../lib/errors';
+import { createRandomModel, LoadModelOptions, Model } from '../lib/model';
+
+const SHAPE = {
+  model_type: 'mpt', d_model: 64, n_heads: 4, n_layers: 2, expansion_ratio: 4, max_seq_len: 128, vocab_size: 1024,
+  no_bias: true, attn_config: { alibi: true, qk_ln: true },
+};
+const config = parseConfig(SHAPE, 'scheduler test shape');
+
+function smallModel(options: LoadModelOptions = {}): Promise<Model> {
+  return createRandomModel(config, { device: 'cpu', seed: 7, ...options });
+}
+
+function promptOf(length: number, salt: number): { ids: number[] } {
+  return { ids: Array.from({ length }, (_, i) => (i * 131 + salt * 17 + 3) % config.vocabSize) };
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof FlashMptError) return err.code;
+    throw err;
+  }
+  return 'resolved';
+}
+
+describe('batching on the CPU engine', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await smallModel({ maxSequences: 16 });
+  });
+  afterAll(() => model?.dispose());
+
+  test('16 concurrent greedy requests of different lengths equal their solo outputs token for token', async () => {
+    const requests = Array.from({ length: 16 }, (_, i) => ({
+      prompt: promptOf(1 + ((i * 7) % 40), i),
+      options: { maxTokens: 12 + ((i * 5) % 13), temperature: 0 },
+    }));
+    const solo = [];
+    for (const r of requests) solo.push(await model.generate(r.prompt, r.options));
+
+    // Count the rows of each decode step (the addon's methods are read-only, so shadow it on the instance).
+    const engine = model.live();
+    const decodeBatch = engine.decodeBatch.bind(engine);
+    const batchSizes: number[] = [];
+    Object.defineProperty(engine, 'decodeBatch', {
+      configurable: true,
+      value: (seqs: Int32Array, ids: Int32Array) => {
+        batchSizes.push(seqs.length);
+        return decodeBatch(seqs, ids);
+      },
+    });
+    try {
+      const together = await Promise.all(requests.map((r) => model.generate(r.prompt, r.options)));
+      together.forEach((result, i) => {
+        expect(result.tokenIds).toEqual(solo[i].tokenIds);
+        expect(result.finishReason).toBe('length');
+        expect(result.tokenIds).toHaveLength(requests[i].options.maxTokens);
+      });
+    } finally {
+      delete (engine as Partial<typeof engine>).decodeBatch;
+    }
+    // The requests really shared steps: most of them decoded in one batch at the peak.
+    expect(Math.max(...batchSizes)).toBeGreaterThanOrEqual(12);
+    expect(new Set(solo.map((r) => r.tokenIds.join(','))).size).toBeGreaterThan(1);
+  });
+
+  test('stream and generate give the same tokens while other requests run beside them', async () => {
+    const options = { maxTokens: 20, temperature: 0.8, seed: 5 };
+    const alone = await model.generate(promptOf(9, 1), options);
+    const beside = Array.from({ length: 6 }, (_, i) => model.generate(promptOf(3 + i, 2 + i), { maxTokens: 15, temperature: 0 }));
+    const streamed: number[] = [];
+    for await (const chunk of model.stream(promptOf(9, 1), options)) if (chunk.tokenId !== null) streamed.push(chunk.tokenId);
+    await Promise.all(beside);
+    expect(streamed).toEqual(alone.tokenIds);
+  });
+
+  test('a prompt prefilled in chunks gives the logits of one call', async () => {
+    const chunked = await smallModel({ prefillChunkTokens: 5 });
+    try {
+      const ids = promptOf(23, 4).ids;
+      const whole = await model.logits(ids);
+      const parts = await chunked.logits(ids);
+      expect(parts.length).toBe(whole.length);
+      let worst = 0;
+      let scale = 0;
+      for (let i = 0; i < whole.length; i++) {
+        worst = Math.max(worst, Math.abs(parts[i] - whole[i]));
+        scale = Math.max(scale, Math.abs(whole[i]));
+      }
+      expect(worst).toBeLessThanOrEqual(1e-5 * scale);
+      const options = { maxTokens: 10, temperature: 0 };
+      expect((await chunked.generate({ ids }, options)).tokenIds).toEqual((await model.generate({ ids }, options)).tokenIds);
+    } finally {
+      await chunked.dispose();
+    }
+  });
+
+  test('metrics count the KV cache in blocks of 16 tokens', async () => {
+    const idle = model.schedulerMetrics();
+    expect(idle).toMatchObject({ queueLength: 0, runningSequences: 0, kvBlocksInUse: 0, kvBlockTokens: 16, kvBlocksTotal: 16 * 8 });
+    const stream = model.stream(promptOf(40, 3), { maxTokens: 30, temperature: 0 });
+    await stream.next();
+    const busy = model.schedulerMetrics();
+    expect(busy.runningSequences).toBe(1);
+    expect(busy.kvBlocksInUse).toBe(3); // 40 prompt tokens, or 41 once the queued step ran
+    await stream.return(undefined as never);
+    expect(model.schedulerMetrics()).toMatchObject({ runningSequences: 0, kvBlocksInUse: 0 });
+    expect(busy.generatedTokensTotal).toBeGreaterThan(idle.generatedTokensTotal);
+  });
+});
+
+describe('queue and release', () => {
+  let model: Model;
+  beforeAll(async () => {
+    model = await smallModel({ maxSequences: 1, maxQueue: 1, queueTimeoutMs: 0 });
+  });
+  afterAll(() => model?.dispose());
+
+  /** Holds the model's only slot: a stream suspended after its first token. */
+  async function holdSlot(): Promise<AsyncGenerator<unknown, unknown, undefined>> {
+    const held = model.stream(promptOf(10, 9), { maxTokens: 50, temperature: 0 });
+    await held.next();
+    return held;
+  }
+
+  test('a request beyond maxQueue gets E_QUEUE_FULL at once; the queued one runs when the slot frees', async () => {
+    const held = await holdSlot();
+    const queued = model.generate(promptOf(4, 1), { maxTokens: 3, temperature: 0 });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(model.schedulerMetrics().queueLength).toBe(1);
+    expect(await codeOf(model.generate(promptOf(4, 2), { maxTokens: 3 }))).toBe('E_QUEUE_FULL');
+    await held.return(undefined);
+    expect((await queued).tokenIds).toHaveLength(3);
+  });
+
+  test('a request waiting longer than queueTimeoutMs gets E_QUEUE_FULL', async () => {
+    const timed = await smallModel({ maxSequences: 1, queueTimeoutMs: 50 });
+    try {
+      const held = timed.stream(promptOf(10, 9), { maxTokens: 50 });
+      await held.next();
+      const started = performance.now();
+      expect(await codeOf(timed.generate(promptOf(4, 1), { maxTokens: 3 }))).toBe('E_QUEUE_FULL');
+      expect(performance.now() - started).toBeGreaterThanOrEqual(45);
+      expect(timed.schedulerMetrics().queueLength).toBe(0);
+      await held.return(undefined);
+    } finally {
+      await timed.dispose();
+    }
+  });
+
+  test('aborting a running sequence frees its slot and KV blocks at once', async () => {
+    const controller = new AbortController();
+    const stream = model.stream(promptOf(20, 5), { maxTokens: 50, temperature: 0, signal: controller.signal });
+    await stream.next();
+    expect(model.schedulerMetrics().kvBlocksInUse).toBeGreaterThan(0);
+    controller.abort();
+    // Before the consumer resumes: the scheduler let the sequence go when the signal fired.
+    expect(model.schedulerMetrics()).toMatchObject({ runningSequences: 0, kvBlocksInUse: 0 });
+    const rest = await stream.next();
+    expect(rest.done).toBe(true);
+    expect((rest.value as { finishReason: string }).finishReason).toBe('abort');
+    expect((await model.generate(promptOf(4, 1), { maxTokens: 2 })).tokenIds).toHaveLength(2);
+  });
+
+  test('aborting a queued request rejects it with E_ABORTED and takes it out of the queue', async () => {
+    const held = await holdSlot();
+    const controller = new AbortController();
+    const queued = model.generate(promptOf(4, 1), { maxTokens: 3, signal: controller.signal });
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(model.schedulerMetrics().queueLength).toBe(1);
+    controller.abort();
+    expect(await codeOf(queued)).toBe('E_ABORTED');
+    expect(model.schedulerMetrics().queueLength).toBe(0);
+    await held.return(undefined);
+  });
+
+  test('dispose fails queued requests with E_DISPOSED', async () => {
+    const doomed = await smallModel({ maxSequences: 1 });
+    const held = doomed.stream(promptOf(10, 9), { maxTokens: 50 });
+    await held.next();
+    const queued = doomed.generate(promptOf(4, 1), { maxTokens: 3 });
+    await new Promise((resolve) => setImmediate(resolve));
+    await doomed.dispose();
+    expect(await codeOf(queued)).toBe('E_DISPOSED');
+    expect(await codeOf(held.next())).toBe('E_DISPOSED');
+  });
+});
