@@ -1,6 +1,8 @@
 // C = epilogue(alpha · A·Wᵀ) on tensor cores, W in PyTorch's Linear layout [N, K] row-major.
 // Two kernels behind one entry point: a tiled mma.sync GEMM for prefill (M > 64) and a weight-streaming
-// skinny GEMM for decode (M ≤ 64) that reads each weight byte once with 16-byte loads.
+// skinny GEMM for decode (M ≤ 64) that reads each weight byte once with 16-byte loads. The skinny kernel
+// splits a long K of an AddFloat output over blocks that accumulate atomically, so that update is not
+// bitwise reproducible from run to run (every other output is).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -27,6 +29,9 @@ struct GemmParams {
   const float* bias = nullptr;  // [N] or nullptr
   GemmOut out = GemmOut::Half;
   DType dtype = DType::BF16;  // of a and w: BF16 or F16
+  // Programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh), honored by the skinny kernel: its weights
+  // start streaming while the previous kernel in the stream finishes.
+  bool pdl = false;
 };
 
 // Largest M the skinny kernel takes; larger M goes to the tiled kernel.

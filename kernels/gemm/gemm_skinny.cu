@@ -8,11 +8,16 @@
 // 4-7 of a second. Fragments then come straight from registers: no shared memory, no shuffles, and each
 // load instruction covers whole 32-byte sectors (4 lanes × 16 bytes of a row).
 //
-// The 8 warps of a block split K and meet in shared memory; the block then applies the epilogue, so the
-// result is deterministic and the fp32 residual update needs no atomics.
+// The 8 warps of a block split K and meet in shared memory; the block then applies the epilogue, so the result
+// is deterministic. Long K with an fp32 residual output (mlp_down) is also split over several blocks, which add
+// their sums atomically: one warp step per warp keeps many loads in flight instead of a chain of round trips.
+//
+// The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
+// launch they stream in while the previous kernel (LayerNorm, attention) finishes.
 #include <cuda_runtime.h>
 
 #include "kernels/common/dispatch.h"
+#include "kernels/common/pdl.cuh"
 #include "kernels/gemm/epilogue.cuh"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemm_ptx.cuh"
@@ -22,14 +27,18 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kRowsPerBlock = 16;  // output features
+constexpr int kMaxSplits = 16;
 
 // NT n-tiles of 8 activation rows; J 16-byte loads per lane per row and step (a warp step covers 32·J of k).
-template <class T, int NT, int J, GemmOut OUT>
-__global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p) {
+// Block (x, y) computes features [16x, 16x + 16) over k in [y·slice_k, (y + 1)·slice_k); kSplit: y > 0 exists and
+// the output is an fp32 accumulation.
+template <class T, int NT, int J, GemmOut OUT, bool kSplit>
+__global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k) {
   constexpr int kStepK = 32 * J;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
   const int n0 = blockIdx.x * kRowsPerBlock;
+  const int kBegin = blockIdx.y * slice_k, kEnd = min(p.K, kBegin + slice_k);
   const T* A = static_cast<const T*>(p.a);
   const T* W = static_cast<const T*>(p.w);
   const bool okLo = n0 + g < p.N, okHi = n0 + g + 8 < p.N;
@@ -37,24 +46,35 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
   const T* wHi = W + int64_t(okHi ? n0 + g + 8 : 0) * p.ldw;
   const uint4 zero = make_uint4(0, 0, 0, 0);
 
+  uint4 aLo[J], aHi[J];
+  auto loadWeights = [&](int k0) {
+#pragma unroll
+    for (int j = 0; j < J; ++j) {
+      const int k = k0 + 32 * j + 8 * q;
+      aLo[j] = okLo && k < kEnd ? loadStreaming16(wLo + k) : zero;
+      aHi[j] = okHi && k < kEnd ? loadStreaming16(wHi + k) : zero;
+    }
+  };
+
   float acc[NT][4];
 #pragma unroll
   for (int t = 0; t < NT; ++t)
 #pragma unroll
     for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
 
-  for (int k0 = warp * kStepK; k0 < p.K; k0 += kWarps * kStepK) {
-    uint4 aLo[J], aHi[J], b[NT][J];
+  int k0 = kBegin + warp * kStepK;
+  loadWeights(k0);
+  pdlWait();
+  pdlLaunchDependents();
+  for (; k0 < kEnd; k0 += kWarps * kStepK) {
+    uint4 b[NT][J];
 #pragma unroll
     for (int j = 0; j < J; ++j) {
       const int k = k0 + 32 * j + 8 * q;
-      const bool inK = k < p.K;
-      aLo[j] = okLo && inK ? loadStreaming16(wLo + k) : zero;
-      aHi[j] = okHi && inK ? loadStreaming16(wHi + k) : zero;
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
         const int m = t * 8 + g;
-        b[t][j] = m < p.M && inK ? *reinterpret_cast<const uint4*>(A + int64_t(m) * p.lda + k) : zero;
+        b[t][j] = m < p.M && k < kEnd ? *reinterpret_cast<const uint4*>(A + int64_t(m) * p.lda + k) : zero;
       }
     }
 #pragma unroll
@@ -67,6 +87,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
         mma16816<T>(acc[t], a1, b[t][j].z, b[t][j].w);
       }
     }
+    if (k0 + kWarps * kStepK < kEnd) loadWeights(k0 + kWarps * kStepK);
   }
 
   // acc[t]: c0,c1 = (feature g, rows 8t+2q, 8t+2q+1), c2,c3 = (feature g+8, same rows).
@@ -85,7 +106,12 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
     float sum = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
-    epilogueStore<T, OUT>(p, m, n, sum);
+    if constexpr (kSplit) {
+      const float bias = blockIdx.y == 0 && p.bias ? p.bias[n] : 0.f;
+      atomicAdd(static_cast<float*>(p.c) + int64_t(m) * p.ldc + n, p.alpha * sum + bias);
+    } else {
+      epilogueStore<T, OUT>(p, m, n, sum);
+    }
   }
 }
 
@@ -93,9 +119,18 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
 template <class T, int NT, GemmOut OUT>
 cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
   constexpr int J = NT == 1 ? 8 : NT == 2 ? 4 : 2;
+  constexpr int kBlockK = kWarps * 32 * J;  // k one block covers in one step of all its warps
   const int blocks = (p.N + kRowsPerBlock - 1) / kRowsPerBlock;
-  gemmSkinnyKernel<T, NT, J, OUT><<<blocks, kWarps * 32, 0, stream>>>(p);
-  return cudaGetLastError();
+  // Only an fp32 accumulation can take partial sums from several blocks.
+  int splits = OUT == GemmOut::AddFloat ? (p.K + kBlockK - 1) / kBlockK : 1;
+  splits = splits < kMaxSplits ? splits : kMaxSplits;
+  const int steps = (p.K + 32 * J - 1) / (32 * J);
+  const int sliceK = (steps + splits - 1) / splits * 32 * J;
+  const dim3 grid(blocks, splits);
+  return switchBool(splits > 1, [&](auto split) {
+    return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, J, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
+                     stream, p, sliceK);
+  });
 }
 
 }  // namespace

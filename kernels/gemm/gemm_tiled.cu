@@ -21,8 +21,8 @@ constexpr int tiledSmemBytes() { return STAGES * (BM + BN) * kBK * 2; }
 
 __device__ __forceinline__ int swizzled(int row, int chunk) { return row * kBK + ((chunk ^ ((row >> 1) & 3)) << 3); }
 
-template <class T, int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, GemmOut OUT>
-__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) gemmTiledKernel(const GemmParams p) {
+template <class T, int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, int MIN_BLOCKS, GemmOut OUT>
+__global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, MIN_BLOCKS) gemmTiledKernel(const GemmParams p) {
   constexpr int kThreads = WARPS_M * WARPS_N * 32;
   constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;  // warp tile
   constexpr int MT = WM / 16, NT = WN / 8;             // mma tiles per warp
@@ -122,27 +122,46 @@ __global__ void __launch_bounds__(WARPS_M* WARPS_N * 32, 2) gemmTiledKernel(cons
   }
 }
 
-// The two block shapes: 128×128 when the grid fills the GPU, 64×128 (twice the blocks) when it would not.
-constexpr int kBN = 128, kWarpsM = 2, kWarpsN = 4, kStages = 4, kThreads = kWarpsM * kWarpsN * 32;
+// Block shapes, largest first; each has 8 warps in a 2 × 4 grid. 128×256 (64×64 per warp: 8 ldmatrix per 32
+// mma, the best ratio, one block per SM) when its grid nearly fills the GPU, then 128×128 (two blocks per SM),
+// then 64×128 for small M.
+enum class Tile { Large, Medium, Small };
+constexpr int kStages = 4, kThreads = 256;
 
-template <int BM, class T, GemmOut OUT>
-constexpr auto tiledKernel() { return gemmTiledKernel<T, BM, kBN, kWarpsM, kWarpsN, kStages, OUT>; }
+template <Tile kTile>
+struct TileShape;
+template <>
+struct TileShape<Tile::Large> { static constexpr int kBM = 128, kBN = 256, kMinBlocks = 1; };
+template <>
+struct TileShape<Tile::Medium> { static constexpr int kBM = 128, kBN = 128, kMinBlocks = 2; };
+template <>
+struct TileShape<Tile::Small> { static constexpr int kBM = 64, kBN = 128, kMinBlocks = 2; };
 
-template <int BM, class T, GemmOut OUT>
+template <Tile kTile, class T, GemmOut OUT>
+constexpr auto tiledKernel() {
+  using S = TileShape<kTile>;
+  return gemmTiledKernel<T, S::kBM, S::kBN, 2, 4, kStages, S::kMinBlocks, OUT>;
+}
+
+template <Tile kTile>
+constexpr int smemBytes() { return tiledSmemBytes<TileShape<kTile>::kBM, TileShape<kTile>::kBN, kStages>(); }
+
+template <Tile kTile, class T, GemmOut OUT>
 cudaError_t launchTiled(const GemmParams& p, cudaStream_t stream) {
-  const dim3 grid((p.N + kBN - 1) / kBN, (p.M + BM - 1) / BM);
-  tiledKernel<BM, T, OUT>()<<<grid, kThreads, tiledSmemBytes<BM, kBN, kStages>(), stream>>>(p);
+  using S = TileShape<kTile>;
+  const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM);
+  tiledKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(p);
   return cudaGetLastError();
 }
 
-template <int BM>
-cudaError_t prepareConfig() {
+template <Tile kTile>
+cudaError_t prepareTile() {
   auto each = [](auto t) {
     using T = typename decltype(t)::type;
     for (GemmOut out : {GemmOut::Half, GemmOut::HalfGelu, GemmOut::Float, GemmOut::AddFloat}) {
       const cudaError_t err = switchGemmOut(out, [&](auto o) {
-        return cudaFuncSetAttribute(tiledKernel<BM, T, decltype(o)::value>(), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    tiledSmemBytes<BM, kBN, kStages>());
+        return cudaFuncSetAttribute(tiledKernel<kTile, T, decltype(o)::value>(),
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile>());
       });
       if (err != cudaSuccess) return err;
     }
@@ -152,11 +171,14 @@ cudaError_t prepareConfig() {
   return err != cudaSuccess ? err : each(TypeTag<__half>{});
 }
 
+int64_t tiles(const GemmParams& p, int bm, int bn) { return int64_t((p.M + bm - 1) / bm) * ((p.N + bn - 1) / bn); }
+
 }  // namespace
 
 cudaError_t gemmPrepare() {
-  const cudaError_t err = prepareConfig<128>();
-  return err != cudaSuccess ? err : prepareConfig<64>();
+  cudaError_t err = prepareTile<Tile::Large>();
+  if (err == cudaSuccess) err = prepareTile<Tile::Medium>();
+  return err != cudaSuccess ? err : prepareTile<Tile::Small>();
 }
 
 cudaError_t gemmTiled(const GemmParams& p, cudaStream_t stream) {
@@ -164,13 +186,19 @@ cudaError_t gemmTiled(const GemmParams& p, cudaStream_t stream) {
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return err;
-  const int64_t bigTiles = int64_t((p.M + 127) / 128) * ((p.N + 127) / 128);
-  const bool big = bigTiles >= sms;
+  const Tile tile = tiles(p, 128, 256) * 8 >= int64_t(sms) * 7 ? Tile::Large
+                    : tiles(p, 128, 128) >= sms               ? Tile::Medium
+                                                              : Tile::Small;
   return switchHalf(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     return switchGemmOut(p.out, [&](auto o) {
       constexpr GemmOut OUT = decltype(o)::value;
-      return big ? launchTiled<128, T, OUT>(p, stream) : launchTiled<64, T, OUT>(p, stream);
+      switch (tile) {
+        case Tile::Large: return launchTiled<Tile::Large, T, OUT>(p, stream);
+        case Tile::Medium: return launchTiled<Tile::Medium, T, OUT>(p, stream);
+        case Tile::Small: return launchTiled<Tile::Small, T, OUT>(p, stream);
+      }
+      return cudaErrorInvalidValue;
     });
   });
 }

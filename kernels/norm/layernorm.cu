@@ -5,6 +5,7 @@
 #include "kernels/common/block_reduce.cuh"
 #include "kernels/common/dispatch.h"
 #include "kernels/common/half.cuh"
+#include "kernels/common/pdl.cuh"
 #include "kernels/norm/layernorm.h"
 
 namespace flashmpt {
@@ -16,6 +17,8 @@ template <class X, class Y>
 __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormParams p) {
   extern __shared__ float row[];
   __shared__ float scratch[32];
+  pdlWait();
+  pdlLaunchDependents();
   const int64_t base = int64_t(blockIdx.x) * p.cols;
   const X* x = static_cast<const X*>(p.x) + base;
   const X* res = p.residual ? static_cast<const X*>(p.residual) + base : nullptr;
@@ -60,8 +63,7 @@ cudaError_t layerNorm(const LayerNormParams& p, cudaStream_t stream) {
             cudaFuncSetAttribute(layerNormKernel<X, Y>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         if (err != cudaSuccess) return err;
       }
-      layerNormKernel<X, Y><<<p.rows, kThreads, smem, stream>>>(p);
-      return cudaGetLastError();
+      return launchPdl(p.pdl, layerNormKernel<X, Y>, dim3(p.rows), dim3(kThreads), smem, stream, p);
     });
   });
 }

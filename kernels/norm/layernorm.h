@@ -21,6 +21,7 @@ struct LayerNormParams {
   float eps = 1e-5f;
   DType x_dtype = DType::F32;  // F32, BF16 or F16
   DType y_dtype = DType::BF16;  // F32, BF16 or F16
+  bool pdl = false;             // programmatic dependent launch (kernels/common/pdl.cuh)
 };
 
 cudaError_t layerNorm(const LayerNormParams& params, cudaStream_t stream);

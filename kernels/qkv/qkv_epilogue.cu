@@ -5,6 +5,7 @@
 #include "kernels/common/block_reduce.cuh"
 #include "kernels/common/dispatch.h"
 #include "kernels/common/half.cuh"
+#include "kernels/common/pdl.cuh"
 #include "kernels/qkv/qkv_epilogue.h"
 
 namespace flashmpt {
@@ -20,6 +21,8 @@ template <class T>
 __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueParams p) {
   extern __shared__ float qk[];  // [2][d_model]
   __shared__ float scratch[32];
+  pdlWait();
+  pdlLaunchDependents();
   const int r = blockIdx.x, d = p.d_model;
   const T* in = static_cast<const T*>(p.qkv) + int64_t(r) * 3 * d;
   const int slot = p.slots ? p.slots[r] : p.slot0;
@@ -80,8 +83,7 @@ cudaError_t qkvEpilogue(const QkvEpilogueParams& p, cudaStream_t stream) {
           cudaFuncSetAttribute(qkvEpilogueKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
       if (err != cudaSuccess) return err;
     }
-    qkvEpilogueKernel<T><<<p.rows, kThreads, smem, stream>>>(p);
-    return cudaGetLastError();
+    return launchPdl(p.pdl, qkvEpilogueKernel<T>, dim3(p.rows), dim3(kThreads), smem, stream, p);
   });
 }
 

@@ -31,6 +31,7 @@ struct QkvEpilogueParams {
   float clip = 0.f;  // <= 0: no clipping
   float eps = 1e-5f;
   DType dtype = DType::BF16;  // of qkv, q and the caches: BF16 or F16
+  bool pdl = false;           // programmatic dependent launch (kernels/common/pdl.cuh)
 };
 
 cudaError_t qkvEpilogue(const QkvEpilogueParams& params, cudaStream_t stream);

@@ -34,11 +34,13 @@ void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, c
   p.bias = bias;
   p.out = out;
   p.dtype = s.dtype;
+  p.pdl = true;
   CUDA_CHECK(gemm(p, stream));
 }
 
+// pdl: launched as programmatically dependent on the previous kernel (which must be a kernel, not a copy).
 void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* weight, const float* bias, void* y,
-                  cudaStream_t stream) {
+                  bool pdl, cudaStream_t stream) {
   LayerNormParams p;
   p.x = x;
   p.y = y;
@@ -49,6 +51,7 @@ void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* 
   p.eps = s.config->ln_eps;
   p.x_dtype = DType::F32;
   p.y_dtype = s.dtype;
+  p.pdl = pdl;
   CUDA_CHECK(layerNorm(p, stream));
 }
 
@@ -184,7 +187,7 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const LayerWeights& w = s.weights->layers[size_t(layer)];
-    runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), stream);
+    runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), true, stream);
     runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, stream);
 
     QkvEpilogueParams qp;
@@ -210,11 +213,12 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
     qp.clip = c.clip_qkv;
     qp.eps = c.ln_eps;
     qp.dtype = s.dtype;
+    qp.pdl = true;
     CUDA_CHECK(qkvEpilogue(qp, stream));
 
     runAttention(s, r, layer, stream);
     runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
-    runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), stream);
+    runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
     runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, stream);
     runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream);
   }
@@ -223,8 +227,9 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const Workspace& ws = *s.ws;
+  // Not programmatic: with all_logits it follows the copy of the previous group's logits.
   runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
-               stream);
+               false, stream);
   runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
           c.d_model, GemmOut::Float, stream, c.logit_scale);
 }

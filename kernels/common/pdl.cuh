@@ -1,0 +1,53 @@
+// Programmatic dependent launch (sm_90+): a kernel launched with launchPdl may start while the previous kernel
+// in the stream is still running. It must call pdlWait() before it reads anything that kernel writes or writes
+// anything that kernel reads; work before that (streaming weights that no kernel writes) overlaps the
+// predecessor's tail and this launch's latency. pdlLaunchDependents() lets the next such kernel start early.
+// On older GPUs launchPdl is a plain launch and both calls compile to nothing.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <utility>
+
+namespace flashmpt {
+
+__device__ __forceinline__ void pdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdlLaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+inline bool pdlSupported() {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 9;
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...), programmatically dependent on the previous kernel
+// when `pdl` is set and the GPU supports it.
+template <class... KernelArgs, class... Args>
+cudaError_t launchPdl(bool pdl, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                      Args&&... args) {
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = pdl && pdlSupported() ? 1 : 0;
+  const cudaError_t err = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  return err != cudaSuccess ? err : cudaGetLastError();
+}
+
+}  // namespace flashmpt
