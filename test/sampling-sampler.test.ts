@@ -317,6 +317,6 @@ describe('Sampler: a 50k vocabulary, token for token against the documented draw
     const sampler = makeSampler({ seed: 77, ...options }, size);
     const uniforms = new SeededRng(77);
     const expected = referenceDraw(row, size, options);
-    for (let draw = 0; draw < 200; draw++) expect(sampler.sample(row)).toBe(expected(uniforms.nextFloat()));
+    for (let draw = 0; draw < 100; draw++) expect(sampler.sample(row)).toBe(expected(uniforms.nextFloat()));
   });
 });
