@@ -2,6 +2,12 @@
 // Layouts are given by element strides so the same kernels read q from a projection buffer and k/v from
 // the KV cache without copies. ALiBi is computed in registers from `alibi_slopes`: bias = slope_h * (j - i)
 // for key position j and query position i (absolute positions), never a materialized mask.
+//
+// Requirements, checked on entry (cudaErrorInvalidValue otherwise; nothing is launched): dtype F16 or BF16,
+// head_dim 64 or 128, the head_dim axis contiguous, every pointer 16-byte aligned and every stride a multiple
+// of 8 elements (rows are moved as 16-byte vectors), sequence lengths below 2^24, batch and n_heads at most
+// 65535. Both entry points return the launch's cudaError_t and never abort. fp32 softmax and accumulation.
+// CPU reference: attention_ref.h; same-precision yardstick: naive_attention.h; harness: dev/attention.cu.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
@@ -13,6 +19,8 @@ enum class AttnDType : int { F16 = 1, BF16 = 2 };
 // Prefill / extend: seqlen_q queries against seqlen_k keys per (batch, head). With causal, query i (0-based)
 // sits at absolute position seqlen_k - seqlen_q + i and sees keys j <= that position (bottom-right aligned),
 // so the same kernel serves a fresh prompt (seqlen_q == seqlen_k) and a chunk appended to a cached prefix.
+// Rows that see no key (seqlen_q > seqlen_k) are written as 0. seqlen_k >= 1; batch, heads or seqlen_q of 0
+// is a no-op.
 struct FlashAttentionParams {
   const void* q; const void* k; const void* v; void* o;  // dtype elements
   int64_t q_batch_stride, q_row_stride, q_head_stride;
@@ -34,12 +42,13 @@ struct DecodeAttentionParams {
   void* o;        // [batch][n_heads][head_dim], contiguous
   const void* k_cache; const void* v_cache;  // element (b's slot) at cache + slot[b]*slot_stride + pos*row_stride + h*head_stride
   const int* slot;     // device [batch]: KV cache slot of each sequence
-  const int* seq_len;  // device [batch]: keys to attend, the new token included
+  const int* seq_len;  // device [batch]: keys to attend, the new token included (clamped to max_seq_len; 0 -> o = 0)
   int64_t slot_stride, row_stride, head_stride;
   int batch, n_heads, head_dim, max_seq_len;  // max_seq_len bounds seq_len (sizes the split grid)
   float softmax_scale;
   const float* alibi_slopes;  // device or nullptr
-  float* workspace;  // decode_attention_workspace_floats(...) floats: partial outputs and LSEs of the splits
+  float* workspace;  // decode_attention_workspace_floats(...) floats, 16-byte aligned, contents arbitrary:
+                     // partial outputs and LSEs of the splits (about 2 MB at batch 1, 16 heads x 128)
   AttnDType dtype;
 };
 size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, int max_seq_len);

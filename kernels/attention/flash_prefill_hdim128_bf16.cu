@@ -1,4 +1,5 @@
-// Instantiates the head_dim 128, bf16 prefill kernels (causal x ALiBi) in a translation unit of their own.
+// Instantiates the head_dim 128, bf16 prefill kernels (short and long tiles x causal x ALiBi) in a
+// translation unit of their own.
 #include "flash_prefill_kernel.cuh"
 #include "flash_prefill_launch.h"
 

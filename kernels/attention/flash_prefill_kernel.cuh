@@ -1,9 +1,9 @@
-// FlashAttention-2 style prefill kernel (mma.sync, sm80+). One CTA per (128-query tile, head, batch); 4 warps,
-// each owning 32 query rows (two m16 tiles) and the full head_dim of the output. Per key block of 64:
+// FlashAttention-2 style prefill kernel (mma.sync, sm80+). One CTA per (query tile, head, batch); 4 warps,
+// each owning 16 or 32 query rows (one or two m16 tiles) and the full head_dim of the output. Per key block:
 //   S = Q K^T (ldmatrix from swizzled shared memory, mma m16n8k16, fp32 accumulate)
 //   scale (and ALiBi) in the exp2 domain, mask only blocks crossing the diagonal / the end of the keys,
 //   online softmax in registers, P rounded to the input type, O += P V (V via ldmatrix.trans).
-// Loads overlap compute (see kStages in PrefillTraits).
+// Loads overlap compute (see kStages in PrefillTraits); the tile shapes in use are at the end of this file.
 // Key blocks run from the last to the first, so the blocks that need masking come first and the rest of the
 // loop carries no mask code.
 #pragma once
@@ -279,9 +279,10 @@ cudaError_t launch_flash_prefill(const FlashAttentionParams& p, cudaStream_t str
   });
 }
 
-// Tile configurations. Long query sets: 128-row tiles over 32-key blocks, double-buffered (4 warps of 32 rows
-// each; 64-key blocks need more than the 255 registers a thread has). Short ones (up to kShortQ queries):
-// 64-row tiles, 3 CTAs per SM; less padding, and with causal less of the diagonal computed and masked.
+// Tile configurations, picked by the sweep in dev/attention.cu (bench/RESULTS-attention.md). Long query sets:
+// 128-row tiles over 32-key blocks, double-buffered (4 warps of 32 rows; 64-key blocks need more than the 255
+// registers a thread has and spill). Short ones (up to kShortQ queries): 64-row tiles, 3 CTAs per SM; less
+// padding, and with causal half the diagonal work.
 template <typename T, int kHeadDim>
 using LongPrefillTraits = PrefillTraits<T, kHeadDim, 128, 32, 4, 2, 2>;
 template <typename T, int kHeadDim>

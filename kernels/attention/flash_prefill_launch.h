@@ -1,5 +1,5 @@
 // Per-(dtype, head_dim) prefill launchers. Each is instantiated in its own flash_prefill_hdim*_*.cu so the
-// 16 kernel variants compile in parallel; flash_prefill.cu validates and dispatches.
+// 32 kernel variants compile in parallel; flash_prefill.cu validates and dispatches.
 #pragma once
 #include <cuda_runtime.h>
 
