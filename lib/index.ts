@@ -7,3 +7,6 @@ export { FlashMptError } from './errors';
 export type { ErrorCode } from './errors';
 export { GenerateOptionsSchema, parseGenerateOptions } from './sampling';
 export type { GenerateOptions } from './sampling';
+export { createServer, ServerOptionsSchema } from './server';
+export type { ServerOptions } from './server';
+export type { SchedulerMetrics, SchedulerOptions } from './scheduler';

@@ -4,7 +4,7 @@
  */
 import { parseConfig } from '../lib/config';
 import { FlashMptError } from '../lib/errors';
-import { createRandomModel, LoadModelOptions, Model } from '../lib/model';
+import { createRandomModel, GenerateResult, LoadModelOptions, Model } from '../lib/model';
 
 const SHAPE = {
   model_type: 'mpt', d_model: 64, n_heads: 4, n_layers: 2, expansion_ratio: 4, max_seq_len: 128, vocab_size: 1024,
@@ -30,6 +30,13 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
   return 'resolved';
 }
 
+/** Holds a sequence slot of `model`: a stream suspended after its first token; return() frees it. */
+async function holdSlot(model: Model): Promise<AsyncGenerator<unknown, unknown, undefined>> {
+  const held = model.stream(promptOf(10, 9), { maxTokens: 50, temperature: 0 });
+  await held.next();
+  return held;
+}
+
 describe('batching on the CPU engine', () => {
   let model: Model;
   beforeAll(async () => {
@@ -42,7 +49,7 @@ describe('batching on the CPU engine', () => {
       prompt: promptOf(1 + ((i * 7) % 40), i),
       options: { maxTokens: 12 + ((i * 5) % 13), temperature: 0 },
     }));
-    const solo = [];
+    const solo: GenerateResult[] = [];
     for (const r of requests) solo.push(await model.generate(r.prompt, r.options));
 
     // Count the rows of each decode step (the addon's methods are read-only, so shadow it on the instance).
@@ -105,12 +112,12 @@ describe('batching on the CPU engine', () => {
   test('metrics count the KV cache in blocks of 16 tokens', async () => {
     const idle = model.schedulerMetrics();
     expect(idle).toMatchObject({ queueLength: 0, runningSequences: 0, kvBlocksInUse: 0, kvBlockTokens: 16, kvBlocksTotal: 16 * 8 });
-    const stream = model.stream(promptOf(40, 3), { maxTokens: 30, temperature: 0 });
+    const stream: AsyncGenerator<unknown, unknown> = model.stream(promptOf(40, 3), { maxTokens: 30, temperature: 0 });
     await stream.next();
     const busy = model.schedulerMetrics();
     expect(busy.runningSequences).toBe(1);
     expect(busy.kvBlocksInUse).toBe(3); // 40 prompt tokens, or 41 once the queued step ran
-    await stream.return(undefined as never);
+    await stream.return(undefined);
     expect(model.schedulerMetrics()).toMatchObject({ runningSequences: 0, kvBlocksInUse: 0 });
     expect(busy.generatedTokensTotal).toBeGreaterThan(idle.generatedTokensTotal);
   });
@@ -123,15 +130,8 @@ describe('queue and release', () => {
   });
   afterAll(() => model?.dispose());
 
-  /** Holds the model's only slot: a stream suspended after its first token. */
-  async function holdSlot(): Promise<AsyncGenerator<unknown, unknown, undefined>> {
-    const held = model.stream(promptOf(10, 9), { maxTokens: 50, temperature: 0 });
-    await held.next();
-    return held;
-  }
-
   test('a request beyond maxQueue gets E_QUEUE_FULL at once; the queued one runs when the slot frees', async () => {
-    const held = await holdSlot();
+    const held = await holdSlot(model);
     const queued = model.generate(promptOf(4, 1), { maxTokens: 3, temperature: 0 });
     await new Promise((resolve) => setImmediate(resolve));
     expect(model.schedulerMetrics().queueLength).toBe(1);
@@ -143,8 +143,7 @@ describe('queue and release', () => {
   test('a request waiting longer than queueTimeoutMs gets E_QUEUE_FULL', async () => {
     const timed = await smallModel({ maxSequences: 1, queueTimeoutMs: 50 });
     try {
-      const held = timed.stream(promptOf(10, 9), { maxTokens: 50 });
-      await held.next();
+      const held = await holdSlot(timed);
       const started = performance.now();
       expect(await codeOf(timed.generate(promptOf(4, 1), { maxTokens: 3 }))).toBe('E_QUEUE_FULL');
       expect(performance.now() - started).toBeGreaterThanOrEqual(45);
@@ -170,7 +169,7 @@ describe('queue and release', () => {
   });
 
   test('aborting a queued request rejects it with E_ABORTED and takes it out of the queue', async () => {
-    const held = await holdSlot();
+    const held = await holdSlot(model);
     const controller = new AbortController();
     const queued = model.generate(promptOf(4, 1), { maxTokens: 3, signal: controller.signal });
     await new Promise((resolve) => setImmediate(resolve));
@@ -183,8 +182,7 @@ describe('queue and release', () => {
 
   test('dispose fails queued requests with E_DISPOSED', async () => {
     const doomed = await smallModel({ maxSequences: 1 });
-    const held = doomed.stream(promptOf(10, 9), { maxTokens: 50 });
-    await held.next();
+    const held = await holdSlot(doomed);
     const queued = doomed.generate(promptOf(4, 1), { maxTokens: 3 });
     await new Promise((resolve) => setImmediate(resolve));
     await doomed.dispose();

@@ -2,15 +2,19 @@
 import { FlashMptError } from '../errors';
 import { benchCommand, benchUsage } from './bench';
 import { generateCommand, generateUsage } from './generate';
+import { serveCommand, serveUsage } from './serve';
 
 const usage = `flash-mpt — MPT language models on NVIDIA GPUs from Node.js
 
 ${generateUsage}
 
+${serveUsage}
+
 ${benchUsage}`;
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   generate: generateCommand,
+  serve: serveCommand,
   bench: benchCommand,
 };
 

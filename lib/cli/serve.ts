@@ -1,0 +1,62 @@
+import type { AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { FlashMptError } from '../errors';
+import { loadModel } from '../model';
+import { createServer } from '../server';
+import { optionalNumber, parseCommandArgs } from './args';
+
+export const serveUsage = `flash-mpt serve --model DIR [--host 127.0.0.1] [--port 8080] [options]
+  OpenAI-compatible server: POST /v1/completions, GET /v1/models, GET /health, GET /metrics
+  --device cpu|cuda|cuda:N|auto   --dtype bf16|f16   --max-context N   --name ID (default: the folder's name)
+  --max-sequences N (default 8)   --max-queue N (default 256)   --queue-timeout-ms MS (default 60000, 0 = none)`;
+
+const DEFAULT_MAX_SEQUENCES = 8;
+
+export async function serveCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseCommandArgs(argv, {
+    model: { type: 'string' },
+    host: { type: 'string', default: '127.0.0.1' },
+    port: { type: 'string', default: '8080' },
+    name: { type: 'string' },
+    device: { type: 'string' },
+    dtype: { type: 'string' },
+    'max-context': { type: 'string' },
+    'max-sequences': { type: 'string' },
+    'max-queue': { type: 'string' },
+    'queue-timeout-ms': { type: 'string' },
+  });
+  if (!values.model) throw new FlashMptError('E_INVALID_ARGUMENT', `--model DIR is required\n${serveUsage}`);
+  if (positionals.length > 0) throw new FlashMptError('E_INVALID_ARGUMENT', `unexpected argument '${positionals[0]}'\n${serveUsage}`);
+  const port = optionalNumber(values.port, '--port')!;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FlashMptError('E_INVALID_ARGUMENT', `--port must be an integer in [0, 65535], got '${values.port}'`);
+  const host = values.host!;
+  const modelName = values.name ?? path.basename(path.resolve(values.model));
+
+  const model = await loadModel(values.model, {
+    device: (values.device ?? 'auto') as 'auto',
+    dtype: values.dtype as 'bf16' | undefined,
+    maxContext: optionalNumber(values['max-context'], '--max-context'),
+    maxSequences: optionalNumber(values['max-sequences'], '--max-sequences') ?? DEFAULT_MAX_SEQUENCES,
+    maxQueue: optionalNumber(values['max-queue'], '--max-queue'),
+    queueTimeoutMs: optionalNumber(values['queue-timeout-ms'], '--queue-timeout-ms'),
+  });
+  try {
+    const server = createServer(model, { modelName });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err) => reject(new FlashMptError('E_INVALID_ARGUMENT', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err })));
+      server.listen(port, host, resolve);
+    });
+    const { port: bound } = server.address() as AddressInfo;
+    process.stderr.write(`flash-mpt: serving '${modelName}' on ${model.device} at http://${host}:${bound}/v1 (Ctrl-C stops)\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    });
+  } finally {
+    await model.dispose();
+  }
+}
