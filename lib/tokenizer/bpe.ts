@@ -79,6 +79,46 @@ class MergeTable {
   }
 }
 
+/** Id of a vocabulary entry; inherited properties such as "constructor" are not numbers. */
+function vocabId(vocab: Record<string, unknown>, token: string): number | undefined {
+  const id = vocab[token];
+  return typeof id === 'number' ? id : undefined;
+}
+
+/**
+ * The merge table of `merges` ("left right" strings or ["left", "right"] pairs, rank = index); every
+ * token named, and each concatenation, must be in the vocabulary. Loading time is mostly spent here,
+ * in one flat loop that the JIT can optimize while it runs.
+ */
+function buildMergeTable(vocab: Record<string, unknown>, merges: unknown[]): MergeTable {
+  const table = new MergeTable(merges.length);
+  for (let rank = 0; rank < merges.length; rank++) {
+    const merge = merges[rank];
+    let left: string;
+    let right: string;
+    if (typeof merge === 'string') {
+      const space = merge.indexOf(' ');
+      if (space <= 0 || space === merge.length - 1 || merge.indexOf(' ', space + 1) !== -1) throw badMerge(merge, rank);
+      left = merge.slice(0, space);
+      right = merge.slice(space + 1);
+    } else if (Array.isArray(merge) && merge.length === 2 && typeof merge[0] === 'string' && typeof merge[1] === 'string') {
+      left = merge[0];
+      right = merge[1];
+    } else {
+      throw badMerge(merge, rank);
+    }
+    const leftId = vocab[left];
+    const rightId = vocab[right];
+    const mergedId = vocab[left + right];
+    if (typeof leftId !== 'number' || typeof rightId !== 'number' || typeof mergedId !== 'number') {
+      const missing = typeof leftId !== 'number' ? left : typeof rightId !== 'number' ? right : left + right;
+      throw fieldError(`model.merges[${rank}]`, `token ${JSON.stringify(missing)} is not in model.vocab`);
+    }
+    table.set(leftId, rightId, rank, mergedId);
+  }
+  return table;
+}
+
 /** FNV-1a over UTF-16 units of text[start, end). */
 function hashRange(text: string, start: number, end: number): number {
   let hash = 0x811c9dc5;
@@ -172,9 +212,7 @@ export class BpeModel {
       this.tokens[id] = token;
     }
 
-    const merges = options.merges;
-    this.merges = new MergeTable(merges.length);
-    for (let rank = 0; rank < merges.length; rank++) this.addMerge(merges[rank], rank);
+    this.merges = buildMergeTable(this.vocab, options.merges);
 
     for (let byte = 0; byte < 256; byte++) {
       this.byteIds[byte] = this.tokenToId(String.fromCharCode(BYTE_TO_CHAR[byte])) ?? -1;
@@ -186,35 +224,9 @@ export class BpeModel {
     this.ignoreMerges = options.ignoreMerges;
   }
 
-  /** Id of a vocabulary entry (inherited properties such as "constructor" are not numbers). */
+  /** Id of a vocabulary entry. */
   tokenToId(token: string): number | undefined {
-    const id = this.vocab[token];
-    return typeof id === 'number' ? id : undefined;
-  }
-
-  /** Registers merge `rank`: "left right" (one space) or ["left", "right"]; all three tokens must exist. */
-  private addMerge(merge: unknown, rank: number): void {
-    let left: string;
-    let right: string;
-    if (typeof merge === 'string') {
-      const space = merge.indexOf(' ');
-      if (space <= 0 || space === merge.length - 1 || merge.indexOf(' ', space + 1) !== -1) throw badMerge(merge, rank);
-      left = merge.slice(0, space);
-      right = merge.slice(space + 1);
-    } else if (Array.isArray(merge) && merge.length === 2 && typeof merge[0] === 'string' && typeof merge[1] === 'string') {
-      left = merge[0];
-      right = merge[1];
-    } else {
-      throw badMerge(merge, rank);
-    }
-    const leftId = this.tokenToId(left);
-    const rightId = this.tokenToId(right);
-    const mergedId = this.tokenToId(left + right);
-    if (leftId === undefined || rightId === undefined || mergedId === undefined) {
-      const missing = leftId === undefined ? left : rightId === undefined ? right : left + right;
-      throw fieldError(`model.merges[${rank}]`, `token ${JSON.stringify(missing)} is not in model.vocab`);
-    }
-    this.merges.set(leftId, rightId, rank, mergedId);
+    return vocabId(this.vocab, token);
   }
 
   /** Appends the ids of the pre-token text[start, end) to `out`. */
