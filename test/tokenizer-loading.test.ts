@@ -63,6 +63,12 @@ describe('tokenizer built from a small tokenizer.json', () => {
     expect(Tokenizer.fromJSON(json).encode('hello world')).toEqual([HELLO, WORLD]);
   });
 
+  test('a TemplateProcessing post-processor is accepted and not applied (the text's own ids)', () => {
+    const json = tinyTokenizerJson();
+    json.post_processor = { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }] };
+    expect(Tokenizer.fromJSON(json).encode('hello world')).toEqual([HELLO, WORLD]);
+  });
+
   test('a tokenizer without <|endoftext|> and without config has no eos', () => {
     const json = tinyTokenizerJson();
     json.added_tokens = [];
@@ -89,6 +95,7 @@ describe('malformed tokenizer.json gives E_TOKENIZER naming the field', () => {
     ['an unsupported normalizer', (json) => ((json.normalizer = { type: 'Lowercase' }), json), 'normalizer'],
     ['an unsupported pre-tokenizer', (json) => ((json.pre_tokenizer = { type: 'Metaspace' }), json), 'pre_tokenizer.type'],
     ['no decoder', (json) => ((json.decoder = null), json), 'decoder'],
+    ['an unsupported post-processor', (json) => ((json.post_processor = { type: 'RobertaProcessing' }), json), 'post_processor'],
     ['an added token with a negative id', (json) => ((json.added_tokens[0].id = -1), json), 'added_tokens[0].id'],
     ['an added token with empty content', (json) => ((json.added_tokens[1].content = ''), json), 'added_tokens[1].content'],
   ];

@@ -3,8 +3,9 @@ import { FlashMptError } from '../errors';
 
 /**
  * The subset of Hugging Face's tokenizer.json that byte-level BPE tokenizers (GPT-2, GPT-NeoX, Pythia,
- * MPT) use. Anything that would change ids and is not implemented is rejected rather than ignored.
- * `truncation` and `padding` are not read: they configure HF's batch API, not the ids of one text.
+ * MPT) use. Anything that would change the ids of a text and is not implemented is rejected rather
+ * than ignored. `truncation` and `padding` are not read: they configure HF's batch API, not the ids of
+ * one text.
  */
 
 const nfc = z.object({ type: z.literal('NFC') });
@@ -63,9 +64,11 @@ const tokenizerJsonSchema = z.object(
     added_tokens: z.array(addedTokenSchema).default([]),
     normalizer: normalizerSchema,
     pre_tokenizer: byteLevelPreTokenizer,
+    // Post-processors only add tokens around the text (HF's add_special_tokens); encode returns the
+    // text's own ids and leaves BOS/EOS to the caller, so a template is accepted and not applied.
     post_processor: z
-      .union([z.null(), z.object({ type: z.literal('ByteLevel') })], {
-        error: 'unsupported post-processor (expected null or ByteLevel)',
+      .union([z.null(), z.object({ type: z.enum(['ByteLevel', 'TemplateProcessing']) })], {
+        error: 'unsupported post-processor (expected null, ByteLevel or TemplateProcessing)',
       })
       .optional(),
     decoder: z.object(

@@ -168,7 +168,10 @@ export class Tokenizer {
     return this.nfc && MAY_NEED_NFC.test(text) ? nfcLikeReference(text) : text;
   }
 
-  /** Token ids of `text`. Lone surrogates count as U+FFFD, as when the string crosses into Rust. */
+  /**
+   * Token ids of `text`, as Hugging Face's encode with add_special_tokens=False (no BOS/EOS from a
+   * post-processor template). Lone surrogates count as U+FFFD, as when the string crosses into Rust.
+   */
   encode(text: string, options: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') {
       throw new FlashMptError('E_INVALID_ARGUMENT', `encode expects a string, got ${typeof text}`);
