@@ -63,7 +63,7 @@ describe('tokenizer built from a small tokenizer.json', () => {
     expect(Tokenizer.fromJSON(json).encode('hello world')).toEqual([HELLO, WORLD]);
   });
 
-  test('a TemplateProcessing post-processor is accepted and not applied (the text's own ids)', () => {
+  test('a TemplateProcessing post-processor is accepted and not applied: encode gives the text ids alone', () => {
     const json = tinyTokenizerJson();
     json.post_processor = { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<|endoftext|>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }] };
     expect(Tokenizer.fromJSON(json).encode('hello world')).toEqual([HELLO, WORLD]);
