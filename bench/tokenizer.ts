@@ -1,7 +1,8 @@
 /**
- * Tokenizer benchmark (`flash-mpt bench tokenizer`): encodes a deterministic corpus of documents, one
- * document per call on one thread, with flash-mpt and the peers that are installed, checks that every
- * peer produces flash-mpt's ids, and reports MB/s (UTF-8 bytes) and load time.
+ * Tokenizer benchmark (`flash-mpt bench tokenizer`): encodes deterministic corpora of documents (English
+ * prose, code, multilingual text, the test vectors), one document per call on one thread, with flash-mpt
+ * and the peers that are installed; checks that every peer produces flash-mpt's ids; reports MB/s of
+ * UTF-8 input and load time.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
