@@ -129,6 +129,16 @@ describeWithData('tokenizer ids equal Hugging Face tokenizers on random text', T
     expect(firstMismatches(texts, ourIds, await referenceIds(reference, texts))).toEqual([]);
   });
 
+  test('allowSpecial: false encodes special tokens as text, like a file without them', async () => {
+    const withoutSpecials = { ...published, added_tokens: (published.added_tokens as Json[]).filter((token) => !token.special) };
+    const ours = Tokenizer.fromJSON(published);
+    const reference = ReferenceTokenizer.fromString(JSON.stringify(withoutSpecials));
+    const random = seededRandom(6);
+    const texts = Array.from({ length: 500 }, () => randomString(random));
+    const ourIds = texts.map((text) => ours.encode(text, { allowSpecial: false }));
+    expect(firstMismatches(texts, ourIds, await referenceIds(reference, texts))).toEqual([]);
+  });
+
   test('decode(encode(s)) is s in NFC (lone surrogates as U+FFFD)', () => {
     const tokenizer = Tokenizer.fromJSON(published);
     // Hugging Face's NFC tables predate the runtime's (see lib/tokenizer/unicode.ts): the ids follow
