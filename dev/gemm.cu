@@ -265,7 +265,8 @@ void timePrefill(std::mt19937& rng) {
 }
 
 // The decode step's weight stream without attention or norms: 24 layers of the four GEMVs plus the LM head,
-// over distinct weights (2.6 GB, far past L2), as one graph. Its floor is weight bytes ÷ copy bandwidth.
+// over distinct weights (2.6 GB, far past L2), as one graph with programmatic dependent launches, as the engine
+// runs them. Its floor is weight bytes ÷ copy bandwidth.
 void timeDecodeChain(double copyBw, std::mt19937& rng) {
   const int layers = 24, vocab = 50432, d = 2048;
   std::vector<void*> weights;
@@ -303,6 +304,7 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
               p.N = s.N;
               p.K = s.K;
               p.out = s.out;
+              p.pdl = true;
               CHECK(gemm(p, st));
             }
           }
@@ -316,6 +318,7 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
           p.N = vocab;
           p.K = d;
           p.out = GemmOut::Float;
+          p.pdl = true;
           CHECK(gemm(p, st));
         },
         3);
@@ -338,6 +341,7 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
             p.N = s->N;
             p.K = s->K;
             p.out = s->out;
+            p.pdl = true;
             CHECK(gemm(p, st));
           }
         },
@@ -359,9 +363,11 @@ int main() {
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   CHECK(gemmPrepare());
   std::mt19937 rng(12345);
-  const int shapes[][3] = {{1, 777, 96},    {3, 50, 136},   {8, 2048, 2048}, {13, 384, 256},  {33, 500, 128},
-                           {64, 1000, 264}, {65, 777, 96},  {100, 256, 768}, {130, 1001, 256}, {257, 384, 1032},
-                           {1000, 640, 512}};
+  // Skinny (M ≤ 64, split over blocks for long K with f32+=), the three tiled shapes (small, medium from
+  // 1024×3000, large from 1300×3000 on 132 SMs), ragged edges throughout.
+  const int shapes[][3] = {{1, 777, 96},     {3, 50, 136},     {8, 2048, 2048}, {1, 520, 8192},  {13, 384, 256},
+                           {33, 500, 128},   {40, 300, 1032},  {64, 1000, 264}, {65, 777, 96},   {100, 256, 768},
+                           {130, 1001, 256}, {257, 384, 1032}, {1000, 640, 512}, {1024, 3000, 256}, {1300, 3000, 264}};
   for (DType t : {DType::BF16, DType::F16}) {
     for (const auto& s : shapes) {
       for (GemmOut out : {GemmOut::Half, GemmOut::HalfGelu, GemmOut::Float, GemmOut::AddFloat}) {

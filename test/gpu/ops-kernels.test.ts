@@ -54,13 +54,16 @@ describeGpu('LayerNorm, GELU, GEMM, QKV epilogue, top-K (GPU) vs CPU references'
       expect(relativeL2(kernels.gelu(x.gpu).toFloat32Array(), kernels.gelu(x.cpu).toFloat32Array())).toBeLessThan(OUTPUT_TOL[dtype]);
     });
 
-    // M ≤ 64 runs the skinny decode kernel, larger M the tiled one; ragged N and K tails on purpose.
+    // M ≤ 64 runs the skinny decode kernel (split over blocks for K = 8192 with accumulate), larger M the tiled
+    // one (64×128, and 128×256 tiles at 1300 × 3000); ragged N and K tails on purpose.
     it.each([
       [1, 777, 96],
+      [1, 256, 8192],
       [7, 2048, 2048],
       [64, 300, 264],
       [65, 777, 96],
       [300, 1000, 512],
+      [1300, 3000, 264],
     ])('matmul M %i N %i K %i: store, bias+gelu, f32 with alpha, accumulate', (M, N, K) => {
       const a = random([M, K], dtype);
       const w = random([N, K], dtype, 1 / Math.sqrt(K));
