@@ -1,6 +1,20 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { FlashMptError } from '../errors';
 import { formatEngineBench, runEngineBench } from '../bench/engine';
+import { runTokenizerBench } from '../bench/tokenizer';
 import { parseCommandArgs, optionalNumber } from './args';
+
+/** --model DIR's tokenizer.json, else the GPT-NeoX tokenizer of the test data (FLASH_MPT_TEST_DATA or ../shared). */
+function defaultTokenizerPath(modelDir: string | undefined): string {
+  const candidate = modelDir
+    ? path.join(modelDir, 'tokenizer.json')
+    : path.join(process.env.FLASH_MPT_TEST_DATA ?? path.join(__dirname, '..', '..', '..', 'shared'), 'data', 'gpt-neox-20b', 'tokenizer.json');
+  if (!fs.existsSync(candidate)) {
+    throw new FlashMptError('E_TOKENIZER', `no tokenizer.json at ${candidate}; pass --tokenizer FILE or --model DIR`);
+  }
+  return candidate;
+}
 
 export const benchUsage = `flash-mpt bench [--model DIR] [--device auto|cpu|cuda|cuda:N] [--dtype bf16|f16] [--json]
 flash-mpt bench tokenizer [--tokenizer FILE] [--json]`;
@@ -16,8 +30,7 @@ export async function benchCommand(argv: string[]): Promise<void> {
   });
   const what = positionals[0] ?? 'engine';
   if (what === 'tokenizer') {
-    const { runTokenizerBenchCommand } = await import('../bench/tokenizer-command');
-    await runTokenizerBenchCommand({ tokenizerPath: values.tokenizer, json: values.json ?? false });
+    await runTokenizerBench({ tokenizerPath: values.tokenizer ?? defaultTokenizerPath(values.model), json: values.json ?? false });
     return;
   }
   if (what !== 'engine') throw new FlashMptError('E_INVALID_ARGUMENT', `unknown benchmark '${what}'\n${benchUsage}`);

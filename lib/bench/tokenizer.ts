@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Tokenizer } from '../lib/tokenizer';
+import { Tokenizer } from '../tokenizer';
 
 export interface TokenizerBenchOptions {
   tokenizerPath: string;
