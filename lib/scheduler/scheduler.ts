@@ -104,6 +104,7 @@ class Sequence implements ScheduledSequence {
   input: number | null = null;
   /** The consumer's pending next(); the first one is the prefill's. */
   waiter: Deferred | null = deferred();
+  private readonly prefillStep = this.waiter!.promise;
   private prefillTaken = false;
   readonly promptRows: Float32Array[] = [];
   queueTimer: NodeJS.Timeout | undefined;
@@ -120,14 +121,14 @@ class Sequence implements ScheduledSequence {
   next(): Promise<Float32Array> {
     if (!this.prefillTaken) {
       this.prefillTaken = true;
-      return this.waiter!.promise;
+      return this.prefillStep;
     }
     if (this.phase === 'done') return Promise.reject(new FlashMptError('E_ABORTED', 'the sequence was released'));
     if (this.input === null || this.waiter) {
       throw new FlashMptError('E_INTERNAL', 'next() needs one accept() after the previous step landed');
     }
     this.waiter = deferred();
-    this.scheduler.wake();
+    this.scheduler.queued();
     return this.waiter.promise;
   }
 
@@ -138,12 +139,6 @@ class Sequence implements ScheduledSequence {
 
   release(): void {
     this.scheduler.finish(this, new FlashMptError('E_ABORTED', 'the sequence was released'));
-  }
-
-  settle(logits: Float32Array): void {
-    const waiter = this.waiter;
-    this.waiter = null;
-    waiter?.resolve(logits);
   }
 }
 
@@ -159,6 +154,10 @@ export class Scheduler {
   private closed = false;
   private generatedTokens = 0;
   private readonly rate = new TokenRate();
+  /** Decoding sequences whose consumer has not yet queued its next token (no pending next()). */
+  private awaitingConsumers = 0;
+  /** Set while the loop waits for consumers: ends that wait. */
+  private resumeLoop: (() => void) | null = null;
 
   constructor(
     private readonly engine: NativeEngine,
@@ -191,7 +190,7 @@ export class Scheduler {
         sequence.queueTimer.unref();
       }
     }
-    if (options.signal) {
+    if (options.signal && sequence.phase !== 'done') {
       sequence.onAbort = () => this.finish(sequence, new FlashMptError('E_ABORTED', 'the signal was aborted'));
       options.signal.addEventListener('abort', sequence.onAbort, { once: true });
     }
@@ -227,6 +226,12 @@ export class Scheduler {
     this.rate.add(1);
   }
 
+  /** @internal A consumer queued its next token. */
+  queued(): void {
+    this.consumerAnswered();
+    this.wake();
+  }
+
   /** @internal Takes the sequence out of the queue or its slot; a pending step rejects with `error`. */
   finish(sequence: Sequence, error: FlashMptError): void {
     if (sequence.phase === 'done') return;
@@ -238,6 +243,7 @@ export class Scheduler {
       this.active.delete(sequence);
       this.reservedBlocks -= sequence.reservedBlocks;
       if (sequence.inFlight) this.draining++;
+      if (sequence.phase === 'decode' && !sequence.waiter) this.consumerAnswered();
       if (!this.closed) this.engine.releaseSequence(sequence.handle);
     }
     sequence.phase = 'done';
@@ -265,9 +271,39 @@ export class Scheduler {
         this.looping = false;
         return;
       }
-      // Consumers sample in the callbacks this lets run and queue their tokens for the next step.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await this.consumersTurn();
     }
+  }
+
+  /**
+   * Consumers sample and queue their next tokens in the callbacks that run after a step lands. The next step
+   * starts once all of them have, or after one turn of the event loop (a slow consumer joins the step after).
+   */
+  private consumersTurn(): Promise<void> {
+    if (this.awaitingConsumers === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const immediate = setImmediate(() => resume());
+      const resume = () => {
+        clearImmediate(immediate);
+        this.resumeLoop = null;
+        resolve();
+      };
+      this.resumeLoop = resume;
+    });
+  }
+
+  /** The loop need not wait once every running sequence has queued its next token or left. */
+  private consumerAnswered(): void {
+    this.awaitingConsumers--;
+    if (this.awaitingConsumers === 0) this.resumeLoop?.();
+  }
+
+  /** Hands a landed step's logits to the consumer, who now owes the next token. */
+  private settle(sequence: Sequence, logits: Float32Array): void {
+    const waiter = sequence.waiter!;
+    sequence.waiter = null;
+    this.awaitingConsumers++;
+    waiter.resolve(logits);
   }
 
   private admit(): void {
@@ -314,7 +350,7 @@ export class Scheduler {
     if (sequence.allLogits) sequence.promptRows.push(logits);
     if (sequence.prefilled < sequence.prompt.length) return;
     sequence.phase = 'decode';
-    sequence.settle(sequence.allLogits ? concatRows(sequence.promptRows) : logits);
+    this.settle(sequence, sequence.allLogits ? concatRows(sequence.promptRows) : logits);
   }
 
   private async decodeStep(batch: Sequence[]): Promise<void> {
@@ -336,7 +372,7 @@ export class Scheduler {
     batch.forEach((sequence, i) => {
       if (!this.landed(sequence)) return;
       sequence.length++;
-      sequence.settle(logits.subarray(i * vocab, (i + 1) * vocab));
+      this.settle(sequence, logits.subarray(i * vocab, (i + 1) * vocab));
     });
   }
 }
