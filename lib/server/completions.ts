@@ -42,7 +42,7 @@ const CompletionRequestSchema = z.strictObject({
   stream_options: z.strictObject({ include_usage: z.boolean().optional() }).nullish(),
   user: z.string().optional(),
   // Checked after renaming, by GenerateOptionsSchema.
-  ...Object.fromEntries(Object.keys(SAMPLING_FIELDS).map((field) => [field, z.unknown()])),
+  ...Object.fromEntries(Object.keys(SAMPLING_FIELDS).map((field) => [field, z.unknown().optional()])),
 });
 
 interface CompletionRequest {
