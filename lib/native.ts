@@ -82,6 +82,10 @@ export interface NativeAddon {
   /** CUDA devices visible; 0 without a GPU or in a build without CUDA. */
   deviceCount(): number;
   buildInfo(): { cuda: boolean; version: string };
+  /** Same-run ceilings on a CUDA device: 1 GiB device copy (read + write) and flash-mpt's bf16 GEMM at 8192³. */
+  measureCeilings(device: number): Promise<{ copyGBs: number; gemmTflops: number }>;
+  /** Prefill attention (bf16, causal, ALiBi, hd128) at batch × seqLen = tokens; TFLOP/s count 4·B·H·S²·D/2. */
+  measureAttention(device: number, seqLens: number[], tokens: number, heads: number): Promise<Array<{ seqLen: number; batch: number; ms: number; tflops: number }>>;
 }
 
 /** The directory holding flash-mpt's package.json: lib/ runs from the source tree (tests) or as dist/. */

@@ -2,6 +2,7 @@
 #ifndef FLASH_MPT_WITH_CUDA
 #include "csrc/engine/engine.h"
 #include "csrc/runtime/errors.h"
+#include "csrc/runtime/microbench.h"
 
 namespace flashmpt {
 
@@ -12,6 +13,12 @@ std::unique_ptr<Engine> createCudaEngine(const EngineOptions&) {
 }
 
 int cudaDeviceCount() { return 0; }
+
+Ceilings measureCeilings(int) { fail("E_DEVICE", "this build of flash-mpt has no CUDA backend: GPU ceilings cannot be measured"); }
+
+std::vector<AttentionTiming> measureAttention(int, const std::vector<int>&, int, int) {
+  fail("E_DEVICE", "this build of flash-mpt has no CUDA backend: the attention kernel cannot be timed");
+}
 
 }  // namespace flashmpt
 #endif

@@ -18,10 +18,16 @@ export interface EngineBenchOptions {
 
 export interface EngineBenchResult {
   device: string;
+  /** GPU only: ceilings measured in the same run. */
+  ceilings?: { copyGBs: number; gemmTflops: number };
+  /** GPU only: decode floor = weight bytes ÷ copy bandwidth, and the measured time over it. */
+  decodeFloor?: { msPerToken: number; ratio: number; fractionOfBandwidth: number };
+  attention?: Array<{ seqLen: number; batch: number; ms: number; tflops: number }>;
   model: string;
   params: number;
   weightBytes: number;
-  prefill: Array<{ tokens: number; ms: number; tokensPerSecond: number; tflops: number }>;
+  /** mfu: achieved FLOP rate over the GEMM rate measured in the same run (GPU only). */
+  prefill: Array<{ tokens: number; ms: number; tokensPerSecond: number; tflops: number; mfu?: number }>;
   decode: { promptTokens: number; newTokens: number; msPerToken: number; tokensPerSecond: number };
   streamApi: { tokensPerSecond: number; ratioToNativeLoop: number };
 }
@@ -104,18 +110,32 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
     : await createRandomModel(config!, { device: opts.device as 'auto', dtype: opts.dtype, maxContext });
   try {
     const c = model.config;
-    const prefill = [];
+    const prefill: EngineBenchResult['prefill'] = [];
     for (const tokens of lengths) {
       const ms = await timePrefill(model, tokens, gpu ? 5 : 1);
       prefill.push({ tokens, ms, tokensPerSecond: (tokens * 1000) / ms, tflops: prefillFlops(c, tokens) / (ms * 1e9) });
     }
     const msPerToken = await timeNativeDecode(model, promptTokens, decodeTokens);
     const streamTps = await timeStreamApi(model, promptTokens, decodeTokens);
+    const weightBytes = model.memory().weightBytes;
+    let gpuFigures: Pick<EngineBenchResult, 'ceilings' | 'decodeFloor' | 'attention'> = {};
+    if (model.device.startsWith('cuda')) {
+      const ordinal = Number(model.device.slice('cuda:'.length));
+      const ceilings = await loadNative().measureCeilings(ordinal);
+      for (const p of prefill) p.mfu = p.tflops / ceilings.gemmTflops;
+      const floorMs = weightBytes / (ceilings.copyGBs * 1e6);
+      gpuFigures = {
+        ceilings,
+        decodeFloor: { msPerToken: floorMs, ratio: msPerToken / floorMs, fractionOfBandwidth: floorMs / msPerToken },
+        attention: await loadNative().measureAttention(ordinal, [512, 2048, 8192], 16384, 16),
+      };
+    }
     return {
       device: model.device,
+      ...gpuFigures,
       model: opts.modelDir ?? `random ${c.nLayers}L d${c.dModel} h${c.nHeads} vocab ${c.vocabSize}`,
       params: paramCount(c),
-      weightBytes: model.memory().weightBytes,
+      weightBytes,
       prefill,
       decode: { promptTokens, newTokens: decodeTokens, msPerToken, tokensPerSecond: 1000 / msPerToken },
       streamApi: { tokensPerSecond: streamTps, ratioToNativeLoop: streamTps / (1000 / msPerToken) },
@@ -126,15 +146,28 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
 }
 
 export function formatEngineBench(r: EngineBenchResult): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
   const lines = [
     `flash-mpt bench — ${r.model} (${(r.params / 1e6).toFixed(1)} M params, ${(r.weightBytes / 1e9).toFixed(2)} GB of weights) on ${r.device}`,
+  ];
+  if (r.ceilings) {
+    lines.push(`ceilings (same run): device copy ${r.ceilings.copyGBs.toFixed(0)} GB/s, flash-mpt bf16 GEMM 8192³ ${r.ceilings.gemmTflops.toFixed(0)} TFLOP/s`);
+  }
+  lines.push(
     '',
-    '| prefill tokens | ms | tokens/s | TFLOP/s |',
-    '| ---: | ---: | ---: | ---: |',
-    ...r.prefill.map((p) => `| ${p.tokens} | ${p.ms.toFixed(2)} | ${p.tokensPerSecond.toFixed(0)} | ${p.tflops.toFixed(3)} |`),
+    '| prefill tokens | ms | tokens/s | TFLOP/s | MFU |',
+    '| ---: | ---: | ---: | ---: | ---: |',
+    ...r.prefill.map((p) => `| ${p.tokens} | ${p.ms.toFixed(2)} | ${p.tokensPerSecond.toFixed(0)} | ${p.tflops.toFixed(3)} | ${p.mfu === undefined ? '–' : pct(p.mfu)} |`),
     '',
     `decode (batch 1, prompt ${r.decode.promptTokens}, ${r.decode.newTokens} new tokens): ${r.decode.msPerToken.toFixed(3)} ms/token, ${r.decode.tokensPerSecond.toFixed(1)} tokens/s`,
-    `stream() API: ${r.streamApi.tokensPerSecond.toFixed(1)} tokens/s = ${(100 * r.streamApi.ratioToNativeLoop).toFixed(1)}% of the native decode loop`,
-  ];
+  );
+  if (r.decodeFloor) {
+    lines.push(`  bandwidth floor ${r.decodeFloor.msPerToken.toFixed(3)} ms/token: ${r.decodeFloor.ratio.toFixed(2)}x the floor, ${pct(r.decodeFloor.fractionOfBandwidth)} of copy bandwidth`);
+  }
+  lines.push(`stream() API: ${r.streamApi.tokensPerSecond.toFixed(1)} tokens/s = ${pct(r.streamApi.ratioToNativeLoop)} of the native decode loop`);
+  if (r.attention) {
+    lines.push('', '| attention (bf16, causal, ALiBi, 16 × 128) | batch | ms | TFLOP/s |', '| ---: | ---: | ---: | ---: |');
+    for (const a of r.attention) lines.push(`| S = ${a.seqLen} | ${a.batch} | ${a.ms.toFixed(3)} | ${a.tflops.toFixed(1)} |`);
+  }
   return lines.join('\n');
 }
