@@ -55,7 +55,7 @@ describeGpu('LayerNorm, GELU, GEMM, QKV epilogue, top-K (GPU) vs CPU references'
     });
 
     // M ≤ 64 runs the skinny decode kernel (split over blocks for K = 8192 with accumulate), larger M the tiled
-    // one (64×128, and 128×256 tiles at 1300 × 3000); ragged N and K tails on purpose.
+    // one (64×128 tiles, 128×128 at 1300 × 3000); ragged N and K tails on purpose.
     it.each([
       [1, 777, 96],
       [1, 256, 8192],
