@@ -26,7 +26,8 @@ export interface EngineBenchResult {
   model: string;
   params: number;
   weightBytes: number;
-  /** mfu: achieved FLOP rate over the GEMM rate measured in the same run (GPU only). */
+  /** mfu: achieved FLOP rate over flash-mpt's own 8192³ GEMM rate measured in the same run (GPU only; no cuBLAS here, so
+   *  state MFU against a vendor GEMM from bench/peers.py of the same session). */
   prefill: Array<{ tokens: number; ms: number; tokensPerSecond: number; tflops: number; mfu?: number }>;
   decode: { promptTokens: number; newTokens: number; msPerToken: number; tokensPerSecond: number };
   streamApi: { tokensPerSecond: number; ratioToNativeLoop: number };
@@ -155,7 +156,7 @@ export function formatEngineBench(r: EngineBenchResult): string {
   }
   lines.push(
     '',
-    '| prefill tokens | ms | tokens/s | TFLOP/s | MFU |',
+    '| prefill tokens | ms | tokens/s | TFLOP/s | of own GEMM rate |',
     '| ---: | ---: | ---: | ---: | ---: |',
     ...r.prefill.map((p) => `| ${p.tokens} | ${p.ms.toFixed(2)} | ${p.tokensPerSecond.toFixed(0)} | ${p.tflops.toFixed(3)} | ${p.mfu === undefined ? '–' : pct(p.mfu)} |`),
     '',
