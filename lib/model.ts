@@ -34,6 +34,11 @@ export const LoadModelOptionsSchema = z
     prefillChunkTokens: z.number().int().positive().default(512),
     /** CPU backend worker threads; 0 = all cores. */
     threads: z.number().int().nonnegative().default(0),
+    /**
+     * Candidates per sequence a decode step hands the sampler (top-K logits and the row's log-sum-exp) instead of
+     * the full row, which is fetched only when they cannot decide the token; 0 = always the full row.
+     */
+    candidates: z.number().int().min(0).max(1024).default(64),
   })
   .strict();
 export type LoadModelOptions = z.input<typeof LoadModelOptionsSchema>;
@@ -103,6 +108,8 @@ export class Model implements AsyncDisposable {
   readonly device: string;
   /** KV cache length per sequence (prompt + generated tokens). */
   readonly maxContext: number;
+  /** Ids below this can be sampled: those the tokenizer can produce (the config's vocabulary may be padded). */
+  readonly sampleableVocabSize: number;
   private engine: NativeEngine | null;
   private readonly scheduler: Scheduler;
 
@@ -113,12 +120,15 @@ export class Model implements AsyncDisposable {
     this.tokenizer = tokenizer;
     this.device = device;
     this.maxContext = maxContext;
+    this.sampleableVocabSize = tokenizer ? Math.min(tokenizer.vocabSize, config.vocabSize) : config.vocabSize;
     const schedulerOptions: SchedulerOptions = {
       maxQueue: options.maxQueue,
       queueTimeoutMs: options.queueTimeoutMs,
       prefillChunkTokens: options.prefillChunkTokens,
+      candidates: options.candidates,
     };
-    this.scheduler = new Scheduler(engine, { maxSequences: options.maxSequences, kvTokens: maxContext }, schedulerOptions);
+    const capacity = { maxSequences: options.maxSequences, kvTokens: maxContext, sampleableVocab: this.sampleableVocabSize };
+    this.scheduler = new Scheduler(engine, capacity, schedulerOptions);
   }
 
   /** @internal The native engine; throws E_DISPOSED after dispose(). The benchmark times it directly. */
@@ -157,12 +167,7 @@ export class Model implements AsyncDisposable {
     if (input.length > this.maxContext) {
       throw new FlashMptError('E_CONTEXT_LENGTH', `${input.length} tokens exceed the context of ${this.maxContext} (raise loadModel's maxContext)`);
     }
-    const sequence = this.scheduler.open(input, { maxTokens: 0, allLogits: true });
-    try {
-      return await sequence.next();
-    } finally {
-      sequence.release();
-    }
+    return this.scheduler.promptLogits(input);
   }
 
   private promptIds(prompt: Prompt): number[] {
@@ -213,9 +218,8 @@ export class Model implements AsyncDisposable {
 
   private async *run(promptIds: number[], opts: ResolvedGenerateOptions): AsyncGenerator<StreamChunk, GenerateResult, undefined> {
     this.live();
-    const vocabLimit = this.tokenizer ? Math.min(this.tokenizer.vocabSize, this.config.vocabSize) : this.config.vocabSize;
     const eos = this.tokenizer?.eosTokenId;
-    const sampler = new Sampler(opts, { sampleableVocabSize: vocabLimit, eosTokenId: eos });
+    const sampler = new Sampler(opts, { sampleableVocabSize: this.sampleableVocabSize, eosTokenId: eos });
     sampler.setPrompt(promptIds);
     const stopIds = new Set(opts.stopTokenIds);
     if (eos !== undefined && !opts.ignoreEos) stopIds.add(eos);
@@ -227,10 +231,10 @@ export class Model implements AsyncDisposable {
     const start = performance.now();
     let promptMs = 0;
 
-    const sequence = this.scheduler.open(Int32Array.from(promptIds), { maxTokens: opts.maxTokens, signal: opts.signal });
+    const sequence = this.scheduler.open(Int32Array.from(promptIds), { maxTokens: opts.maxTokens, sampler, signal: opts.signal });
     // The signal frees the sequence at once and fails its pending step: once admitted, that is an 'abort' finish
     // (null here); while still queued, the E_ABORTED error stands.
-    const landed = async (step: Promise<Float32Array>): Promise<Float32Array | null> => {
+    const landed = async (step: Promise<number>): Promise<number | null> => {
       try {
         return await step;
       } catch (err) {
@@ -239,15 +243,14 @@ export class Model implements AsyncDisposable {
       }
     };
     try {
-      let logits = await landed(sequence.next());
+      let token = await landed(sequence.next());
       promptMs = performance.now() - start;
       for (;;) {
         if (tokenIds.length === opts.maxTokens) break;
-        if (logits === null || opts.signal?.aborted) {
+        if (token === null || opts.signal?.aborted) {
           finishReason = 'abort';
           break;
         }
-        const token = sampler.sample(logits);
         if (stopIds.has(token)) {
           finishReason = 'eos';
           break;
@@ -265,7 +268,7 @@ export class Model implements AsyncDisposable {
         // Queue the next step before yielding so it joins the next batch while the consumer handles this chunk.
         const pending = tokenIds.length < opts.maxTokens ? sequence.next() : null;
         yield { text: piece.emit, tokenId: token };
-        if (pending) logits = await landed(pending);
+        if (pending) token = await landed(pending);
       }
       if (finishReason !== 'stop') {
         // Text held back for a partial UTF-8 character or a possible stop string is final now.

@@ -60,7 +60,20 @@ export interface NativeMemory {
   workspaceBytes: number;
 }
 
-/** One loaded model. Calls run one at a time, in order; forward and decodeBatch run off the JS thread. */
+/** decodeBatchCandidates' result for n sequences and k candidates. */
+export interface NativeCandidates {
+  /** n × k: each row's k best ids below sampleableVocab (logit descending, ties to the lower id). */
+  ids: Int32Array;
+  /** n × k: their logits, bit-identical to the full row's. */
+  logits: Float32Array;
+  /** n: each row's log Σ exp(logit) over the ids below sampleableVocab. */
+  logSumExp: Float32Array;
+}
+
+/**
+ * One loaded model. Calls run one at a time, in order; forward, decodeBatch, decodeBatchCandidates and lastLogits
+ * run off the JS thread.
+ */
 export interface NativeEngine {
   /** A new, empty sequence; E_OUT_OF_MEMORY when all maxSequences slots are taken. */
   createSequence(): number;
@@ -71,6 +84,13 @@ export interface NativeEngine {
   forward(seq: number, ids: Int32Array, allLogits: boolean): Promise<Float32Array>;
   /** One new token for each sequence: seqs.length × vocabSize logits. */
   decodeBatch(seqs: Int32Array, ids: Int32Array): Promise<Float32Array>;
+  /**
+   * The same decode step, handing back only each row's k candidates (1 ≤ k ≤ min(1024, sampleableVocab)); the
+   * engine keeps the full rows for lastLogits.
+   */
+  decodeBatchCandidates(seqs: Int32Array, ids: Int32Array, k: number, sampleableVocab: number): Promise<NativeCandidates>;
+  /** Row `row` (vocabSize logits) of the latest decode step, until the next call; E_INVALID_ARGUMENT after a forward. */
+  lastLogits(row: number): Promise<Float32Array>;
   memory(): NativeMemory;
   /** Frees everything once queued calls finish; later calls throw or reject with E_DISPOSED. */
   dispose(): void;

@@ -77,10 +77,10 @@ export interface QkvEpilogueOptions {
 }
 
 export interface TopKResult {
-  /** rows × k logits, descending per row (ties: lower id first). */
+  /** rows × k logits, descending per row (ties: lower id first; NaN counts as −Infinity). */
   values: Float32Array;
   indices: Int32Array;
-  /** log-sum-exp of each full row. */
+  /** log-sum-exp of each full row (NaN counts as −Infinity). */
   lse: Float32Array;
 }
 
@@ -204,7 +204,7 @@ export const kernels = {
   qkvEpilogue(qkv: Tensor, options: QkvEpilogueOptions): Tensor {
     return Tensor.wrap(call(() => addon().kernels.qkvEpilogue(tensorArg(qkv, 'qkv'), unwrapOptions(options))));
   },
-  /** The k (≤ 64) largest logits of each row of an f32 [rows, vocab] tensor, with ids and the row's log-sum-exp. */
+  /** The k (≤ 1024 on the GPU) largest logits of each row of an f32 [rows, vocab] tensor, with ids and the row's log-sum-exp. */
   topK(logits: Tensor, k: number): TopKResult {
     return call(() => addon().kernels.topK(tensorArg(logits, 'logits'), k));
   },

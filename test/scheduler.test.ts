@@ -52,17 +52,20 @@ describe('batching on the CPU engine', () => {
     const solo: GenerateResult[] = [];
     for (const r of requests) solo.push(await model.generate(r.prompt, r.options));
 
-    // Count the rows of each decode step (the addon's methods are read-only, so shadow it on the instance).
+    // Count the rows of each decode step (the addon's methods are read-only, so shadow them on the instance).
     const engine = model.live();
-    const decodeBatch = engine.decodeBatch.bind(engine);
+    const decodeSteps = ['decodeBatch', 'decodeBatchCandidates'] as const;
     const batchSizes: number[] = [];
-    Object.defineProperty(engine, 'decodeBatch', {
-      configurable: true,
-      value: (seqs: Int32Array, ids: Int32Array) => {
-        batchSizes.push(seqs.length);
-        return decodeBatch(seqs, ids);
-      },
-    });
+    for (const name of decodeSteps) {
+      const step = (engine[name] as (seqs: Int32Array, ...rest: unknown[]) => unknown).bind(engine);
+      Object.defineProperty(engine, name, {
+        configurable: true,
+        value: (seqs: Int32Array, ...rest: unknown[]) => {
+          batchSizes.push(seqs.length);
+          return step(seqs, ...rest);
+        },
+      });
+    }
     try {
       const together = await Promise.all(requests.map((r) => model.generate(r.prompt, r.options)));
       together.forEach((result, i) => {
@@ -71,7 +74,7 @@ describe('batching on the CPU engine', () => {
         expect(result.tokenIds).toHaveLength(requests[i].options.maxTokens);
       });
     } finally {
-      delete (engine as Partial<typeof engine>).decodeBatch;
+      for (const name of decodeSteps) delete (engine as Partial<typeof engine>)[name];
     }
     // The requests really shared steps: most of them decoded in one batch at the peak.
     expect(Math.max(...batchSizes)).toBeGreaterThanOrEqual(12);

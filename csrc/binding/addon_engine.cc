@@ -28,15 +28,16 @@ Napi::Promise rejected(Napi::Env env, std::exception_ptr error) {
   return deferred.Promise();
 }
 
-// Logits leave as a Float32Array over the vector's own storage: no copy, freed by the garbage collector.
-Napi::Float32Array toFloat32Array(Napi::Env env, std::vector<float>&& values) {
-  auto owned = std::make_unique<std::vector<float>>(std::move(values));
+// Results leave as a typed array over the vector's own storage: no copy, freed by the garbage collector.
+template <typename T>
+Napi::TypedArrayOf<T> toTypedArray(Napi::Env env, std::vector<T>&& values) {
+  auto owned = std::make_unique<std::vector<T>>(std::move(values));
   const size_t length = owned->size();
   auto buffer = Napi::ArrayBuffer::New(
-      env, owned->data(), length * sizeof(float), [](Napi::Env, void*, std::vector<float>* data) { delete data; },
+      env, owned->data(), length * sizeof(T), [](Napi::Env, void*, std::vector<T>* data) { delete data; },
       owned.get());
   owned.release();
-  return Napi::Float32Array::New(env, length, buffer, 0);
+  return Napi::TypedArrayOf<T>::New(env, length, buffer, 0);
 }
 
 // A call on an engine. Holds the JS object so it is not collected meanwhile, and the shared state so a dispose()
@@ -88,7 +89,7 @@ class ForwardWorker final : public EngineWorker {
     logits_.resize(rows * size_t(state_->vocab_size));
     engine.forward(seq_, ids_.data(), int64_t(ids_.size()), all_logits_, logits_.data());
   }
-  Napi::Value result(Napi::Env env) override { return toFloat32Array(env, std::move(logits_)); }
+  Napi::Value result(Napi::Env env) override { return toTypedArray(env, std::move(logits_)); }
 
   int seq_;
   std::vector<int32_t> ids_;
@@ -109,10 +110,60 @@ class DecodeBatchWorker final : public EngineWorker {
     logits_.resize(seqs_.size() * size_t(state_->vocab_size));
     engine.decodeBatch(seqs_.data(), ids_.data(), int(seqs_.size()), logits_.data());
   }
-  Napi::Value result(Napi::Env env) override { return toFloat32Array(env, std::move(logits_)); }
+  Napi::Value result(Napi::Env env) override { return toTypedArray(env, std::move(logits_)); }
 
   std::vector<int> seqs_;
   std::vector<int32_t> ids_;
+  std::vector<float> logits_;
+};
+
+class DecodeBatchCandidatesWorker final : public EngineWorker {
+ public:
+  DecodeBatchCandidatesWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
+                              std::vector<int> seqs, std::vector<int32_t> ids, int k, int sampleable_vocab)
+      : EngineWorker(env, "flash-mpt:decodeBatchCandidates", std::move(state), self),
+        seqs_(std::move(seqs)),
+        ids_(std::move(ids)),
+        k_(k),
+        sampleable_vocab_(sampleable_vocab) {}
+
+ private:
+  void compute(Engine& engine) override {
+    const size_t n = seqs_.size();
+    candidate_ids_.resize(n * size_t(k_));
+    candidate_logits_.resize(n * size_t(k_));
+    log_sum_exp_.resize(n);
+    engine.decodeBatchCandidates(seqs_.data(), ids_.data(), int(n), k_, sampleable_vocab_, candidate_ids_.data(),
+                                 candidate_logits_.data(), log_sum_exp_.data());
+  }
+  Napi::Value result(Napi::Env env) override {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("ids", toTypedArray(env, std::move(candidate_ids_)));
+    out.Set("logits", toTypedArray(env, std::move(candidate_logits_)));
+    out.Set("logSumExp", toTypedArray(env, std::move(log_sum_exp_)));
+    return out;
+  }
+
+  std::vector<int> seqs_;
+  std::vector<int32_t> ids_;
+  int k_, sampleable_vocab_;
+  std::vector<int32_t> candidate_ids_;
+  std::vector<float> candidate_logits_, log_sum_exp_;
+};
+
+class LastLogitsWorker final : public EngineWorker {
+ public:
+  LastLogitsWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self, int row)
+      : EngineWorker(env, "flash-mpt:lastLogits", std::move(state), self), row_(row) {}
+
+ private:
+  void compute(Engine& engine) override {
+    logits_.resize(size_t(state_->vocab_size));
+    engine.lastLogits(row_, logits_.data());
+  }
+  Napi::Value result(Napi::Env env) override { return toTypedArray(env, std::move(logits_)); }
+
+  int row_;
   std::vector<float> logits_;
 };
 
@@ -228,6 +279,23 @@ Napi::Value queue(Napi::Env env, const std::shared_ptr<EngineState>& state, Make
   }
 }
 
+// The sequences and token ids of one decode step (decodeBatch's and decodeBatchCandidates' first arguments).
+struct DecodeInputs {
+  std::vector<int> seqs;
+  std::vector<int32_t> ids;
+};
+
+DecodeInputs decodeInputs(const Napi::CallbackInfo& info, const std::string& method) {
+  const Napi::Int32Array seqs = int32ArrayArg(info[0], "seqs");
+  const Napi::Int32Array ids = int32ArrayArg(info[1], "ids");
+  if (seqs.ElementLength() != ids.ElementLength()) {
+    fail("E_INVALID_ARGUMENT", method + " got " + std::to_string(seqs.ElementLength()) + " sequences and " +
+                                   std::to_string(ids.ElementLength()) + " ids");
+  }
+  return {std::vector<int>(seqs.Data(), seqs.Data() + seqs.ElementLength()),
+          std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength())};
+}
+
 }  // namespace
 
 void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
@@ -238,6 +306,9 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
                                                InstanceMethod<&AddonEngine::SequenceLength>("sequenceLength"),
                                                InstanceMethod<&AddonEngine::Forward>("forward"),
                                                InstanceMethod<&AddonEngine::DecodeBatch>("decodeBatch"),
+                                               InstanceMethod<&AddonEngine::DecodeBatchCandidates>(
+                                                   "decodeBatchCandidates"),
+                                               InstanceMethod<&AddonEngine::LastLogits>("lastLogits"),
                                                InstanceMethod<&AddonEngine::Memory>("memory"),
                                                InstanceMethod<&AddonEngine::Dispose>("dispose"),
                                            });
@@ -308,15 +379,30 @@ Napi::Value AddonEngine::DecodeBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return queue(env, state_, [&] {
     live();
-    const Napi::Int32Array seqs = int32ArrayArg(info[0], "seqs");
-    const Napi::Int32Array ids = int32ArrayArg(info[1], "ids");
-    if (seqs.ElementLength() != ids.ElementLength()) {
-      fail("E_INVALID_ARGUMENT", "decodeBatch got " + std::to_string(seqs.ElementLength()) + " sequences and " +
-                                     std::to_string(ids.ElementLength()) + " ids");
-    }
-    return new DecodeBatchWorker(env, state_, info.This().As<Napi::Object>(),
-                                 std::vector<int>(seqs.Data(), seqs.Data() + seqs.ElementLength()),
-                                 std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()));
+    DecodeInputs inputs = decodeInputs(info, "decodeBatch");
+    return new DecodeBatchWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs.seqs),
+                                 std::move(inputs.ids));
+  });
+}
+
+Napi::Value AddonEngine::DecodeBatchCandidates(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, state_, [&] {
+    live();
+    DecodeInputs inputs = decodeInputs(info, "decodeBatchCandidates");
+    const int k = int(integerArg(info[2], "k", 1, kMaxCandidates));
+    const int sampleable_vocab = int(integerArg(info[3], "sampleableVocab", 1, state_->vocab_size));
+    return new DecodeBatchCandidatesWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs.seqs),
+                                           std::move(inputs.ids), k, sampleable_vocab);
+  });
+}
+
+Napi::Value AddonEngine::LastLogits(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, state_, [&] {
+    live();
+    const int row = int(integerArg(info[0], "row", 0, kMaxInt32));
+    return new LastLogitsWorker(env, state_, info.This().As<Napi::Object>(), row);
   });
 }
 

@@ -18,7 +18,7 @@ struct MemoryFigures {
 struct EngineState {
   std::unique_ptr<Engine> engine;
   int vocab_size = 0;
-  // Serializes forward/decodeBatch: the engine runs one call at a time.
+  // Serializes the engine's calls (forward, decodeBatch, decodeBatchCandidates, lastLogits): one at a time.
   std::mutex run_mutex;
   // Guards the fields below; never held during engine work, so the JS thread does not wait on a forward.
   std::mutex state_mutex;
@@ -43,6 +43,8 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value SequenceLength(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value DecodeBatch(const Napi::CallbackInfo& info);
+  Napi::Value DecodeBatchCandidates(const Napi::CallbackInfo& info);
+  Napi::Value LastLogits(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 

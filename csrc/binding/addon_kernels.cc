@@ -566,15 +566,15 @@ Napi::Value jsTopK(const Napi::CallbackInfo& info) {
     const int64_t rows = dim(logits, 0), vocab = dim(logits, 1);
     if (info.Length() < 2 || !info[1].IsNumber()) fail("E_INVALID_ARGUMENT", "k must be a number");
     const int k = info[1].As<Napi::Number>().Int32Value();
-    if (k < 1 || k > 64 || k > vocab) fail("E_INVALID_ARGUMENT", "k must lie in [1, min(64, vocab)]");
+    if (k < 1 || k > vocab) fail("E_INVALID_ARGUMENT", "k must lie in [1, vocab]");
     Napi::Float32Array values = Napi::Float32Array::New(info.Env(), size_t(rows * k));
     Napi::Int32Array indices = Napi::Int32Array::New(info.Env(), size_t(rows * k));
     Napi::Float32Array lse = Napi::Float32Array::New(info.Env(), size_t(rows));
     if (logits->cuda()) {
 #if FLASH_MPT_WITH_CUDA
-      if (vocab > topKMaxVocab(k)) fail("E_INVALID_ARGUMENT", "vocab too large for the top-K kernel");
+      if (k > kTopKMax) fail("E_INVALID_ARGUMENT", "the top-K kernel takes k up to " + std::to_string(kTopKMax));
       const DeviceBuffer dValues(size_t(rows * k) * 4), dIndices(size_t(rows * k) * 4), dLse(size_t(rows) * 4),
-          workspace(topKWorkspaceFloats(int(rows), int(vocab)) * 4);
+          workspace(topKWorkspaceFloats(int(rows), int(vocab), k) * 4);
       TopKParams p;
       p.logits = static_cast<const float*>(logits->data());
       p.row_stride = vocab;

@@ -49,11 +49,15 @@ struct EngineOptions {
   int threads = 0;                    // CPU: worker threads, 0 = all cores
 };
 
-// Threading: forward and decodeBatch are called one at a time (the binding serializes them) on a worker thread.
-// createSequence, releaseSequence and sequenceLength are called on the JS thread, possibly while a forward or
-// decodeBatch runs: they must be cheap and must not wait for it. Releasing a sequence that a running call
-// uses takes effect when that call ends. Sequence handles are opaque: a released handle stays invalid
-// (E_INVALID_ARGUMENT) even after its slot is reused, so a call queued for it cannot reach the next sequence.
+// decodeBatchCandidates hands back at most this many candidates per row.
+constexpr int kMaxCandidates = 1024;
+
+// Threading: forward, decodeBatch, decodeBatchCandidates and lastLogits are called one at a time (the binding
+// serializes them) on a worker thread. createSequence, releaseSequence and sequenceLength are called on the JS
+// thread, possibly while one of those runs: they must be cheap and must not wait for it (both engines keep their
+// sequences in a SequenceSlots). Releasing a sequence that a running call uses takes effect when that call ends.
+// Sequence handles are opaque: a released handle stays invalid (E_INVALID_ARGUMENT) even after its slot is
+// reused, so a call queued for it cannot reach the next sequence.
 class Engine {
  public:
   virtual ~Engine() = default;
@@ -67,6 +71,16 @@ class Engine {
   virtual void forward(int seq, const int32_t* ids, int64_t n, bool all_logits, float* out) = 0;
   // One decode step for `n` sequences, one new token each; out is n x vocab_size logits.
   virtual void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) = 0;
+  // One decode step like decodeBatch that hands back only what the sampler needs of each row: the k best ids
+  // below sampleable_vocab (logit descending, ties to the lower id) with their logits, bit-identical to the full
+  // row's, into out_ids and out_logits (n x k), and the log-sum-exp over ids below sampleable_vocab into out_lse
+  // (n). 1 ≤ k ≤ min(kMaxCandidates, sampleable_vocab), sampleable_vocab ≤ vocab_size. The engine keeps the
+  // step's full logits for lastLogits.
+  virtual void decodeBatchCandidates(const int* seqs, const int32_t* ids, int n, int k, int sampleable_vocab,
+                                     int32_t* out_ids, float* out_logits, float* out_lse) = 0;
+  // Writes the vocab_size logits of row `row` of the latest decodeBatch or decodeBatchCandidates to out. Valid
+  // until the next forward or decode call; E_INVALID_ARGUMENT when that step has no such row, or a forward ran.
+  virtual void lastLogits(int row, float* out) = 0;
   // Bytes of device (or host, for CPU) memory held: weights, KV cache and workspace.
   virtual int64_t weightBytes() const = 0;
   virtual int64_t kvCacheBytes() const = 0;

@@ -1,9 +1,14 @@
 /**
  * Continuous batching over one native engine. Concurrent generations share decode steps: each iteration of the
  * loop admits waiting requests into free sequence slots, runs at most one prefill chunk (so a long prompt holds
- * the running sequences back by one chunk, not by its whole length), then one decodeBatch over every running
- * sequence whose next token is known, and hands each sequence its row of logits. Sequences that finish, break
- * off or abort leave at once; the native slot of one released mid-call is reused only after that call lands.
+ * the running sequences back by one chunk, not by its whole length), then one decode step over every running
+ * sequence whose next token is known, and hands each sequence the token its sampler picks. Sequences that
+ * finish, break off or abort leave at once; the native slot of one released mid-call is reused only after that
+ * call lands.
+ *
+ * Sampling. A decode step asks the engine for each row's top-K candidates and log-sum-exp (decodeBatchCandidates)
+ * instead of the full rows, unless every sampler in the batch needs full rows (decodeBatch). A row whose
+ * candidates do not decide its token fetches its full row (lastLogits) before the next step starts.
  *
  * KV accounting. The native KV cache is slot-based, not paged: each of the maxSequences slots owns kvTokens
  * contiguous tokens of cache, allocated at load. The scheduler counts KV in blocks of KV_BLOCK_TOKENS anyway:
@@ -12,7 +17,8 @@
  * slot-based cache that budget cannot bind before the slot count does; a paged cache would make it smaller.
  */
 import { FlashMptError, fromNativeError } from '../errors';
-import type { NativeEngine } from '../native';
+import type { NativeCandidates, NativeEngine } from '../native';
+import type { Sampler } from '../sampling';
 import { TokenRate } from './token-rate';
 
 export const KV_BLOCK_TOKENS = 16;
@@ -24,12 +30,17 @@ export interface SchedulerOptions {
   queueTimeoutMs: number;
   /** Prompt tokens per prefill call; running sequences take a decode step between two chunks. */
   prefillChunkTokens: number;
+  /** Candidates per row a decode step asks the engine for; 0 = always full rows. */
+  candidates: number;
 }
 
+/** What the engine holds. */
 export interface SchedulerCapacity {
   maxSequences: number;
   /** KV cache per slot, in tokens. */
   kvTokens: number;
+  /** Ids below this can be sampled: the candidates are the best of them. */
+  sampleableVocab: number;
 }
 
 export interface SchedulerMetrics {
@@ -42,39 +53,46 @@ export interface SchedulerMetrics {
   kvBlocksInUse: number;
   kvBlocksTotal: number;
   kvBlockTokens: number;
+  /** Tokens sampled from a decode step's candidates alone. */
+  sampledFromCandidatesTotal: number;
+  /** Tokens sampled from a full row of logits: after a prefill, or when a decode step's candidates did not decide. */
+  sampledFromFullRowTotal: number;
 }
+
+/** What the scheduler asks of a sequence's sampler. */
+export type StepSampler = Pick<Sampler, 'needsFullRow' | 'sample' | 'sampleFromCandidates'>;
 
 export interface OpenOptions {
   /** Tokens the sequence may generate after the prompt (its KV reservation). */
   maxTokens: number;
+  /** Picks each next token; the consumer keeps it informed of accepted tokens. */
+  sampler: StepSampler;
   /** Aborting drops the request from the queue or frees its sequence at once; a pending step rejects with E_ABORTED. */
   signal?: AbortSignal;
-  /** The prefill step resolves with the logits of every prompt position instead of the last one. */
-  allLogits?: boolean;
 }
 
 /** One request's view of the scheduler. */
 export interface ScheduledSequence {
   /** True once the request has left the queue for a sequence slot. */
   readonly admitted: boolean;
-  /** Logits of the next position: first the prompt's (after admission and prefill), then after each accept() that token's. */
-  next(): Promise<Float32Array>;
+  /** The next token: first the one after the prompt (after admission and prefill), then after each accept() the one after it. */
+  next(): Promise<number>;
   /** A generated token: counted in the metrics, and the input of the next step. */
   accept(token: number): void;
   /** Leaves the scheduler now (queue or slot); a pending next() rejects with E_ABORTED. Idempotent. */
   release(): void;
 }
 
-interface Deferred {
-  promise: Promise<Float32Array>;
-  resolve(logits: Float32Array): void;
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve(value: T): void;
   reject(error: Error): void;
 }
 
-function deferred(): Deferred {
-  let resolve!: (logits: Float32Array) => void;
+function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
   let reject!: (error: Error) => void;
-  const promise = new Promise<Float32Array>((res, rej) => {
+  const promise = new Promise<T>((res, rej) => {
     resolve = res;
     reject = rej;
   });
@@ -102,24 +120,31 @@ class Sequence implements ScheduledSequence {
   inFlight = false;
   /** The accepted token the next decode step feeds. */
   input: number | null = null;
-  /** The consumer's pending next(); the first one is the prefill's. */
-  waiter: Deferred | null = deferred();
-  private readonly prefillStep = this.waiter!.promise;
+  /** The consumer's pending next(); the first one is the prefill's. Null for a prompt-logits request. */
+  waiter: Deferred<number> | null;
+  private readonly prefillStep: Promise<number> | undefined;
   private prefillTaken = false;
+  /** A prompt-logits request's result; its rows collect chunk by chunk. */
+  readonly promptLogits: Deferred<Float32Array> | null;
   readonly promptRows: Float32Array[] = [];
   queueTimer: NodeJS.Timeout | undefined;
   onAbort: (() => void) | undefined;
 
+  /** `sampler` null: a prompt-logits request, over once its prefill lands. */
   constructor(
     private readonly scheduler: Scheduler,
     readonly prompt: Int32Array,
     readonly reservedBlocks: number,
-    readonly allLogits: boolean,
+    readonly sampler: StepSampler | null,
     readonly signal: AbortSignal | undefined,
-  ) {}
+  ) {
+    this.waiter = sampler ? deferred() : null;
+    this.prefillStep = this.waiter?.promise;
+    this.promptLogits = sampler ? null : deferred();
+  }
 
-  next(): Promise<Float32Array> {
-    if (!this.prefillTaken) {
+  next(): Promise<number> {
+    if (!this.prefillTaken && this.prefillStep) {
       this.prefillTaken = true;
       return this.prefillStep;
     }
@@ -142,6 +167,9 @@ class Sequence implements ScheduledSequence {
   }
 }
 
+/** A landed decode step: every full row, or each row's candidates with the full rows left in the engine. */
+type DecodedStep = { rows: Float32Array } | { candidates: NativeCandidates };
+
 export class Scheduler {
   private readonly queue: Sequence[] = [];
   /** Admitted sequences in admission order (prefills run first come, first served). */
@@ -150,9 +178,13 @@ export class Scheduler {
   private draining = 0;
   private reservedBlocks = 0;
   private readonly kvBlocksTotal: number;
+  /** Candidates per row of a decode step; 0 = full rows only. */
+  private readonly candidates: number;
   private looping = false;
   private closed = false;
   private generatedTokens = 0;
+  private sampledFromCandidates = 0;
+  private sampledFromFullRow = 0;
   private readonly rate = new TokenRate();
   /** Decoding sequences whose consumer has not yet queued its next token (no pending next()). */
   private awaitingConsumers = 0;
@@ -165,13 +197,23 @@ export class Scheduler {
     private readonly options: SchedulerOptions,
   ) {
     this.kvBlocksTotal = capacity.maxSequences * blocksFor(capacity.kvTokens);
+    this.candidates = Math.min(options.candidates, capacity.sampleableVocab);
   }
 
-  /** Queues a request (admitting it at once when a slot is free); E_QUEUE_FULL when the queue is full. */
+  /** Queues a generation (admitting it at once when a slot is free); E_QUEUE_FULL when the queue is full. */
   open(prompt: Int32Array, options: OpenOptions): ScheduledSequence {
+    return this.enqueue(prompt, options.maxTokens, options.sampler, options.signal);
+  }
+
+  /** The logits of every prompt position (prompt.length × vocab), from an empty context: a request that generates nothing. */
+  promptLogits(prompt: Int32Array): Promise<Float32Array> {
+    return this.enqueue(prompt, 0, null, undefined).promptLogits!.promise;
+  }
+
+  private enqueue(prompt: Int32Array, maxTokens: number, sampler: StepSampler | null, signal: AbortSignal | undefined): Sequence {
     if (this.closed) throw new FlashMptError('E_DISPOSED', 'this model has been disposed');
-    if (options.signal?.aborted) throw new FlashMptError('E_ABORTED', 'the signal was aborted before the request was queued');
-    const sequence = new Sequence(this, prompt, blocksFor(prompt.length + options.maxTokens), options.allLogits ?? false, options.signal);
+    if (signal?.aborted) throw new FlashMptError('E_ABORTED', 'the signal was aborted before the request was queued');
+    const sequence = new Sequence(this, prompt, blocksFor(prompt.length + maxTokens), sampler, signal);
     this.queue.push(sequence);
     this.admit();
     if (sequence.phase === 'queued') {
@@ -190,9 +232,9 @@ export class Scheduler {
         sequence.queueTimer.unref();
       }
     }
-    if (options.signal && sequence.phase !== 'done') {
+    if (signal && sequence.phase !== 'done') {
       sequence.onAbort = () => this.finish(sequence, new FlashMptError('E_ABORTED', 'the signal was aborted'));
-      options.signal.addEventListener('abort', sequence.onAbort, { once: true });
+      signal.addEventListener('abort', sequence.onAbort, { once: true });
     }
     this.wake();
     return sequence;
@@ -209,6 +251,8 @@ export class Scheduler {
       kvBlocksInUse,
       kvBlocksTotal: this.kvBlocksTotal,
       kvBlockTokens: KV_BLOCK_TOKENS,
+      sampledFromCandidatesTotal: this.sampledFromCandidates,
+      sampledFromFullRowTotal: this.sampledFromFullRow,
     };
   }
 
@@ -234,7 +278,16 @@ export class Scheduler {
 
   /** @internal Takes the sequence out of the queue or its slot; a pending step rejects with `error`. */
   finish(sequence: Sequence, error: FlashMptError): void {
-    if (sequence.phase === 'done') return;
+    if (!this.leave(sequence)) return;
+    const waiter = sequence.waiter;
+    sequence.waiter = null;
+    waiter?.reject(error);
+    sequence.promptLogits?.reject(error);
+  }
+
+  /** Takes the sequence out of the queue or its slot; false when it had left already. */
+  private leave(sequence: Sequence): boolean {
+    if (sequence.phase === 'done') return false;
     clearTimeout(sequence.queueTimer);
     if (sequence.onAbort) sequence.signal?.removeEventListener('abort', sequence.onAbort);
     if (sequence.phase === 'queued') {
@@ -247,10 +300,8 @@ export class Scheduler {
       if (!this.closed) this.engine.releaseSequence(sequence.handle);
     }
     sequence.phase = 'done';
-    const waiter = sequence.waiter;
-    sequence.waiter = null;
-    waiter?.reject(error);
     if (this.queue.length > 0) this.wake();
+    return true;
   }
 
   /** @internal Starts the loop unless it runs; it stops by itself when nothing is left to do. */
@@ -276,8 +327,8 @@ export class Scheduler {
   }
 
   /**
-   * Consumers sample and queue their next tokens in the callbacks that run after a step lands. The next step
-   * starts once all of them have, or after one turn of the event loop (a slow consumer joins the step after).
+   * Consumers take their tokens and queue the next ones in the callbacks that run after a step lands. The next
+   * step starts once all of them have, or after one turn of the event loop (a slow consumer joins the step after).
    */
   private consumersTurn(): Promise<void> {
     if (this.awaitingConsumers === 0) return Promise.resolve();
@@ -298,12 +349,12 @@ export class Scheduler {
     if (this.awaitingConsumers === 0) this.resumeLoop?.();
   }
 
-  /** Hands a landed step's logits to the consumer, who now owes the next token. */
-  private settle(sequence: Sequence, logits: Float32Array): void {
+  /** Hands a landed step's token to the consumer, who now owes the next input. */
+  private settle(sequence: Sequence, token: number): void {
     const waiter = sequence.waiter!;
     sequence.waiter = null;
     this.awaitingConsumers++;
-    waiter.resolve(logits);
+    waiter.resolve(token);
   }
 
   private admit(): void {
@@ -336,10 +387,11 @@ export class Scheduler {
   private async prefillChunk(sequence: Sequence): Promise<void> {
     const start = sequence.prefilled;
     const chunk = sequence.prompt.subarray(start, start + this.options.prefillChunkTokens);
+    const sampler = sequence.sampler;
     sequence.inFlight = true;
     let logits: Float32Array;
     try {
-      logits = await this.engine.forward(sequence.handle, chunk, sequence.allLogits);
+      logits = await this.engine.forward(sequence.handle, chunk, sampler === null);
     } catch (err) {
       if (this.landed(sequence)) this.finish(sequence, fromNativeError(err));
       return;
@@ -347,10 +399,16 @@ export class Scheduler {
     if (!this.landed(sequence)) return;
     sequence.prefilled += chunk.length;
     sequence.length += chunk.length;
-    if (sequence.allLogits) sequence.promptRows.push(logits);
+    if (!sampler) sequence.promptRows.push(logits);
     if (sequence.prefilled < sequence.prompt.length) return;
+    if (!sampler) {
+      this.leave(sequence);
+      sequence.promptLogits!.resolve(concatRows(sequence.promptRows));
+      return;
+    }
     sequence.phase = 'decode';
-    this.settle(sequence, sequence.allLogits ? concatRows(sequence.promptRows) : logits);
+    this.sampledFromFullRow++;
+    this.decide(sequence, () => sampler.sample(logits));
   }
 
   private async decodeStep(batch: Sequence[]): Promise<void> {
@@ -360,20 +418,66 @@ export class Scheduler {
       sequence.input = null;
       sequence.inFlight = true;
     }
-    let logits: Float32Array;
+    const useCandidates = this.candidates > 0 && batch.some((s) => !s.sampler!.needsFullRow);
+    let step: DecodedStep;
     try {
-      logits = await this.engine.decodeBatch(seqs, ids);
+      step = useCandidates
+        ? { candidates: await this.engine.decodeBatchCandidates(seqs, ids, this.candidates, this.capacity.sampleableVocab) }
+        : { rows: await this.engine.decodeBatch(seqs, ids) };
     } catch (err) {
       const error = fromNativeError(err);
       for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
       return;
     }
-    const vocab = logits.length / batch.length;
-    batch.forEach((sequence, i) => {
+    const fullRowFetches: Promise<void>[] = [];
+    batch.forEach((sequence, row) => {
       if (!this.landed(sequence)) return;
       sequence.length++;
-      this.settle(sequence, logits.subarray(i * vocab, (i + 1) * vocab));
+      const sampler = sequence.sampler!;
+      if ('rows' in step) {
+        const vocab = step.rows.length / batch.length;
+        this.sampledFromFullRow++;
+        this.decide(sequence, () => sampler.sample(step.rows.subarray(row * vocab, (row + 1) * vocab)));
+      } else if (!sampler.needsFullRow && this.decide(sequence, () => this.sampleFromCandidates(sampler, step.candidates, row))) {
+        this.sampledFromCandidates++;
+      } else {
+        this.sampledFromFullRow++;
+        // The engine keeps the step's rows until its next call, which waits for these fetches.
+        const fetch = this.engine.lastLogits(row).then(
+          (logits) => void this.decide(sequence, () => sampler.sample(logits)),
+          (err) => this.finish(sequence, fromNativeError(err)),
+        );
+        fullRowFetches.push(fetch);
+      }
     });
+    await Promise.all(fullRowFetches);
+  }
+
+  private sampleFromCandidates(sampler: StepSampler, candidates: NativeCandidates, row: number): number | null {
+    const k = this.candidates;
+    return sampler.sampleFromCandidates({
+      ids: candidates.ids.subarray(row * k, (row + 1) * k),
+      logits: candidates.logits.subarray(row * k, (row + 1) * k),
+      logSumExp: candidates.logSumExp[row],
+    });
+  }
+
+  /**
+   * Settles the sequence's step with the token `pick` samples; false when `pick` cannot tell (null). What `pick`
+   * throws fails the sequence.
+   */
+  private decide(sequence: Sequence, pick: () => number | null): boolean {
+    if (sequence.phase === 'done') return true; // released while its full row was fetched
+    let token: number | null;
+    try {
+      token = pick();
+    } catch (err) {
+      this.finish(sequence, fromNativeError(err));
+      return true;
+    }
+    if (token === null) return false;
+    this.settle(sequence, token);
+    return true;
   }
 }
 

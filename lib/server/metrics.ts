@@ -12,5 +12,7 @@ export function prometheusText(m: SchedulerMetrics): string {
   metric('flash_mpt_tokens_per_second', 'gauge', 'Tokens generated per second over the last 10 seconds.', m.tokensPerSecond);
   metric('flash_mpt_kv_blocks_in_use', 'gauge', `KV cache blocks of ${m.kvBlockTokens} tokens held by running sequences.`, m.kvBlocksInUse);
   metric('flash_mpt_kv_blocks_total', 'gauge', `KV cache blocks of ${m.kvBlockTokens} tokens in all sequence slots.`, m.kvBlocksTotal);
+  metric('flash_mpt_sampled_from_candidates_total', 'counter', "Tokens sampled from a decode step's top-K candidates alone.", m.sampledFromCandidatesTotal);
+  metric('flash_mpt_sampled_from_full_row_total', 'counter', 'Tokens sampled from a full row of logits.', m.sampledFromFullRowTotal);
   return `${lines.join('\n')}\n`;
 }

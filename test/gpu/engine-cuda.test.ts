@@ -1,8 +1,8 @@
 /**
  * The CUDA engine against the CPU reference engine on the same seeded random weights (both backends generate
  * them from one counter-based generator): prefill (one chunk and several), decode steps through the CUDA graph,
- * batched decode with padding, the real 1B shape; and its errors: context, token range, slots, out of memory
- * at load with the engine still usable after.
+ * batched decode with padding, the real 1B shape; sequence calls that never wait for a running forward; and its
+ * errors: context, token range, slots, out of memory at load with the engine still usable after.
  */
 import { mptAlibiSlopes } from '../../lib/config';
 import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig } from '../../lib/native';
@@ -164,6 +164,50 @@ describeGpu('CUDA engine vs the CPU reference engine', () => {
       for (const e of errors) expect(e).toBeLessThanOrEqual(2e-2);
     } finally {
       cpu.dispose();
+      gpu.dispose();
+    }
+  }, 600000);
+
+  it('sequence calls answer at once while forwards run; a release mid-call takes effect when the call lands', async () => {
+    const c = config(SEED_1B);
+    const gpu = await native.createEngine(options(c, 0, { kvTokens: 2048, maxSequences: 7 }));
+    try {
+      const busy = Array.from({ length: 6 }, () => gpu.createSequence());
+      const started = performance.now();
+      const calls = Promise.allSettled(busy.map((seq, i) => gpu.forward(seq, ids(2048, i, c.vocabSize), false)));
+      let settled = false;
+      void calls.then(() => (settled = true));
+      // Poll from the JS thread while the forwards run: release the last slot and take it again, read a length.
+      let spare = gpu.createSequence();
+      const stale = spare;
+      let inCalls = 0;
+      let polls = 0;
+      while (!settled) {
+        await new Promise((resolve) => setTimeout(resolve, 1));
+        const t0 = performance.now();
+        gpu.releaseSequence(spare);
+        spare = gpu.createSequence();
+        gpu.sequenceLength(busy[0]);
+        inCalls += performance.now() - t0;
+        polls++;
+      }
+      const elapsed = performance.now() - started;
+      console.log(`[threading] ${polls} polls over ${elapsed.toFixed(0)} ms of forwards took ${inCalls.toFixed(2)} ms`);
+      expect(polls).toBeGreaterThan(5);
+      expect(inCalls).toBeLessThan(0.2 * elapsed);
+      expect(spare).not.toBe(stale);
+      await expectCode(() => gpu.sequenceLength(stale), 'E_INVALID_ARGUMENT');
+
+      // Released while its forward runs or waits: the call completes, or fails for the dead handle; either way the
+      // slot is free once it has landed.
+      const last = gpu.forward(busy[0], ids(16, 9, c.vocabSize), false);
+      gpu.releaseSequence(busy[0]);
+      await last.then(
+        (logits) => expect(logits.length).toBe(c.vocabSize),
+        (err: Error) => expect(err.message).toContain('[E_INVALID_ARGUMENT]'),
+      );
+      expect(gpu.createSequence()).toBeGreaterThanOrEqual(0);
+    } finally {
       gpu.dispose();
     }
   }, 600000);

@@ -115,17 +115,41 @@ describeGpu('LayerNorm, GELU, GEMM, QKV epilogue, top-K (GPU) vs CPU references'
     });
   });
 
-  it.each([
-    [2, 500, 1],
-    [3, 500, 64],
-    [2, 50432, 64],
-    [1, 4097, 7],
-  ])('topK rows %i vocab %i k %i: values, ids and log-sum-exp', (rows, vocab, k) => {
-    const logits = random([rows, vocab], 'f32', 8);
+  function expectTopKMatches(logits: { gpu: Tensor; cpu: Tensor }, k: number): void {
     const got = kernels.topK(logits.gpu, k);
     const want = kernels.topK(logits.cpu, k);
     expect(Array.from(got.indices)).toEqual(Array.from(want.indices));
     expect(Array.from(got.values)).toEqual(Array.from(want.values));
     expect(relativeL2(got.lse, want.lse)).toBeLessThan(1e-5);
+  }
+
+  // One chunk (no merge pass), one merge pass, and two: k = 512 and 1024 over 13 chunks, k = 64 over 74.
+  it.each([
+    [2, 500, 1],
+    [3, 500, 64],
+    [2, 50432, 64],
+    [1, 4097, 7],
+    [2, 50432, 256],
+    [2, 50432, 512],
+    [3, 50277, 1024],
+    [1, 300_000, 64],
+  ])('topK rows %i vocab %i k %i: values, ids and log-sum-exp', (rows, vocab, k) => {
+    expectTopKMatches(random([rows, vocab], 'f32', 8), k);
+  });
+
+  it.each([64, 1024])('topK k %i: ties go to the lower id, NaN counts as -Infinity', (k) => {
+    const vocab = 50432;
+    // Values on a coarse grid, so most of them repeat (across chunks too), with NaNs among them.
+    const values = randomValues(2 * vocab, seed++, 4).map((x, i) => (i % 997 === 5 ? NaN : Math.round(x * 8) / 8));
+    const logits = pair(values, [2, vocab], 'f32');
+    expectTopKMatches(logits, k);
+    const { indices } = kernels.topK(logits.cpu, k);
+    let ties = 0;
+    for (let i = 1; i < k; i++) {
+      const [a, b] = [values[indices[i - 1]], values[indices[i]]];
+      expect(a > b || (a === b && indices[i - 1] < indices[i])).toBe(true);
+      if (a === b) ties++;
+    }
+    expect(ties).toBeGreaterThan(0);
   });
 });

@@ -1,16 +1,17 @@
 // The CPU reference engine: exactly the model of DESIGN.md §1 in fp32, built from cpu_ops.
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "csrc/engine/candidates.h"
 #include "csrc/engine/cpu/cpu_ops.h"
 #include "csrc/engine/engine.h"
+#include "csrc/engine/sequence_slots.h"
 #include "csrc/engine/weights.h"
 #include "csrc/runtime/errors.h"
+#include "kernels/sampling/topk_ref.h"
 
 namespace flashmpt {
 namespace {
@@ -39,21 +40,6 @@ struct Row {
   int64_t pos;
 };
 
-struct Slot {
-  bool used = false;
-  int64_t length = 0;    // tokens in the KV cache
-  bool running = false;  // a forward/decodeBatch is appending to it
-  bool release_when_done = false;
-  // Bumped on each reuse and part of the handle, so a stale handle (a call queued for a released sequence)
-  // cannot reach the slot's next sequence.
-  uint32_t generation = 0;
-
-  void release() {
-    used = running = release_when_done = false;
-    length = 0;
-  }
-};
-
 void checkConfig(const ModelConfig& c) {
   auto positive = [](int value, const char* field) {
     if (value <= 0) fail("E_CONFIG", std::string(field) + " must be positive, got " + std::to_string(value));
@@ -77,69 +63,34 @@ void checkConfig(const ModelConfig& c) {
 class CpuEngine final : public Engine {
  public:
   explicit CpuEngine(const EngineOptions& options)
-      : config_(options.config), kv_tokens_(options.kv_tokens), pool_(options.threads) {
+      : config_(options.config),
+        kv_tokens_(options.kv_tokens),
+        max_sequences_(options.max_sequences),
+        pool_(options.threads),
+        slots_(options.max_sequences) {
     checkConfig(config_);
     if (options.kv_tokens <= 0) fail("E_INVALID_ARGUMENT", "kv_tokens must be positive");
-    if (options.max_sequences <= 0) fail("E_INVALID_ARGUMENT", "max_sequences must be positive");
-    slots_.resize(size_t(options.max_sequences));
-    handle_generations_ = uint32_t(std::numeric_limits<int32_t>::max() / options.max_sequences);
     loadWeights(options);
     const int64_t per_layer = int64_t(options.max_sequences) * kv_tokens_ * config_.d_model;
     k_cache_ = allocate(per_layer * config_.n_layers);
     v_cache_ = allocate(per_layer * config_.n_layers);
   }
 
-  int createSequence() override {
-    std::lock_guard<std::mutex> lock(slots_mutex_);
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      Slot& slot = slots_[i];
-      if (!slot.used) {
-        slot.used = true;
-        slot.generation = (slot.generation + 1) % handle_generations_;
-        return int(slot.generation * slots_.size() + i);
-      }
-    }
-    fail("E_OUT_OF_MEMORY", "all " + std::to_string(slots_.size()) + " sequence slots are in use (maxSequences)");
-  }
-
-  void releaseSequence(int seq) override {
-    std::lock_guard<std::mutex> lock(slots_mutex_);
-    Slot& slot = slots_[checkedSlot(seq)];
-    if (slot.running) {
-      slot.release_when_done = true;
-    } else {
-      slot.release();
-    }
-  }
-
-  int64_t sequenceLength(int seq) const override {
-    std::lock_guard<std::mutex> lock(slots_mutex_);
-    return slots_[checkedSlot(seq)].length;
-  }
+  int createSequence() override { return slots_.create(); }
+  void releaseSequence(int seq) override { slots_.release(seq); }
+  int64_t sequenceLength(int seq) const override { return slots_.length(seq); }
 
   void forward(int seq, const int32_t* ids, int64_t n, bool all_logits, float* out) override {
+    last_rows_ = 0;
     if (n <= 0) fail("E_INVALID_ARGUMENT", "forward needs at least one token");
     checkIds(ids, n);
-    int64_t start;
-    size_t index;
-    {
-      std::lock_guard<std::mutex> lock(slots_mutex_);
-      index = checkedSlot(seq);
-      Slot& slot = slots_[index];
-      if (slot.length + n > kv_tokens_) {
-        fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seq) + " holds " + std::to_string(slot.length) +
-                                     " tokens; " + std::to_string(n) + " more exceed the context of " +
-                                     std::to_string(kv_tokens_) + " tokens (kvTokens)");
-      }
-      start = slot.length;
-      slot.running = true;
-    }
-    RunningGuard guard(this, {index});
+    SequenceSlots::Claim claim(slots_, &seq, 1, n, kv_tokens_);
+    const size_t slot = size_t(claim.slot(0));
     std::vector<Row> rows;
     for (int64_t first = 0; first < n; first += kMaxRowsPerPass) {
       const int64_t count = std::min(kMaxRowsPerPass, n - first);
       rows.clear();
-      for (int64_t i = 0; i < count; ++i) rows.push_back({index, start + first + i});
+      for (int64_t i = 0; i < count; ++i) rows.push_back({slot, claim.start(0) + first + i});
       const bool last_pass = first + count == n;
       if (all_logits) {
         runPass(rows, ids + first, 0, out + first * config_.vocab_size);
@@ -147,80 +98,56 @@ class CpuEngine final : public Engine {
         runPass(rows, ids + first, last_pass ? count - 1 : count, out);
       }
     }
-    guard.commit(n);
+    claim.commit();
   }
 
   void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) override {
-    if (n <= 0) fail("E_INVALID_ARGUMENT", "decodeBatch needs at least one sequence");
-    checkIds(ids, n);
-    std::vector<Row> rows;
-    std::vector<size_t> indices;
-    {
-      std::lock_guard<std::mutex> lock(slots_mutex_);
-      for (int i = 0; i < n; ++i) {
-        const size_t index = checkedSlot(seqs[i]);
-        const Slot& slot = slots_[index];
-        if (std::find(indices.begin(), indices.end(), index) != indices.end()) {
-          fail("E_INVALID_ARGUMENT", "sequence " + std::to_string(seqs[i]) + " appears twice in decodeBatch");
-        }
-        if (slot.length + 1 > kv_tokens_) {
-          fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seqs[i]) + " is full: it holds " +
-                                       std::to_string(slot.length) + " tokens, the context is " +
-                                       std::to_string(kv_tokens_) + " (kvTokens)");
-        }
-        indices.push_back(index);
-        rows.push_back({index, slot.length});
+    decodeStep(seqs, ids, n);
+    std::copy_n(last_logits_.data(), size_t(n) * size_t(config_.vocab_size), out);
+  }
+
+  void decodeBatchCandidates(const int* seqs, const int32_t* ids, int n, int k, int sampleable_vocab,
+                             int32_t* out_ids, float* out_logits, float* out_lse) override {
+    checkCandidateRequest(k, sampleable_vocab, config_.vocab_size);
+    decodeStep(seqs, ids, n);
+    pool_.parallelFor(n, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        ref::topK(last_logits_.data() + r * config_.vocab_size, sampleable_vocab, k, out_logits + r * k,
+                  out_ids + r * k, out_lse + r);
       }
-      for (size_t index : indices) slots_[index].running = true;
-    }
-    RunningGuard guard(this, indices);
-    for (int first = 0; first < n; first += int(kMaxRowsPerPass)) {
-      const int count = std::min(int(kMaxRowsPerPass), n - first);
-      std::vector<Row> pass(rows.begin() + first, rows.begin() + first + count);
-      runPass(pass, ids + first, 0, out + int64_t(first) * config_.vocab_size);
-    }
-    guard.commit(1);
+    });
+  }
+
+  void lastLogits(int row, float* out) override {
+    checkLastLogitsRow(row, last_rows_);
+    std::copy_n(last_logits_.data() + int64_t(row) * config_.vocab_size, config_.vocab_size, out);
   }
 
   int64_t weightBytes() const override { return weight_bytes_; }
   int64_t kvCacheBytes() const override { return 2 * k_cache_.size * int64_t(sizeof(float)); }
   int64_t workspaceBytes() const override {
     int64_t floats = 0;
-    for (const auto* buffer : {&x_, &h_, &qkv_, &attn_, &tmp_, &ff_}) floats += int64_t(buffer->size());
+    for (const auto* buffer : {&x_, &h_, &qkv_, &attn_, &tmp_, &ff_, &last_logits_}) floats += int64_t(buffer->size());
     return floats * int64_t(sizeof(float));
   }
 
  private:
-  // Clears `running` on the slots of a call when it ends and advances them only if it completed, so a failed
-  // call leaves the sequences as they were; carries out releases requested meanwhile.
-  class RunningGuard {
-   public:
-    RunningGuard(CpuEngine* engine, std::vector<size_t> slots) : engine_(engine), slots_(std::move(slots)) {}
-    void commit(int64_t appended) { appended_ = appended; }
-    ~RunningGuard() {
-      std::lock_guard<std::mutex> lock(engine_->slots_mutex_);
-      for (size_t index : slots_) {
-        Slot& slot = engine_->slots_[index];
-        slot.length += appended_;
-        slot.running = false;
-        if (slot.release_when_done) slot.release();
-      }
+  // One decode step for n sequences: their logits land in last_logits_ (n x vocab_size).
+  void decodeStep(const int* seqs, const int32_t* ids, int n) {
+    last_rows_ = 0;
+    if (n <= 0) fail("E_INVALID_ARGUMENT", "a decode step needs at least one sequence");
+    checkIds(ids, n);
+    SequenceSlots::Claim claim(slots_, seqs, n, 1, kv_tokens_);
+    std::vector<Row> rows;
+    for (int i = 0; i < n; ++i) rows.push_back({size_t(claim.slot(i)), claim.start(i)});
+    last_logits_.resize(size_t(n) * size_t(config_.vocab_size));
+    for (int first = 0; first < n; first += int(kMaxRowsPerPass)) {
+      const int count = std::min(int(kMaxRowsPerPass), n - first);
+      std::vector<Row> pass(rows.begin() + first, rows.begin() + first + count);
+      runPass(pass, ids + first, 0, last_logits_.data() + int64_t(first) * config_.vocab_size);
     }
-
-   private:
-    CpuEngine* engine_;
-    std::vector<size_t> slots_;
-    int64_t appended_ = 0;
-  };
-
-  // The slot of live sequence handle `seq` (generation · slots + index); call with slots_mutex_ held.
-  size_t checkedSlot(int seq) const {
-    const size_t index = size_t(seq) % slots_.size();
-    if (seq < 0 || size_t(seq) / slots_.size() != slots_[index].generation || !slots_[index].used ||
-        slots_[index].release_when_done) {
-      fail("E_INVALID_ARGUMENT", "no sequence " + std::to_string(seq) + " (released or never created)");
-    }
-    return index;
+    claim.commit();
+    last_rows_ = n;
   }
 
   void checkIds(const int32_t* ids, int64_t n) const {
@@ -305,7 +232,7 @@ class CpuEngine final : public Engine {
 
   float* cacheRow(Buffer& cache, int layer, size_t slot, int64_t pos) {
     const int64_t d = config_.d_model;
-    return cache.data.get() + ((int64_t(layer) * int64_t(slots_.size()) + int64_t(slot)) * kv_tokens_ + pos) * d;
+    return cache.data.get() + ((int64_t(layer) * max_sequences_ + int64_t(slot)) * kv_tokens_ + pos) * d;
   }
 
   // Runs the tokens `rows` (ids[i] at rows[i]) through the model, appending their keys and values to the cache.
@@ -387,7 +314,9 @@ class CpuEngine final : public Engine {
 
   const ModelConfig config_;
   const int64_t kv_tokens_;
+  const int64_t max_sequences_;
   ThreadPool pool_;
+  SequenceSlots slots_;
 
   Buffer wte_, ln_f_w_, ln_f_b_;
   std::vector<LayerWeights> layers_;
@@ -395,10 +324,9 @@ class CpuEngine final : public Engine {
   // [layer][slot][pos][d_model]
   Buffer k_cache_, v_cache_;
   std::vector<float> x_, h_, qkv_, attn_, tmp_, ff_;
-
-  mutable std::mutex slots_mutex_;
-  std::vector<Slot> slots_;
-  uint32_t handle_generations_ = 1;  // generations that fit an int handle
+  // The latest decode step's logits, for lastLogits.
+  std::vector<float> last_logits_;
+  int last_rows_ = 0;
 };
 
 }  // namespace

@@ -1,7 +1,8 @@
 // The CUDA backend of Engine: weights, KV cache and workspace allocated once at load; prefill runs in
-// chunks of the workspace's rows; decode steps run through per-bucket CUDA graphs. Calls are serialized
-// by a mutex (the binding runs them on worker threads), and every CUDA failure surfaces as a FlashError
-// with the engine left usable.
+// chunks of the workspace's rows; decode steps run through per-bucket CUDA graphs, the candidate top-K right
+// after them. Calls are serialized by a mutex (the binding runs them on worker threads); sequence bookkeeping
+// has its own lock (SequenceSlots), so the JS thread never waits for a call. Every CUDA failure surfaces as a
+// FlashError with the engine left usable.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -9,17 +10,19 @@
 #include <cstring>
 #include <mutex>
 #include <string>
-#include <vector>
 
+#include "csrc/engine/candidates.h"
 #include "csrc/engine/cuda/decode_graphs.h"
 #include "csrc/engine/cuda/forward.h"
 #include "csrc/engine/cuda/model_weights.h"
 #include "csrc/engine/engine.h"
+#include "csrc/engine/sequence_slots.h"
 #include "csrc/engine/weights.h"
 #include "csrc/runtime/cuda_check.h"
 #include "csrc/runtime/device_buffer.h"
 #include "kernels/attention/attention_params.h"
 #include "kernels/gemm/gemm.h"
+#include "kernels/sampling/topk.h"
 
 namespace flashmpt {
 namespace {
@@ -27,6 +30,10 @@ namespace {
 // Prefill chunk: rows of activations the workspace holds (a longer prompt runs as several extends).
 constexpr int kPrefillRows = 2048;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+static_assert(kMaxCandidates <= kTopKMax, "the top-K kernel takes every candidate count");
+
+// One decode group's candidates as the top-K kernel leaves them: values [rows, k], ids [rows, k], lse [rows].
+constexpr size_t kCandidateFloats = size_t(kDecodeRows) * (2 * kMaxCandidates + 1);
 
 class Stream {
  public:
@@ -86,8 +93,8 @@ class CudaEngine final : public Engine {
         dtype_(o.compute_dtype),
         device_(o.device),
         kv_tokens_(o.kv_tokens),
-        lengths_(size_t(o.max_sequences), 0),
-        in_use_(size_t(o.max_sequences), false) {
+        max_sequences_(o.max_sequences),
+        slots_(o.max_sequences) {
     if (config_.softmax_scale <= 0.f) config_.softmax_scale = 1.f / std::sqrt(float(config_.d_model / config_.n_heads));
     useDevice();
     const int rows = int(std::max<int64_t>(std::min<int64_t>(kv_tokens_, kPrefillRows), kDecodeRows));
@@ -118,6 +125,10 @@ class CudaEngine final : public Engine {
     const size_t stepInts = size_t(rows) + 4 * size_t(kDecodeRows);
     step_ = DeviceBuffer(stepInts * sizeof(int32_t));
     host_step_ = PinnedBuffer(stepInts * sizeof(int32_t));
+    candidates_ = DeviceBuffer(kCandidateFloats * sizeof(float));
+    host_candidates_ = PinnedBuffer(kCandidateFloats * sizeof(float));
+    top_k_workspace_ = DeviceBuffer(topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float));
+    step_logits_ = DeviceBuffer(stepLogitsBytes());
     CUDA_CHECK(cudaStreamSynchronize(stream));
 
     state_.config = &config_;
@@ -134,44 +145,28 @@ class CudaEngine final : public Engine {
     if (stream_) cudaStreamSynchronize(stream_->get());
   }
 
-  int createSequence() override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (size_t i = 0; i < in_use_.size(); ++i) {
-      if (!in_use_[i]) {
-        in_use_[i] = true;
-        lengths_[i] = 0;
-        return int(i);
-      }
-    }
-    fail("E_OUT_OF_MEMORY", "all " + std::to_string(in_use_.size()) + " sequence slots are in use (raise maxSequences)");
-  }
-
-  void releaseSequence(int seq) override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    checkSequence(seq);
-    in_use_[size_t(seq)] = false;
-    lengths_[size_t(seq)] = 0;
-  }
-
-  int64_t sequenceLength(int seq) const override {
-    std::lock_guard<std::mutex> lock(mutex_);
-    checkSequence(seq);
-    return lengths_[size_t(seq)];
-  }
+  int createSequence() override { return slots_.create(); }
+  void releaseSequence(int seq) override { slots_.release(seq); }
+  int64_t sequenceLength(int seq) const override { return slots_.length(seq); }
 
   void forward(int seq, const int32_t* ids, int64_t n, bool all_logits, float* out) override {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(call_mutex_);
     useDevice();
-    checkSequence(seq);
+    last_rows_ = 0;  // this call overwrites ws_.logits
     if (n <= 0) fail("E_INVALID_ARGUMENT", "forward needs at least one token");
     checkIds(ids, n);
-    checkRoom(seq, n);
+    SequenceSlots::Claim claim(slots_, &seq, 1, n, kv_tokens_);
     // One token is a decode step: the graph path, with identical results.
-    if (n == 1) return decodeRows(&seq, ids, 1, out);
+    if (n == 1) {
+      enqueueDecode(claim, 0, ids, 1);
+      copyLogits(ws_.logits, 0, out, 1);
+      synchronize();
+      claim.commit();
+      return;
+    }
 
     const cudaStream_t stream = stream_->get();
     const int64_t vocab = config_.vocab_size;
-    const int64_t start = lengths_[size_t(seq)];
     int32_t* hostIds = host_step_.as<int32_t>();
     int32_t* deviceIds = step_.as<int32_t>();
     for (int64_t done = 0; done < n;) {
@@ -181,51 +176,92 @@ class CudaEngine final : public Engine {
       PassRows pass;
       pass.rows = rows;
       pass.ids = deviceIds;
-      pass.slot = seq;
-      pass.position0 = int(start + done);
+      pass.slot = claim.slot(0);
+      pass.position0 = int(claim.start(0) + done);
       enqueueLayers(state_, pass, stream);
       if (all_logits) {
         for (int row0 = 0; row0 < rows; row0 += kDecodeRows) {
           const int group = std::min(kDecodeRows, rows - row0);
           enqueueHead(state_, row0, group, stream);
-          copyLogits(out + (done + row0) * vocab, group);
+          copyLogits(ws_.logits, 0, out + (done + row0) * vocab, group);
         }
       } else if (done + rows == n) {
         enqueueHead(state_, rows - 1, 1, stream);
-        copyLogits(out, 1);
+        copyLogits(ws_.logits, 0, out, 1);
       }
-      CUDA_CHECK(cudaStreamSynchronize(stream));  // the pinned ids buffer is reused by the next chunk
+      synchronize();  // the pinned ids buffer is reused by the next chunk
       done += rows;
     }
-    lengths_[size_t(seq)] = start + n;
+    claim.commit();
   }
 
   void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) override {
-    std::lock_guard<std::mutex> lock(mutex_);
+    decodeStep(seqs, ids, n, [&](int first, int rows) {
+      copyLogits(ws_.logits, 0, out + int64_t(first) * config_.vocab_size, rows);
+      synchronize();
+    });
+  }
+
+  void decodeBatchCandidates(const int* seqs, const int32_t* ids, int n, int k, int sampleable_vocab,
+                             int32_t* out_ids, float* out_logits, float* out_lse) override {
+    checkCandidateRequest(k, sampleable_vocab, config_.vocab_size);
+    decodeStep(seqs, ids, n, [&](int first, int rows) {
+      // The group's values, ids and LSEs side by side, so one copy brings them over.
+      float* values = candidates_.as<float>();
+      int32_t* indices = reinterpret_cast<int32_t*>(values + rows * k);
+      float* lse = values + 2 * rows * k;
+      TopKParams p;
+      p.logits = ws_.logits.as<float>();
+      p.row_stride = config_.vocab_size;
+      p.rows = rows;
+      p.vocab = sampleable_vocab;  // ids from sampleable_vocab on take no part
+      p.k = k;
+      p.values = values;
+      p.indices = indices;
+      p.lse = lse;
+      p.workspace = top_k_workspace_.as<float>();
+      CUDA_CHECK(topK(p, stream_->get()));
+      const size_t floats = size_t(rows) * size_t(2 * k + 1);
+      CUDA_CHECK(cudaMemcpyAsync(host_candidates_.get(), values, floats * sizeof(float), cudaMemcpyDeviceToHost,
+                                 stream_->get()));
+      synchronize();
+      const float* host = host_candidates_.as<float>();
+      std::memcpy(out_logits + int64_t(first) * k, host, size_t(rows) * k * sizeof(float));
+      std::memcpy(out_ids + int64_t(first) * k, host + rows * k, size_t(rows) * k * sizeof(int32_t));
+      std::memcpy(out_lse + first, host + 2 * rows * k, size_t(rows) * sizeof(float));
+    });
+  }
+
+  void lastLogits(int row, float* out) override {
+    std::lock_guard<std::mutex> lock(call_mutex_);
     useDevice();
-    if (n <= 0) fail("E_INVALID_ARGUMENT", "decodeBatch needs at least one sequence");
-    std::vector<bool> seen(in_use_.size(), false);
-    for (int i = 0; i < n; ++i) {
-      checkSequence(seqs[i]);
-      if (seen[size_t(seqs[i])]) fail("E_INVALID_ARGUMENT", "sequence " + std::to_string(seqs[i]) + " appears twice");
-      seen[size_t(seqs[i])] = true;
-      checkRoom(seqs[i], 1);
-    }
-    checkIds(ids, n);
-    for (int i0 = 0; i0 < n; i0 += kDecodeRows) {
-      const int group = std::min(kDecodeRows, n - i0);
-      decodeRows(seqs + i0, ids + i0, group, out + int64_t(i0) * config_.vocab_size);
-    }
+    checkLastLogitsRow(row, last_rows_);
+    copyLogits(last_rows_ > kDecodeRows ? step_logits_ : ws_.logits, row, out, 1);
+    synchronize();
   }
 
   int64_t weightBytes() const override { return int64_t(weights_.arena.bytes()); }
   int64_t kvCacheBytes() const override { return int64_t(kv_.k.bytes() + kv_.v.bytes()); }
   int64_t workspaceBytes() const override {
-    return int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes());
+    return int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes() +
+                   candidates_.bytes() + top_k_workspace_.bytes() + step_logits_.bytes());
   }
 
  private:
   void useDevice() const { CUDA_CHECK(cudaSetDevice(device_)); }
+  void synchronize() const { CUDA_CHECK(cudaStreamSynchronize(stream_->get())); }
+
+  // Every row of a decode step that spans several groups (ws_.logits holds one group's): none for engines whose
+  // sequences fit one group.
+  size_t stepLogitsBytes() const {
+    return max_sequences_ > kDecodeRows ? size_t(max_sequences_) * size_t(config_.vocab_size) * sizeof(float) : 0;
+  }
+
+  // Device memory of decodeBatchCandidates and lastLogits beyond the forward pass's workspace.
+  size_t candidateBytes() const {
+    return kCandidateFloats * sizeof(float) +
+           topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float) + stepLogitsBytes();
+  }
 
   // Weights, KV cache and workspace against the device's free memory, before anything is allocated.
   void checkMemory(const EngineOptions& o, int rows) const {
@@ -233,18 +269,12 @@ class CudaEngine final : public Engine {
     CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
     const double weights = double(modelWeightBytes(config_, dtype_));
     const double kv = 2.0 * double(kv_tokens_) * config_.d_model * config_.n_layers * o.max_sequences * dtypeSize(dtype_);
-    const double work = double(flashmpt::workspaceBytes(config_, dtype_, rows, kv_tokens_));
+    const double work = double(flashmpt::workspaceBytes(config_, dtype_, rows, kv_tokens_) + candidateBytes());
     if (weights + kv + work > double(freeBytes)) {
       fail("E_OUT_OF_MEMORY", "the model needs " + gib(weights) + " of weights + " + gib(kv) + " of KV cache (" +
                                   std::to_string(o.max_sequences) + " sequences × " + std::to_string(kv_tokens_) +
                                   " tokens) + " + gib(work) + " of workspace, but the GPU has " + gib(double(freeBytes)) +
                                   " free; lower maxContext or maxSequences");
-    }
-  }
-
-  void checkSequence(int seq) const {
-    if (seq < 0 || size_t(seq) >= in_use_.size() || !in_use_[size_t(seq)]) {
-      fail("E_INVALID_ARGUMENT", "sequence " + std::to_string(seq) + " is not an open sequence");
     }
   }
 
@@ -257,21 +287,40 @@ class CudaEngine final : public Engine {
     }
   }
 
-  void checkRoom(int seq, int64_t n) const {
-    if (lengths_[size_t(seq)] + n > kv_tokens_) {
-      fail("E_CONTEXT_LENGTH", "sequence " + std::to_string(seq) + " holds " + std::to_string(lengths_[size_t(seq)]) +
-                                   " tokens; " + std::to_string(n) + " more exceed the KV cache of " +
-                                   std::to_string(kv_tokens_));
-    }
-  }
-
-  void copyLogits(float* out, int rows) {
-    CUDA_CHECK(cudaMemcpyAsync(out, ws_.logits.get(), size_t(rows) * config_.vocab_size * sizeof(float),
+  // Copies `rows` rows of logits from row `row0` of a device buffer to the host.
+  void copyLogits(const DeviceBuffer& logits, int row0, float* out, int rows) {
+    const size_t vocab = size_t(config_.vocab_size);
+    CUDA_CHECK(cudaMemcpyAsync(out, logits.as<float>() + size_t(row0) * vocab, size_t(rows) * vocab * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_->get()));
   }
 
-  // One decode step for n ≤ kDecodeRows distinct, validated sequences; padding rows fill the bucket.
-  void decodeRows(const int* seqs, const int32_t* ids, int n, float* out) {
+  // One decode step in groups of kDecodeRows. After each group's forward, readGroup(first, rows) reads its logits
+  // from ws_.logits and returns with the stream idle: the next group reuses the pinned step inputs.
+  template <class ReadGroup>
+  void decodeStep(const int* seqs, const int32_t* ids, int n, ReadGroup&& readGroup) {
+    std::lock_guard<std::mutex> lock(call_mutex_);
+    useDevice();
+    last_rows_ = 0;
+    if (n <= 0) fail("E_INVALID_ARGUMENT", "a decode step needs at least one sequence");
+    checkIds(ids, n);
+    SequenceSlots::Claim claim(slots_, seqs, n, 1, kv_tokens_);
+    const size_t vocab = size_t(config_.vocab_size);
+    for (int first = 0; first < n; first += kDecodeRows) {
+      const int rows = std::min(kDecodeRows, n - first);
+      enqueueDecode(claim, first, ids + first, rows);
+      if (n > kDecodeRows) {
+        CUDA_CHECK(cudaMemcpyAsync(step_logits_.as<float>() + size_t(first) * vocab, ws_.logits.get(),
+                                   size_t(rows) * vocab * sizeof(float), cudaMemcpyDeviceToDevice, stream_->get()));
+      }
+      readGroup(first, rows);
+    }
+    claim.commit();
+    last_rows_ = n;
+  }
+
+  // Enqueues the forward of claim rows [first, first + n), n ≤ kDecodeRows, one new token each; padding rows
+  // fill the bucket. The logits land in ws_.logits.
+  void enqueueDecode(const SequenceSlots::Claim& claim, int first, const int32_t* ids, int n) {
     const cudaStream_t stream = stream_->get();
     const int bucket = DecodeGraphs::bucketRows(n);
     int32_t* host = host_step_.as<int32_t>() + ws_.rows;
@@ -281,8 +330,8 @@ class CudaEngine final : public Engine {
     for (int i = 0; i < bucket; ++i) {
       const bool real = i < n;
       hIds[i] = real ? ids[i] : 0;
-      hSlots[i] = real ? seqs[i] : 0;
-      hPositions[i] = real ? int32_t(lengths_[size_t(seqs[i])]) : -1;
+      hSlots[i] = real ? claim.slot(first + i) : 0;
+      hPositions[i] = real ? int32_t(claim.start(first + i)) : -1;
       hLens[i] = real ? hPositions[i] + 1 : 1;
     }
     CUDA_CHECK(cudaMemcpyAsync(device, host, 4 * kDecodeRows * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
@@ -304,18 +353,16 @@ class CudaEngine final : public Engine {
     } else {
       enqueue(bucket);
     }
-    copyLogits(out, n);
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    for (int i = 0; i < n; ++i) ++lengths_[size_t(seqs[i])];
   }
 
   ModelConfig config_;
   DType dtype_;
   int device_;
   int64_t kv_tokens_;
-  std::vector<int64_t> lengths_;
-  std::vector<bool> in_use_;
-  mutable std::mutex mutex_;
+  int max_sequences_;
+  SequenceSlots slots_;
+  std::mutex call_mutex_;
+  int last_rows_ = 0;  // rows of the latest decode step whose logits lastLogits can copy; 0 after a forward
 
   std::unique_ptr<Stream> stream_;
   ModelWeights weights_;
@@ -324,6 +371,10 @@ class CudaEngine final : public Engine {
   DeviceBuffer alibi_;
   DeviceBuffer step_;
   PinnedBuffer host_step_;
+  DeviceBuffer candidates_;       // kCandidateFloats
+  PinnedBuffer host_candidates_;  // kCandidateFloats
+  DeviceBuffer top_k_workspace_;
+  DeviceBuffer step_logits_;  // stepLogitsBytes()
   DecodeGraphs graphs_;
   ForwardState state_;
 };

@@ -1,0 +1,29 @@
+// What both engines check for decodeBatchCandidates and lastLogits.
+#pragma once
+#include <string>
+
+#include "csrc/engine/engine.h"
+#include "csrc/runtime/errors.h"
+
+namespace flashmpt {
+
+inline void checkCandidateRequest(int k, int sampleable_vocab, int vocab_size) {
+  if (sampleable_vocab < 1 || sampleable_vocab > vocab_size) {
+    fail("E_INVALID_ARGUMENT", "sampleable vocabulary " + std::to_string(sampleable_vocab) + " is outside [1, " +
+                                   std::to_string(vocab_size) + "]");
+  }
+  if (k < 1 || k > kMaxCandidates || k > sampleable_vocab) {
+    fail("E_INVALID_ARGUMENT", "candidate count " + std::to_string(k) + " is outside [1, min(" +
+                                   std::to_string(kMaxCandidates) + ", " + std::to_string(sampleable_vocab) + ")]");
+  }
+}
+
+// `rows`: the rows of the latest decode step, 0 when a forward ran since (or none has run).
+inline void checkLastLogitsRow(int row, int rows) {
+  if (row < 0 || row >= rows) {
+    fail("E_INVALID_ARGUMENT", "the latest decode step has no row " + std::to_string(row) + " (it has " +
+                                   std::to_string(rows) + "; a forward since clears them)");
+  }
+}
+
+}  // namespace flashmpt

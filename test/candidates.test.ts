@@ -1,0 +1,112 @@
+/**
+ * The candidate path on the CPU engine: decodeBatchCandidates hands back exactly the sampler contract's top-K and
+ * log-sum-exp of the rows decodeBatch gives for the same model state (ties to the lower id, masked ids), keeps
+ * those rows for lastLogits; and generation picks the same tokens with candidates as with full rows for the same
+ * seeds, over many option mixes, with the candidate path really deciding tokens.
+ */
+import * as fs from 'node:fs';
+import { loadModel, Model } from '../lib';
+import type { NativeEngine } from '../lib/native';
+import { expectReferenceCandidates, expectSameTokens, holdsTies, makeTiedModelFolder, referenceCandidates } from './helpers/candidates';
+import { describeWithData } from './helpers/data';
+import { makeTextModelFolder, TEXT_MODEL } from './helpers/tiny-model';
+
+/** The code of a native rejection ("[CODE] message"). */
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    return /^\[(E_[A-Z_]+)\]/.exec((err as Error).message)?.[1] ?? String(err);
+  }
+  return 'resolved';
+}
+
+describe('decodeBatchCandidates on the CPU engine', () => {
+  const TIED = { ...TEXT_MODEL, vocabSize: 512 };
+  const VOCAB = TIED.vocabSize;
+  // Ids 400 … 511 are masked; ids 256 … 399 tie with ids 0 … 143.
+  const SAMPLEABLE = 400;
+  const K = 64;
+  let dir: string;
+  let model: Model;
+  let engine: NativeEngine;
+  beforeAll(async () => {
+    dir = await makeTiedModelFolder(TIED);
+    model = await loadModel(dir, { device: 'cpu', maxSequences: 8 });
+    engine = model.live();
+  });
+  afterAll(async () => {
+    await model?.dispose();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("equals the top-K and log-sum-exp of decodeBatch's rows for the same state, and keeps those rows", async () => {
+    const prompts = [[1, 2, 3], [40, 5, 300, 7, 9], [511], [100, 356, 100]].map((ids) => Int32Array.from(ids));
+    const next = Int32Array.from([17, 256 + 17, 99, 450]);
+    const openAll = async () => {
+      const seqs = prompts.map(() => engine.createSequence());
+      for (let i = 0; i < prompts.length; i++) await engine.forward(seqs[i], prompts[i], false);
+      return Int32Array.from(seqs);
+    };
+    const [viaRows, viaCandidates] = [await openAll(), await openAll()];
+
+    const logits = await engine.decodeBatch(viaRows, next);
+    const rows = prompts.map((_, r) => logits.subarray(r * VOCAB, (r + 1) * VOCAB));
+    const got = await engine.decodeBatchCandidates(viaCandidates, next, K, SAMPLEABLE);
+    const want = expectReferenceCandidates(got, rows, SAMPLEABLE, K, 1e-6);
+    for (let r = 0; r < rows.length; r++) expect(await engine.lastLogits(r)).toEqual(rows[r]);
+
+    // The case is a real test: candidates tie, and the mask keeps out ids that would rank among the K best.
+    expect(holdsTies(want)).toBe(true);
+    expect(rows.some((row) => referenceCandidates(row, VOCAB, K).ids.some((id) => id >= SAMPLEABLE))).toBe(true);
+    for (const seqs of [viaRows, viaCandidates]) seqs.forEach((seq) => engine.releaseSequence(seq));
+  });
+
+  test('lastLogits holds only the latest decode step; bad requests fail and leave the sequence as it was', async () => {
+    const seq = engine.createSequence();
+    await engine.forward(seq, Int32Array.from([1, 2]), false);
+    expect(await codeOf(engine.lastLogits(0))).toBe('E_INVALID_ARGUMENT');
+    const row = await engine.decodeBatch(Int32Array.of(seq), Int32Array.of(3));
+    expect(await engine.lastLogits(0)).toEqual(row);
+    expect(await codeOf(engine.lastLogits(1))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 65, 64))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 8, VOCAB + 1))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 0, VOCAB))).toBe('E_INVALID_ARGUMENT');
+    expect(engine.sequenceLength(seq)).toBe(3);
+    engine.releaseSequence(seq);
+  });
+});
+
+describeWithData('sampling from candidates vs full rows (CPU engine)', 'data/gpt-neox-20b/tokenizer.json', () => {
+  const prompts = ['Once upon a time,', 'The capital of France is', 'def fibonacci(n):', 'In 1969, the first'];
+  let dir: string;
+  let withCandidates: Model;
+  let fullRows: Model;
+  beforeAll(async () => {
+    dir = await makeTextModelFolder();
+    withCandidates = await loadModel(dir, { device: 'cpu', maxSequences: 16, candidates: 64 });
+    fullRows = await loadModel(dir, { device: 'cpu', maxSequences: 16, candidates: 0 });
+  });
+  afterAll(async () => {
+    await withCandidates?.dispose();
+    await fullRows?.dispose();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('the same seeds give the same tokens over many option mixes, batched together', async () => {
+    const before = withCandidates.schedulerMetrics();
+    await expectSameTokens(withCandidates, fullRows, prompts, true);
+    const after = withCandidates.schedulerMetrics();
+    expect(after.sampledFromCandidatesTotal).toBeGreaterThan(before.sampledFromCandidatesTotal);
+    expect(after.sampledFromFullRowTotal).toBeGreaterThan(before.sampledFromFullRowTotal);
+    expect(fullRows.schedulerMetrics().sampledFromCandidatesTotal).toBe(0);
+  });
+
+  test('greedy decoding takes every decode step from the candidates', async () => {
+    const before = withCandidates.schedulerMetrics();
+    const result = await withCandidates.generate(prompts[0], { maxTokens: 20, temperature: 0, ignoreEos: true });
+    const after = withCandidates.schedulerMetrics();
+    expect(after.sampledFromFullRowTotal - before.sampledFromFullRowTotal).toBe(1); // the prompt's logits
+    expect(after.sampledFromCandidatesTotal - before.sampledFromCandidatesTotal).toBe(result.tokenIds.length - 1);
+  });
+});
