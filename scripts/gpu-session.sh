@@ -5,6 +5,8 @@
 #                          64 and 80, fp16, .bin, both layouts, the 1B shape), `flash-mpt bench` on the embedded
 #                          1B shape, the GPU jest suite, the CPU golden suite on the extra goldens
 #   gpu-session.sh bench   `flash-mpt bench --model` on the oracle's 1B folder, then the Python peers
+#   gpu-session.sh verify  build (or unpack), `flash-mpt bench` on the embedded 1B shape, the GPU jest suite on
+#                          the shared goldens (no oracle run)
 # Each stage has its own time limit so one that hangs leaves the others' output.
 set -u
 OUT=${OUT:-/tmp/flash-mpt-out}
@@ -14,6 +16,31 @@ t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/session.log"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/session.log"
 data=/tmp/flash-mpt-data
+
+install_addon() {
+  # A binary built elsewhere for this GPU (FLASH_MPT_PREBUILT=path/to/flash_mpt.node.xz) saves the device's time.
+  if [ -n "${FLASH_MPT_PREBUILT:-}" ]; then
+    mkdir -p build/Release && xz -dc "$FLASH_MPT_PREBUILT" > build/Release/flash_mpt.node && npm run prepare > "$OUT/build.log" 2>&1
+  else
+    timeout 420 npm run build > "$OUT/build.log" 2>&1
+  fi
+  stamp "build exit $?: $(node -p "JSON.stringify(require('./build/Release/flash_mpt.node').buildInfo())")"
+}
+
+embedded_bench() {
+  [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
+  timeout 150 node dist/cli/index.js bench --json > "$OUT/bench.json" 2> "$OUT/bench.err"
+  stamp "bench exit $?"
+  node -e "console.log(require('./dist/bench/engine').formatEngineBench(require('$OUT/bench.json')))" 2>&1 | tee -a "$OUT/session.log"
+}
+
+verify() {
+  install_addon
+  embedded_bench
+  FLASH_MPT_REQUIRE_GPU=1 timeout "${GPU_TESTS_S:-330}" npx jest test/gpu --runInBand > "$OUT/gpu-tests.log" 2>&1
+  stamp "GPU tests exit $?: $(grep -E '^Tests:' "$OUT/gpu-tests.log")"
+  grep -E '✕|●.*›|\[precision\]|\[greedy\]|\[1B\]' "$OUT/gpu-tests.log" | head -60
+}
 
 tests() {
   local oracle="$FLASH_MPT_TEST_DATA/reference/mpt_oracle.py"
@@ -25,16 +52,8 @@ tests() {
     python3 "$oracle" --preset 1b --dtype bfloat16 --device cuda --out /tmp/m1b
   ) > "$OUT/oracle.log" 2>&1 &
   local oracle_pid=$!
-  # A binary built elsewhere for this GPU (FLASH_MPT_PREBUILT=path/to/flash_mpt.node.xz) saves the device's time.
-  if [ -n "${FLASH_MPT_PREBUILT:-}" ]; then
-    mkdir -p build/Release && xz -dc "$FLASH_MPT_PREBUILT" > build/Release/flash_mpt.node && npm run prepare > "$OUT/build.log" 2>&1
-  else
-    timeout 420 npm run build > "$OUT/build.log" 2>&1
-  fi
-  stamp "build exit $?: $(node -p "JSON.stringify(require('./build/Release/flash_mpt.node').buildInfo())")"
-  timeout 150 node dist/cli/index.js bench --json > "$OUT/bench.json" 2> "$OUT/bench.err"
-  stamp "bench exit $?"
-  node -e "console.log(require('./dist/bench/engine').formatEngineBench(require('$OUT/bench.json')))" 2>&1 | tee -a "$OUT/session.log"
+  install_addon
+  embedded_bench
   wait $oracle_pid
   stamp "oracle exit $?: $(ls "$data/golden" | tr '\n' ' ')"
   FLASH_MPT_TEST_DATA="$data" FLASH_MPT_GOLDEN_DIRS=/tmp/m1b FLASH_MPT_REQUIRE_GPU=1 timeout 240 npx jest test/gpu --runInBand > "$OUT/gpu-tests.log" 2>&1
@@ -44,10 +63,11 @@ tests() {
 }
 
 bench() {
+  [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
   timeout 150 node dist/cli/index.js bench --model /tmp/m1b 2>&1 | tee -a "$OUT/session.log"
   PYTHONUNBUFFERED=1 timeout 200 python3 bench/peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
   PYTHONUNBUFFERED=1 timeout 100 python3 bench/attention_peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
 }
 
-"${1:?usage: gpu-session.sh tests|bench}"
+"${1:?usage: gpu-session.sh tests|bench|verify}"
 stamp done
