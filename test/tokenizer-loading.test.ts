@@ -7,33 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { FlashMptError } from '../lib/errors';
 import { Tokenizer } from '../lib/tokenizer';
-import { BYTE_TO_CHAR } from '../lib/tokenizer/byte-level';
-
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
-const MERGES = ['h e', 'l l', 'he ll', 'hell o', 'Ġ w', 'o r', 'Ġw or', 'Ġwor l', 'Ġworl d'];
-
-/** 256 byte tokens, the merges above (making "hello" and "Ġworld"), and two special tokens. */
-function tinyTokenizerJson(): Json {
-  const vocab: Record<string, number> = {};
-  BYTE_TO_CHAR.forEach((char) => {
-    vocab[String.fromCharCode(char)] = Object.keys(vocab).length;
-  });
-  for (const merge of MERGES) vocab[merge.replace(' ', '')] = Object.keys(vocab).length;
-  const special = (id: number, content: string) => ({ id, content, special: true, single_word: false, lstrip: false, rstrip: false, normalized: false });
-  const size = Object.keys(vocab).length;
-  return {
-    version: '1.0',
-    truncation: null,
-    padding: null,
-    added_tokens: [special(size, '<|endoftext|>'), special(size + 1, '<eos>')],
-    normalizer: { type: 'NFC' },
-    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
-    post_processor: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true },
-    decoder: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true },
-    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false, vocab, merges: [...MERGES] },
-  };
-}
+import { Json, MERGES, tinyTokenizerJson } from './helpers/tiny-tokenizer';
 
 const HELLO = 256 + MERGES.indexOf('hell o');
 const WORLD = 256 + MERGES.indexOf('Ġworl d');
@@ -97,6 +71,7 @@ describe('malformed tokenizer.json gives E_TOKENIZER naming the field', () => {
     ['no decoder', (json) => ((json.decoder = null), json), 'decoder'],
     ['an unsupported post-processor', (json) => ((json.post_processor = { type: 'RobertaProcessing' }), json), 'post_processor'],
     ['an added token with a negative id', (json) => ((json.added_tokens[0].id = -1), json), 'added_tokens[0].id'],
+    ['an added token id too large for the id tables', (json) => ((json.added_tokens[0].id = 2 ** 32), json), 'added_tokens[0].id'],
     ['an added token with empty content', (json) => ((json.added_tokens[1].content = ''), json), 'added_tokens[1].content'],
   ];
 

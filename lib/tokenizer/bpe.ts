@@ -11,13 +11,15 @@ export interface BpeModelOptions {
 }
 
 /** Ids above this would make the id → token table absurdly large; no real vocabulary comes close. */
-const MAX_TOKEN_ID = 1 << 24;
+export const MAX_TOKEN_ID = 1 << 24;
 /** Words longer than this (in UTF-16 units) are not cached, as in Hugging Face's BPE. */
 const MAX_CACHED_WORD = 256;
 /** Words of at most this many byte symbols are merged by the simple quadratic scan. */
 const SHORT_WORD = 48;
 /** Word cache slots (a power of two); it is emptied when half full, bounding memory on any input. */
 const CACHE_SLOTS = 1 << 17;
+/** The cache starts this small and doubles up to CACHE_SLOTS: a full-size one costs ~3 ms and 2 MB per load. */
+const INITIAL_CACHE_SLOTS = 1 << 10;
 
 function fieldError(field: string, message: string): FlashMptError {
   return new FlashMptError('E_TOKENIZER', `tokenizer.json: ${field}: ${message}`, { details: { field } });
@@ -133,10 +135,10 @@ const NO_IDS: number[] = [];
  * of comparing, with no substring allocated (a Map would need the word sliced out and hashed natively).
  */
 class WordCache {
-  private readonly mask = CACHE_SLOTS - 1;
-  private readonly hashes = new Int32Array(CACHE_SLOTS);
-  private readonly words: (string | undefined)[] = new Array<string | undefined>(CACHE_SLOTS).fill(undefined);
-  private readonly ids: number[][] = new Array<number[]>(CACHE_SLOTS).fill(NO_IDS);
+  private mask = INITIAL_CACHE_SLOTS - 1;
+  private hashes = new Int32Array(INITIAL_CACHE_SLOTS);
+  private words: (string | undefined)[] = new Array<string | undefined>(INITIAL_CACHE_SLOTS).fill(undefined);
+  private ids: number[][] = new Array<number[]>(INITIAL_CACHE_SLOTS).fill(NO_IDS);
   private size = 0;
 
   /** Appends the ids of text[start, end) (whose hash is `hash`) to `out`; false when not cached. */
@@ -156,17 +158,38 @@ class WordCache {
   }
 
   insert(word: string, hash: number, ids: number[]): void {
-    if (this.size * 2 >= CACHE_SLOTS) {
-      this.words.fill(undefined);
-      this.ids.fill(NO_IDS);
-      this.size = 0;
+    if (this.size * 2 >= this.words.length) {
+      if (this.words.length < CACHE_SLOTS) {
+        this.grow();
+      } else {
+        this.words.fill(undefined);
+        this.ids.fill(NO_IDS);
+        this.size = 0;
+      }
     }
+    this.place(word, hash, ids);
+    this.size++;
+  }
+
+  private place(word: string, hash: number, ids: number[]): void {
     let slot = hash & this.mask;
     while (this.words[slot] !== undefined) slot = (slot + 1) & this.mask;
     this.words[slot] = word;
     this.hashes[slot] = hash;
     this.ids[slot] = ids;
-    this.size++;
+  }
+
+  private grow(): void {
+    const { words, hashes, ids } = this;
+    const slots = words.length * 2;
+    this.mask = slots - 1;
+    this.hashes = new Int32Array(slots);
+    this.words = new Array<string | undefined>(slots).fill(undefined);
+    this.ids = new Array<number[]>(slots).fill(NO_IDS);
+    for (let slot = 0; slot < words.length; slot++) {
+      const word = words[slot];
+      if (word !== undefined) this.place(word, hashes[slot], ids[slot]);
+    }
   }
 }
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { FlashMptError } from '../errors';
+import { MAX_TOKEN_ID } from './bpe';
 
 /**
  * The subset of Hugging Face's tokenizer.json that byte-level BPE tokenizers (GPT-2, GPT-NeoX, Pythia,
@@ -17,7 +18,8 @@ const normalizerSchema = z
   .optional();
 
 const addedTokenSchema = z.object({
-  id: z.number().int().nonnegative(),
+  // Bounded like vocabulary ids: the id → token tables are sized by the largest id.
+  id: z.number().int().nonnegative().lt(MAX_TOKEN_ID),
   content: z.string().min(1),
   special: z.boolean().default(false),
   single_word: z.boolean().default(false),
