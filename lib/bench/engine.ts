@@ -3,6 +3,8 @@
  * GPU, a small shape on CPU) or on a real checkpoint (--model DIR). Figures are stated against ceilings
  * measured in the same run where the backend has them (DESIGN.md §5).
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { parseConfig, MptConfig } from '../config';
 import { createRandomModel, loadModel, Model } from '../model';
 import { loadNative } from '../native';
@@ -24,6 +26,8 @@ export interface EngineBenchResult {
   decodeFloor?: { msPerToken: number; ratio: number; fractionOfBandwidth: number };
   attention?: Array<{ seqLen: number; batch: number; ms: number; tflops: number }>;
   model: string;
+  /** Time to a usable model: parse, read/convert/upload the weights (or generate them on the device). */
+  load: { ms: number; gbPerSecond?: number };
   params: number;
   weightBytes: number;
   /** mfu: achieved FLOP rate over flash-mpt's own 8192³ GEMM rate measured in the same run (GPU only; no cuBLAS here, so
@@ -51,6 +55,14 @@ function prefillFlops(c: MptConfig, tokens: number): number {
   const body = 2 * (paramCount(c) - c.vocabSize * c.dModel) * tokens + 2 * c.vocabSize * c.dModel;
   const attention = c.nLayers * 4 * c.nHeads * tokens * tokens * c.headDim * 0.5;
   return body + attention;
+}
+
+/** Bytes of the weight files in a model folder (what loading reads). */
+function checkpointBytes(dir: string): number {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /\.(safetensors|bin)$/.test(f))
+    .reduce((sum, f) => sum + fs.statSync(path.join(dir, f)).size, 0);
 }
 
 function median(xs: number[]): number {
@@ -106,9 +118,12 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
   const config = opts.modelDir ? undefined : parseConfig(gpu ? SEED_MODEL_SHAPE : CPU_BENCH_SHAPE, gpu ? 'embedded 1B shape' : 'embedded CPU shape');
   const lengths = opts.prefillLengths ?? (gpu ? [128, 512, 2048] : [32, 128]);
   const maxContext = Math.max(...lengths, promptTokens + decodeTokens + 2);
+  const loadStart = performance.now();
   const model = opts.modelDir
     ? await loadModel(opts.modelDir, { device: opts.device as 'auto', dtype: opts.dtype, maxContext })
     : await createRandomModel(config!, { device: opts.device as 'auto', dtype: opts.dtype, maxContext });
+  const loadMs = performance.now() - loadStart;
+  const fileBytes = opts.modelDir ? checkpointBytes(opts.modelDir) : undefined;
   try {
     const c = model.config;
     const prefill: EngineBenchResult['prefill'] = [];
@@ -135,6 +150,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       device: model.device,
       ...gpuFigures,
       model: opts.modelDir ?? `random ${c.nLayers}L d${c.dModel} h${c.nHeads} vocab ${c.vocabSize}`,
+      load: { ms: loadMs, gbPerSecond: fileBytes === undefined ? undefined : fileBytes / (loadMs * 1e6) },
       params: paramCount(c),
       weightBytes,
       prefill,
@@ -151,6 +167,7 @@ export function formatEngineBench(r: EngineBenchResult): string {
   const lines = [
     `flash-mpt bench — ${r.model} (${(r.params / 1e6).toFixed(1)} M params, ${(r.weightBytes / 1e9).toFixed(2)} GB of weights) on ${r.device}`,
   ];
+  lines.push(`load: ${r.load.ms.toFixed(0)} ms${r.load.gbPerSecond === undefined ? ' (weights generated on the device)' : `, ${r.load.gbPerSecond.toFixed(2)} GB/s of checkpoint files`}`);
   if (r.ceilings) {
     lines.push(`ceilings (same run): device copy ${r.ceilings.copyGBs.toFixed(0)} GB/s, flash-mpt bf16 GEMM 8192³ ${r.ceilings.gemmTflops.toFixed(0)} TFLOP/s`);
   }
