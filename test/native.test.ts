@@ -1,15 +1,13 @@
 /**
- * The native addon through lib/native.ts: the CPU reference engine against the goldens, its prefill ≡ decode ≡
- * decodeBatch paths, weight loading (dtype conversion, range checks), error codes, and running off the JS thread.
+ * The native addon through lib/native.ts: the CPU reference engine's prefill ≡ decode ≡ decodeBatch paths (the
+ * goldens run through the public API in golden-cpu.test.ts), weight loading (dtype conversion, range checks), error codes, and running off the JS thread.
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadTensorIndex } from '../lib/checkpoint';
-import { loadConfig, mptAlibiSlopes, MptConfig } from '../lib/config';
+import { mptAlibiSlopes } from '../lib/config';
 import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig, NativeTensorSource } from '../lib/native';
-import { describeWithData, sharedPath } from './helpers/data';
 
 const native = loadNative();
 
@@ -68,12 +66,6 @@ function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
-}
-
-function argmax(a: ArrayLike<number>): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i] > a[best]) best = i;
-  return best;
 }
 
 /** Same logits up to float rounding of a different summation grouping. */
@@ -479,67 +471,5 @@ describe('weight loading', () => {
     await expect(load(change('blocks.0.ln_1.weight', { bytes: 4 }))).rejects.toThrow(/^\[E_CHECKPOINT\] tensor blocks\.0\.ln_1\.weight is 4 bytes/);
     await expect(load(wide.filter((t) => t.name !== 'blocks.1.mlp.up.bias'))).rejects.toThrow(/^\[E_CHECKPOINT\] checkpoint has no tensor blocks\.1\.mlp\.up\.bias/);
     await expect(load(change('ln_f.weight', { file: path.join(dir, 'missing.bin') }))).rejects.toThrow(/^\[E_CHECKPOINT\] cannot open/);
-  });
-});
-
-interface GoldenCase {
-  ids: number[];
-  argmax: number[];
-  last_logits: number[];
-  logits?: number[][];
-  greedy: number[];
-}
-
-function nativeConfigOf(config: MptConfig): NativeModelConfig {
-  return {
-    dModel: config.dModel,
-    nHeads: config.nHeads,
-    nLayers: config.nLayers,
-    dFf: config.dFf,
-    vocabSize: config.vocabSize,
-    maxSeqLen: config.maxSeqLen,
-    layerNormEps: config.layerNormEps,
-    qkLn: config.qkLn,
-    hasBias: !config.noBias,
-    clipQkv: config.clipQkv ?? 0,
-    softmaxScale: config.softmaxScale,
-    logitScale: config.logitScale,
-    alibiSlopes: config.alibiSlopes,
-  };
-}
-
-const goldens = fs.existsSync(sharedPath('golden')) ? fs.readdirSync(sharedPath('golden')).sort() : ['(none)'];
-
-describeWithData('CPU engine against the goldens', 'golden', () => {
-  test.each(goldens)('%s', async (name) => {
-    const dir = sharedPath('golden', name);
-    const config = await loadConfig(dir);
-    const index = await loadTensorIndex(dir, config);
-    const golden = JSON.parse(fs.readFileSync(path.join(dir, 'golden.json'), 'utf8')) as { cases: GoldenCase[] };
-    const vocab = config.vocabSize;
-    const engine = await native.createEngine({
-      ...engineOptions(nativeConfigOf(config)),
-      randomWeights: false,
-      tensors: [...index.tensors.values()].map(({ name: n, file, offset, bytes, dtype, shape }) => ({ name: n, file, offset, bytes, dtype, shape })),
-      kvTokens: config.maxSeqLen,
-    });
-    for (const c of golden.cases) {
-      const seq = engine.createSequence();
-      const logits = await engine.forward(seq, Int32Array.from(c.ids), true);
-      const tolerance = 1e-4 * maxAbs(c.last_logits);
-      expect(maxAbsDiff(row(logits, vocab, c.ids.length - 1), c.last_logits)).toBeLessThanOrEqual(tolerance);
-      c.logits?.forEach((expected, i) => expect(maxAbsDiff(row(logits, vocab, i), expected)).toBeLessThanOrEqual(1e-4 * maxAbs(expected)));
-      expect(c.ids.map((_, i) => argmax(row(logits, vocab, i)))).toEqual(c.argmax);
-
-      const greedy: number[] = [];
-      let next = argmax(row(logits, vocab, c.ids.length - 1));
-      while (greedy.length < c.greedy.length) {
-        greedy.push(next);
-        if (greedy.length < c.greedy.length) next = argmax(await engine.forward(seq, Int32Array.from([next]), false));
-      }
-      expect(greedy).toEqual(c.greedy);
-      engine.releaseSequence(seq);
-    }
-    engine.dispose();
   });
 });
