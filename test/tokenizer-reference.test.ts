@@ -8,20 +8,9 @@ import { nfcNormalizer, Tokenizer as ReferenceTokenizer } from '@anush008/tokeni
 import { Tokenizer } from '../lib/tokenizer';
 import { BYTE_TO_CHAR } from '../lib/tokenizer/byte-level';
 import { describeWithData, sharedPath } from './helpers/data';
+import { seededRandom } from '../lib/sampling/rng';
 
 const TOKENIZER = 'data/gpt-neox-20b/tokenizer.json';
-
-/** mulberry32: a small seeded generator, so every run checks the same strings. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Fragments that hit the tokenizer's edge cases: contractions, odd spaces, marks, specials and their pieces. */
 const FRAGMENTS = [

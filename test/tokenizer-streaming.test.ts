@@ -1,17 +1,7 @@
 import { Tokenizer } from '../lib/tokenizer';
 import { BYTE_TO_CHAR } from '../lib/tokenizer/byte-level';
 import { describeWithData, sharedPath } from './helpers/data';
-
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../lib/sampling/rng';
 
 describeWithData('streaming decoder', 'data/gpt-neox-20b/tokenizer.json', () => {
   let tokenizer: Tokenizer;

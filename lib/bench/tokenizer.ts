@@ -7,6 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '../tokenizer';
+import { seededRandom } from '../sampling/rng';
 
 export interface TokenizerBenchOptions {
   tokenizerPath: string;
@@ -50,18 +51,6 @@ const DEFAULT_CORPUS_BYTES = 2_000_000;
 const WARMUP_BYTES = 64_000;
 /** Each round encodes its own corpus (another seed) with freshly loaded tokenizers. */
 const ROUNDS = 3;
-
-/** mulberry32: small, fast, and the same sequence on every platform. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const ENGLISH_WORDS = (
   'the of and to a in is it you that he was for on are with as his they be at one have this from or had by ' +

@@ -97,3 +97,9 @@ export class SeededRng {
     s[7] = (s3hi << 13) | (s3lo >>> 19);
   }
 }
+
+/** SeededRng as a plain `() => [0, 1)` function, for benchmarks and tests that draw reproducible data. */
+export function seededRandom(seed: number): () => number {
+  const rng = new SeededRng(seed);
+  return () => rng.nextFloat();
+}

@@ -1,17 +1,9 @@
 /** Seeded mutation fuzzing shared by the loader fuzz suites (test/fuzz-*.test.ts). */
 import { FlashMptError } from '../../lib/errors';
+import { seededRandom } from '../../lib/sampling/rng';
 
-/** mulberry32: small, fast, good enough to spread mutations; the seed makes failures reproducible. */
-export function rng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded [0, 1) draws: the seed makes a failing mutation reproducible. */
+export const rng = seededRandom;
 
 export class Fuzzer {
   constructor(readonly random: () => number) {}

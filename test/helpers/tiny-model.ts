@@ -1,22 +1,17 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { makeTempDir, parameterShapes, safetensorsBytes, tensor, TensorSpec, TinyModel, writeModelFolder } from './checkpoint-writers';
+import { seededRandom } from '../../lib/sampling/rng';
 import { sharedPath } from './data';
 
 /** The seed model's vocabulary rows, so every GPT-NeoX id is a valid token. */
 export const TEXT_MODEL: TinyModel = { dModel: 64, nHeads: 4, nLayers: 2, vocabSize: 50432, ratio: 4, qkLn: true, noBias: true };
 
-/** N(0, std) values from a seeded generator (mulberry32 + Box-Muller). */
+/** N(0, std) values from a seeded generator (Box-Muller). */
 function normalValues(count: number, seed: number, std: number): Float32Array {
-  let state = seed >>> 0;
-  const uniform = () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(state ^ (state >>> 15), state | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (((t ^ (t >>> 14)) >>> 0) + 0.5) / 4294967296;
-  };
+  const uniform = seededRandom(seed);
   const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) out[i] = std * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  for (let i = 0; i < count; i++) out[i] = std * Math.sqrt(-2 * Math.log(1 - uniform())) * Math.cos(2 * Math.PI * uniform());
   return out;
 }
 
