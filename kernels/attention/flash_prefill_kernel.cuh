@@ -70,7 +70,7 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const typename Tr::T* g
   for (int i = 0; i < kRows / kRowsPerPass; ++i) {
     const bool valid = i * kRowsPerPass + r0 < rows_valid;
     // r0 + i*kRowsPerPass has the same low 3 bits as r0: the swizzle is the same, the offset a constant.
-    cp_async_16(dst + i * kRowsPerPass * Tr::kHeadDim * int(sizeof(typename Tr::T)),
+    cpAsync16(dst + i * kRowsPerPass * Tr::kHeadDim * int(sizeof(typename Tr::T)),
                 valid ? src + i * kRowsPerPass * row_stride : g, valid);
   }
 }
@@ -111,11 +111,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   }
 
   int n = n_blocks - 1;
-  load_tile<Tr, BM>(smem_addr(sQ), q, p.q_row_stride, rows_valid, tid);
-  load_tile<Tr, BN>(smem_addr(sK), k + int64_t(n) * BN * p.k_row_stride, p.k_row_stride, seqlen_k - n * BN, tid);
+  load_tile<Tr, BM>(sharedAddress(sQ), q, p.q_row_stride, rows_valid, tid);
+  load_tile<Tr, BN>(sharedAddress(sK), k + int64_t(n) * BN * p.k_row_stride, p.k_row_stride, seqlen_k - n * BN, tid);
   if constexpr (Tr::kStages == 2)
-    load_tile<Tr, BN>(smem_addr(sV), v + int64_t(n) * BN * p.v_row_stride, p.v_row_stride, seqlen_k - n * BN, tid);
-  cp_async_commit();
+    load_tile<Tr, BN>(sharedAddress(sV), v + int64_t(n) * BN * p.v_row_stride, p.v_row_stride, seqlen_k - n * BN, tid);
+  cpAsyncCommit();
 
   float acc_o[kMT][kDT][4];
 #pragma unroll
@@ -144,12 +144,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   const uint32_t k_off = (r7 + (lane >> 4) * 8) * D * 2 + ((((lane >> 3) & 1) ^ r7) << 4);
   // V (B operand of O = P V, transposed): b0,b1 from keys 0-7 / 8-15 of dims 0-7, then of dims 8-15.
   const uint32_t v_off = (r7 + ((lane >> 3) & 1) * 8) * D * 2 + (((lane >> 4) ^ r7) << 4);
-  const uint32_t sQ_addr = smem_addr(sQ), sK_base = smem_addr(sK), sV_base = smem_addr(sV);
+  const uint32_t sQ_addr = sharedAddress(sQ), sK_base = sharedAddress(sK), sV_base = sharedAddress(sV);
   uint32_t stage = 0;  // byte offset of the current K/V stage (always 0 with one stage)
 
   auto step = [&](auto mask_tag) {
     constexpr bool kMask = decltype(mask_tag)::value;
-    cp_async_wait<0>();
+    cpAsyncWait<0>();
     __syncthreads();  // block n (and Q) landed; every warp is done with step n+1's buffers
     if constexpr (Tr::kStages == 2) {
       if (n > 0) {
@@ -158,11 +158,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
                           seqlen_k - (n - 1) * BN, tid);
         load_tile<Tr, BN>(sV_base + other, v + int64_t(n - 1) * BN * p.v_row_stride, p.v_row_stride,
                           seqlen_k - (n - 1) * BN, tid);
-        cp_async_commit();
+        cpAsyncCommit();
       }
     } else {
       load_tile<Tr, BN>(sV_base, v + int64_t(n) * BN * p.v_row_stride, p.v_row_stride, seqlen_k - n * BN, tid);
-      cp_async_commit();
+      cpAsyncCommit();
     }
 
     float s[kMT][kNT][4];
@@ -176,15 +176,15 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t a[kMT][4];
 #pragma unroll
-      for (int mi = 0; mi < kMT; ++mi) ldmatrix_x4(a[mi], sQ_addr + ((q_off ^ (kk << 5)) + mi * 16 * D * 2));
+      for (int mi = 0; mi < kMT; ++mi) ldmatrixX4(a[mi], sQ_addr + ((q_off ^ (kk << 5)) + mi * 16 * D * 2));
 #pragma unroll
       for (int nn = 0; nn < BN / 16; ++nn) {
         uint32_t bk[4];
-        ldmatrix_x4(bk, sK_base + stage + ((k_off ^ (kk << 5)) + nn * 16 * D * 2));
+        ldmatrixX4(bk, sK_base + stage + ((k_off ^ (kk << 5)) + nn * 16 * D * 2));
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
-          mma_16816<T>(s[mi][2 * nn], a[mi], bk[0], bk[1]);
-          mma_16816<T>(s[mi][2 * nn + 1], a[mi], bk[2], bk[3]);
+          mma16816<T>(s[mi][2 * nn], a[mi], bk[0], bk[1]);
+          mma16816<T>(s[mi][2 * nn + 1], a[mi], bk[2], bk[3]);
         }
       }
     }
@@ -194,12 +194,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
     if constexpr (kMask) apply_mask<kCausal>(s, row_pos0, n * BN + col0, seqlen_k);
 
     if constexpr (Tr::kStages == 1) {
-      cp_async_wait<0>();
+      cpAsyncWait<0>();
       __syncthreads();  // V[n] landed; every warp is done reading K[n]
       if (n > 0) {
         load_tile<Tr, BN>(sK_base, k + int64_t(n - 1) * BN * p.k_row_stride, p.k_row_stride, seqlen_k - (n - 1) * BN,
                           tid);
-        cp_async_commit();
+        cpAsyncCommit();
       }
     }
 
@@ -222,11 +222,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
 #pragma unroll
       for (int dd = 0; dd < D / 16; ++dd) {
         uint32_t bv[4];
-        ldmatrix_x4_trans(bv, sV_base + stage + ((v_off ^ (dd << 5)) + kk * 16 * D * 2));
+        ldmatrixX4Trans(bv, sV_base + stage + ((v_off ^ (dd << 5)) + kk * 16 * D * 2));
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
-          mma_16816<T>(acc_o[mi][2 * dd], pa[kk][mi], bv[0], bv[1]);
-          mma_16816<T>(acc_o[mi][2 * dd + 1], pa[kk][mi], bv[2], bv[3]);
+          mma16816<T>(acc_o[mi][2 * dd], pa[kk][mi], bv[0], bv[1]);
+          mma16816<T>(acc_o[mi][2 * dd + 1], pa[kk][mi], bv[2], bv[3]);
         }
       }
     }
