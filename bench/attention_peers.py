@@ -4,7 +4,7 @@ bf16, batch x seq = 16k tokens, 16 heads x 128, causal; TFLOP/s counted as 4*B*H
   sdpa_flash       torch SDPA, flash backend, no ALiBi (it takes no bias)
   sdpa_alibi_mask  torch SDPA with a materialized ALiBi + causal bias (the backend torch picks for a mask)
   flex_alibi       flex_attention (compiled) with an ALiBi score_mod and a causal block mask
-Run on the GPU machine: python3 bench/attention_peers.py [--json]. Needs torch >= 2.5.
+Run on the GPU machine: python3 bench/attention_peers.py [--json] (bench/peers.py runs it too). Needs torch >= 2.5.
 """
 import json
 import math
@@ -24,8 +24,8 @@ def alibi_slopes(n_heads):
     return s if n == n_heads else (s[1::2] + s[0::2])[:n_heads]
 
 
-def median_ms(fn, reps=15):
-    for _ in range(3):
+def median_ms(fn, reps=15, warmup=3):
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
     times = []
@@ -40,8 +40,8 @@ def median_ms(fn, reps=15):
     return times[len(times) // 2]
 
 
-def main():
-    as_json = "--json" in sys.argv
+def measure(as_json):
+    """Times every peer at every S; prints each row as it lands unless as_json. Returns the result object."""
     dev = torch.device("cuda")
     if not as_json:
         print(f"peers on {torch.cuda.get_device_name()} (torch {torch.__version__}): bf16, {TOKENS} tokens, "
@@ -106,8 +106,14 @@ def main():
         del q, k, v
         torch.cuda.empty_cache()
 
+    return {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}
+
+
+def main():
+    as_json = "--json" in sys.argv
+    result = measure(as_json)
     if as_json:
-        print(json.dumps({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}))
+        print(json.dumps(result))
 
 
 def show(r):

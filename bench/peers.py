@@ -2,39 +2,26 @@
 
 Hugging Face transformers' MptForCausalLM in bf16 at the seed model's shape (random weights; speed does not
 depend on their values): prefill of 128/512/2048 tokens, greedy generate at batch 1 (prompt 32, 128 new tokens)
-and batch 16, plus the two ceilings (device-to-device copy bandwidth, bf16 GEMM rate). Attention peers are in
+and batch 16, the two ceilings (device-to-device copy bandwidth, bf16 GEMM rate), then the attention peers of
 bench/attention_peers.py. Run: python3 bench/peers.py [--json]
 """
 import json
 import sys
-import time
 
 import torch
 from transformers import MptConfig, MptForCausalLM
 
-
-def median_ms(fn, reps=10, warmup=2):
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+import attention_peers
+from attention_peers import median_ms
 
 
 def ceilings():
     n = 1 << 29  # 1 GiB of bf16, far past L2
     a, b = torch.empty(n, dtype=torch.bfloat16, device="cuda"), torch.empty(n, dtype=torch.bfloat16, device="cuda")
-    copy_ms = median_ms(lambda: b.copy_(a))
+    copy_ms = median_ms(lambda: b.copy_(a), reps=10, warmup=2)
     x = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
     y = torch.randn(8192, 8192, dtype=torch.bfloat16, device="cuda")
-    gemm_ms = median_ms(lambda: x @ y)
+    gemm_ms = median_ms(lambda: x @ y, reps=10, warmup=2)
     return {"copy_gb_s": 2 * n * 2 / copy_ms / 1e6, "gemm_tflops": 2 * 8192**3 / gemm_ms / 1e9}
 
 
@@ -47,7 +34,7 @@ def transformers_mpt():
         prefill = []
         for tokens in (128, 512, 2048):
             ids = torch.randint(2, 50000, (1, tokens), device="cuda")
-            ms = median_ms(lambda: model(ids, use_cache=False))
+            ms = median_ms(lambda: model(ids, use_cache=False), reps=10, warmup=2)
             prefill.append({"tokens": tokens, "ms": ms, "tokens_per_s": tokens * 1000 / ms})
         out["prefill"] = prefill
         for batch in (1, 16):
@@ -59,8 +46,10 @@ def transformers_mpt():
 
 
 def main():
+    as_json = "--json" in sys.argv
     result = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, **ceilings(), "transformers_mpt": transformers_mpt()}
-    if "--json" in sys.argv:
+    if as_json:
+        result["attention"] = attention_peers.measure(as_json=True)["rows"]
         print(json.dumps(result, indent=2))
         return
     t = result["transformers_mpt"]
@@ -68,6 +57,7 @@ def main():
     for p in t["prefill"]:
         print(f"transformers MptForCausalLM prefill {p['tokens']:5d} tokens: {p['ms']:.2f} ms ({p['tokens_per_s']:.0f} tokens/s)")
     print(f"transformers generate: batch 1 {t['generate_b1_tokens_per_s']:.1f} tokens/s, batch 16 {t['generate_b16_tokens_per_s']:.1f} tokens/s")
+    attention_peers.measure(as_json=False)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 #   gpu-session.sh tests   build (or unpack FLASH_MPT_PREBUILT), extra oracle goldens (odd head counts, head_dim
 #                          64 and 80, fp16, .bin, both layouts, the 1B shape), `flash-mpt bench` on the embedded
 #                          1B shape, the GPU jest suite, the CPU golden suite on the extra goldens
-#   gpu-session.sh bench   `flash-mpt bench --model` on the oracle's 1B folder, then the Python peers
+#   gpu-session.sh bench   `flash-mpt bench --model` on the oracle's 1B folder, then the Python peers (bench/peers.py, attention included)
 #   gpu-session.sh verify  build (or unpack), `flash-mpt bench` on the embedded 1B shape, the GPU jest suite on
 #                          the shared goldens (no oracle run)
 # Each stage has its own time limit so one that hangs leaves the others' output.
@@ -65,8 +65,7 @@ tests() {
 bench() {
   [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
   timeout 150 node dist/cli/index.js bench --model /tmp/m1b 2>&1 | tee -a "$OUT/session.log"
-  PYTHONUNBUFFERED=1 timeout 200 python3 bench/peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
-  PYTHONUNBUFFERED=1 timeout 100 python3 bench/attention_peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
+  PYTHONUNBUFFERED=1 timeout 300 python3 bench/peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
 }
 
 "${1:?usage: gpu-session.sh tests|bench|verify}"
