@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "csrc/binding/addon_bench.h"
+#include "csrc/binding/addon_devices.h"
 #include "csrc/binding/addon_engine.h"
 #include "csrc/binding/addon_info.h"
 #include "csrc/binding/addon_tensor.h"
@@ -13,6 +14,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   flashmpt::binding::AddonEngine::Init(env, exports);
   flashmpt::initTensorAddon(env, exports);
   flashmpt::binding::AddonBench::Init(env, exports);
+  flashmpt::binding::AddonDevices::Init(env, exports);
   return exports;
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { FlashMptError } from '../errors';
 import { benchCommand, benchUsage } from './bench';
+import { doctorCommand, doctorUsage } from './doctor';
 import { generateCommand, generateUsage } from './generate';
 import { serveCommand, serveUsage } from './serve';
 
@@ -10,12 +11,15 @@ ${generateUsage}
 
 ${serveUsage}
 
-${benchUsage}`;
+${benchUsage}
+
+${doctorUsage}`;
 
 const commands: Record<string, (argv: string[]) => Promise<void>> = {
   generate: generateCommand,
   serve: serveCommand,
   bench: benchCommand,
+  doctor: doctorCommand,
 };
 
 async function main(argv: string[]): Promise<void> {
