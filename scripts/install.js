@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 'use strict';
 /*
- * Install step: use an existing build or prebuild (node-gyp-build), else build with cmake-js (CPU + CUDA when
- * nvcc is found), else fall back to node-gyp (CPU only). Says which one it did and why, and records it in
- * build/flash-mpt-build.json for `flash-mpt doctor`.
+ * Install step: use an existing build or a prebuild from prebuilds/ (node-gyp-build), else build with cmake-js
+ * (CPU + CUDA when nvcc is found), else fall back to node-gyp (CPU only). Says which one it did and why, and
+ * records a build in build/flash-mpt-build.json for `flash-mpt doctor`.
  *   --rebuild   skip the existing-build check (npm run build)
  */
 const { spawnSync } = require('node:child_process');
@@ -19,15 +19,17 @@ function record(info) {
   fs.writeFileSync(path.join(root, 'build', 'flash-mpt-build.json'), JSON.stringify({ ...info, at: new Date().toISOString() }, null, 2));
 }
 
-function tryExisting() {
+/** The binary node-gyp-build resolves (build/ first, then prebuilds/), if it loads: { path, cuda }. */
+function loadable() {
   try {
     const addonPath = require('node-gyp-build').path(root);
-    require(addonPath);
-    return addonPath;
+    return { path: addonPath, cuda: require(addonPath).buildInfo().cuda };
   } catch {
     return null;
   }
 }
+
+const backends = (cuda) => (cuda ? 'CPU + CUDA backends' : 'CPU backend only');
 
 function run(cmd, args) {
   const res = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: process.env });
@@ -49,31 +51,44 @@ function nodeGypDirArgs() {
   return fs.existsSync(path.join(prefix, 'include', 'node', 'common.gypi')) ? [`--nodedir=${prefix}`] : [];
 }
 
+function withoutCudaReason() {
+  if (process.env.FLASH_MPT_CUDA === '0') return 'FLASH_MPT_CUDA=0';
+  return 'nvcc not found on PATH, in CUDA_HOME or /usr/local/cuda: install the CUDA toolkit and run `npm run build` for GPU support';
+}
+
 function main() {
   if (!rebuild) {
-    const existing = tryExisting();
+    const existing = loadable();
     if (existing) {
-      say(`using the existing binary ${path.relative(root, existing)} (run \`npm run build\` to rebuild)`);
+      const relative = path.relative(root, existing.path);
+      if (relative.startsWith(`prebuilds${path.sep}`)) {
+        say(`using the prebuilt binary ${relative} (${backends(existing.cuda)}); \`npm run build\` builds from source instead`);
+      } else {
+        say(`using the existing binary ${relative} (${backends(existing.cuda)}; run \`npm run build\` to rebuild)`);
+      }
       return;
     }
+    say(`no prebuilt binary for ${process.platform}-${process.arch} and no existing build: building from source`);
   }
   const cmakeJs = path.join(path.dirname(require.resolve('cmake-js/package.json')), 'bin', 'cmake-js');
   const cmakeError = run(process.execPath, [cmakeJs, 'compile', '--out', 'build']);
-  if (!cmakeError) {
-    const cache = fs.readFileSync(path.join(root, 'build', 'CMakeCache.txt'), 'utf8');
-    const cuda = /^FLASH_MPT_CUDA:\w+=1$/m.test(cache) || /^CMAKE_CUDA_COMPILER:\w+=.+nvcc/m.test(cache);
-    record({ builder: 'cmake-js', cuda, reason: cuda ? 'nvcc found: CPU and CUDA backends' : 'no nvcc: CPU backend only (install the CUDA toolkit and run `npm run build` for GPU support)' });
-    say(`built with cmake-js (${cuda ? 'CPU + CUDA backends' : 'CPU backend only: nvcc not found'})`);
+  const cmakeBuilt = cmakeError ? null : loadable();
+  if (cmakeBuilt) {
+    const reason = cmakeBuilt.cuda ? 'nvcc found: CPU and CUDA backends' : `CPU backend only: ${withoutCudaReason()}`;
+    record({ builder: 'cmake-js', cuda: cmakeBuilt.cuda, reason, binary: path.relative(root, cmakeBuilt.path) });
+    say(`built with cmake-js (${reason})`);
     return;
   }
-  say(`cmake-js build failed (${cmakeError}); falling back to node-gyp (CPU backend only)`);
+  const cmakeFailure = cmakeError ?? 'its binary did not load';
+  say(`cmake-js build failed (${cmakeFailure}); falling back to node-gyp (CPU backend only; install CMake ≥ 3.18 for the CUDA backend)`);
   const [gyp, gypArgs] = nodeGypCommand();
-  const gypError = run(gyp, [...gypArgs, 'rebuild', ...nodeGypDirArgs()]);
-  if (gypError) {
-    console.error(`flash-mpt install: node-gyp build failed too (${gypError}). Install CMake and a C++17 compiler (and the CUDA toolkit for GPUs), then run \`npm rebuild flash-mpt\`.`);
+  const gypError = run(gyp, [...gypArgs, 'rebuild', '--jobs=max', ...nodeGypDirArgs()]);
+  const gypBuilt = gypError ? null : loadable();
+  if (!gypBuilt) {
+    console.error(`flash-mpt install: node-gyp build failed too (${gypError ?? 'its binary did not load'}). Install CMake and a C++17 compiler (and the CUDA toolkit for GPUs), then run \`npm rebuild flash-mpt\`.`);
     process.exit(1);
   }
-  record({ builder: 'node-gyp', cuda: false, reason: `cmake-js failed: ${cmakeError}` });
+  record({ builder: 'node-gyp', cuda: false, reason: `CPU backend only: cmake-js failed (${cmakeFailure})`, binary: path.relative(root, gypBuilt.path) });
   say('built the CPU-only addon with node-gyp');
 }
 
