@@ -1,5 +1,5 @@
 export { loadModel, createRandomModel, Model, LoadModelOptionsSchema } from './model';
-export type { LoadModelOptions, GenerateResult, StreamChunk, FinishReason, Prompt } from './model';
+export type { LoadModelOptions, LoadProgress, GenerateResult, StreamChunk, FinishReason, Prompt } from './model';
 export { parseConfig, loadConfig } from './config';
 export type { MptConfig } from './config';
 export { Tokenizer } from './tokenizer';

@@ -39,9 +39,15 @@ export const LoadModelOptionsSchema = z
      * the full row, which is fetched only when they cannot decide the token; 0 = always the full row.
      */
     candidates: z.number().int().min(0).max(1024).default(64),
+    /** Called as checkpoint bytes are read and moved to the device (about each percent, and once at the end). */
+    onProgress: z.custom<(progress: LoadProgress) => void>((value) => typeof value === 'function', 'expected a function').optional(),
   })
   .strict();
 export type LoadModelOptions = z.input<typeof LoadModelOptionsSchema>;
+export interface LoadProgress {
+  loadedBytes: number;
+  totalBytes: number;
+}
 type ResolvedLoadModelOptions = z.output<typeof LoadModelOptionsSchema>;
 
 export type FinishReason = 'stop' | 'length' | 'eos' | 'abort';
@@ -307,11 +313,30 @@ export class Model implements AsyncDisposable {
   }
 }
 
-async function openEngine(options: NativeEngineOptions): Promise<NativeEngine> {
+async function openEngine(options: NativeEngineOptions, onProgress?: (progress: LoadProgress) => void): Promise<NativeEngine> {
+  const totalBytes = options.tensors.reduce((sum, t) => sum + t.bytes, 0);
+  let loadedBytes = 0;
+  let settled = false;
+  // Native reports arrive through the event loop and may trail the promise: those are dropped, and the final
+  // report is made here, so the caller sees a monotone sequence that ends at totalBytes before loadModel resolves.
+  // A listener that throws must not fail the load: its error becomes a process warning.
+  const relay = onProgress && ((done: number) => {
+    if (settled || done <= loadedBytes) return;
+    loadedBytes = done;
+    try {
+      onProgress({ loadedBytes, totalBytes });
+    } catch (err) {
+      process.emitWarning(`flash-mpt: loadModel's onProgress threw: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  });
   try {
-    return await loadNative().createEngine(options);
+    const engine = await loadNative().createEngine(options, relay);
+    if (relay && loadedBytes < totalBytes) relay(totalBytes);
+    return engine;
   } catch (err) {
     throw fromNativeError(err);
+  } finally {
+    settled = true;
   }
 }
 
@@ -346,7 +371,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     kvTokens: maxContext,
     maxSequences: opts.maxSequences,
     threads: opts.threads,
-  });
+  }, opts.onProgress);
   return new Model(engine, config, tokenizer, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);
 }
 

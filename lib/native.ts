@@ -98,7 +98,7 @@ export interface NativeEngine {
 
 export interface NativeAddon {
   /** Loads the weights off the JS thread. */
-  createEngine(options: NativeEngineOptions): Promise<NativeEngine>;
+  createEngine(options: NativeEngineOptions, onProgress?: (bytesDone: number, bytesTotal: number) => void): Promise<NativeEngine>;
   /** CUDA devices visible; 0 without a GPU or in a build without CUDA. */
   deviceCount(): number;
   buildInfo(): { cuda: boolean; version: string };

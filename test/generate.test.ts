@@ -5,7 +5,8 @@
 import * as fs from 'node:fs';
 import { FlashMptError, loadModel, Model } from '../lib';
 import { describeWithData, sharedPath } from './helpers/data';
-import { makeTextModelFolder } from './helpers/tiny-model';
+import { makeTempDir, modelTensors, safetensorsBytes, writeModelFolder } from './helpers/checkpoint-writers';
+import { makeTextModelFolder, TEXT_MODEL } from './helpers/tiny-model';
 
 async function collect(stream: AsyncGenerator<{ text: string; tokenId: number | null }, { text: string; finishReason: string }>) {
   const chunks: Array<{ text: string; tokenId: number | null }> = [];
@@ -150,5 +151,39 @@ describeWithData('text prompts need a tokenizer', 'golden/tiny-mosaic-fp32', () 
     await model.dispose();
     await expect(model.logits([1, 2])).rejects.toMatchObject({ code: 'E_DISPOSED' });
     await expect(model.generate({ ids: [1] })).rejects.toMatchObject({ code: 'E_DISPOSED' });
+  });
+});
+
+describeWithData('load progress', 'golden/tiny-mosaic-bin', () => {
+  test('onProgress hears a monotone sequence of byte counts that ends at the checkpoint size, before loadModel resolves', async () => {
+    // 64 MB of fp32 weights: the native loader reports every 4 MB chunk while it reads.
+    const shape = { ...TEXT_MODEL, dModel: 256, nLayers: 4 };
+    const dir = await makeTempDir('flash-mpt-progress-');
+    await writeModelFolder(dir, shape, 'mpt', { file: 'model.safetensors', bytes: safetensorsBytes(modelTensors(shape, 'mpt', 'F32')) });
+    const reports: Array<{ loadedBytes: number; totalBytes: number }> = [];
+    const model = await loadModel(dir, { device: 'cpu', onProgress: (p) => reports.push(p) });
+    const settledCount = reports.length;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await model.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+    expect(reports.length).toBe(settledCount); // nothing trails the promise
+    expect(reports.length).toBeGreaterThan(2);
+    const total = reports[0].totalBytes;
+    expect(total).toBeGreaterThan(0);
+    expect(reports.every((r) => r.totalBytes === total)).toBe(true);
+    for (let i = 1; i < reports.length; i++) expect(reports[i].loadedBytes).toBeGreaterThan(reports[i - 1].loadedBytes);
+    expect(reports[reports.length - 1].loadedBytes).toBe(total);
+  });
+
+  test('a progress callback that throws does not fail the load, and a non-function is a typed error', async () => {
+    const dir = sharedPath('golden', 'tiny-mosaic-bin');
+    const model = await loadModel(dir, {
+      device: 'cpu',
+      onProgress: () => {
+        throw new Error('listener bug');
+      },
+    });
+    await model.dispose();
+    await expect(loadModel(dir, { device: 'cpu', onProgress: 42 as never })).rejects.toMatchObject({ code: 'E_INVALID_ARGUMENT' });
   });
 });

@@ -167,10 +167,20 @@ class LastLogitsWorker final : public EngineWorker {
   std::vector<float> logits_;
 };
 
+// Loads the weights off the JS thread. An optional onProgress(bytesDone, bytesTotal) hears about each percent of
+// the checkpoint through a thread-safe function; an exception it throws is dropped (it must not fail the load).
 class CreateEngineWorker final : public PromiseWorker {
  public:
-  CreateEngineWorker(Napi::Env env, EngineOptions options)
-      : PromiseWorker(env, "flash-mpt:createEngine"), options_(std::move(options)) {}
+  CreateEngineWorker(Napi::Env env, EngineOptions options, const Napi::Value& on_progress)
+      : PromiseWorker(env, "flash-mpt:createEngine"), options_(std::move(options)) {
+    if (on_progress.IsUndefined()) return;
+    if (!on_progress.IsFunction()) fail("E_INVALID_ARGUMENT", "onProgress must be a function");
+    progress_ = Napi::ThreadSafeFunction::New(env, on_progress.As<Napi::Function>(), "flash-mpt:loadProgress", 0, 1);
+    options_.on_progress = [this](uint64_t done, uint64_t total) { report(done, total); };
+  }
+  ~CreateEngineWorker() override {
+    if (progress_) progress_.Release();
+  }
 
  private:
   void run() override {
@@ -185,8 +195,24 @@ class CreateEngineWorker final : public PromiseWorker {
     return constructorSlot(env, kClassName).New({Napi::External<std::shared_ptr<EngineState>>::New(env, &state_)});
   }
 
+  void report(uint64_t done, uint64_t total) {
+    if (done < total && done - last_reported_ < total / 100) return;
+    last_reported_ = done;
+    auto* bytes = new std::pair<double, double>(double(done), double(total));
+    const napi_status status = progress_.NonBlockingCall(bytes, [](Napi::Env env, Napi::Function fn, std::pair<double, double>* b) {
+      try {
+        fn.Call({Napi::Number::New(env, b->first), Napi::Number::New(env, b->second)});
+      } catch (const Napi::Error&) {
+      }
+      delete b;
+    });
+    if (status != napi_ok) delete bytes;
+  }
+
   EngineOptions options_;
   std::shared_ptr<EngineState> state_;  // dropped (engine freed) if the JS object could not be made
+  Napi::ThreadSafeFunction progress_;
+  uint64_t last_reported_ = 0;
 };
 
 DType parseDType(const std::string& text, const std::string& what) {
@@ -318,7 +344,7 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
 
 Napi::Value AddonEngine::CreateEngine(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  return queue(env, nullptr, [&] { return new CreateEngineWorker(env, parseOptions(info[0])); });
+  return queue(env, nullptr, [&] { return new CreateEngineWorker(env, parseOptions(info[0]), info[1]); });
 }
 
 AddonEngine::AddonEngine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonEngine>(info) {

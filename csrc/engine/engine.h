@@ -2,6 +2,7 @@
 // (csrc/engine/cuda). The N-API layer (csrc/binding) only talks to this interface.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,9 @@ struct EngineOptions {
   int64_t kv_tokens = 0;              // KV cache budget per sequence slot, in tokens (context length)
   int max_sequences = 1;              // sequence slots
   int threads = 0;                    // CPU: worker threads, 0 = all cores
+  // Called from the loading thread as checkpoint bytes are read and converted (bytes done, bytes in all);
+  // optional. Never called for random weights.
+  std::function<void(uint64_t, uint64_t)> on_progress;
 };
 
 // decodeBatchCandidates hands back at most this many candidates per row.

@@ -164,8 +164,13 @@ void MappedFile::releasePages(uint64_t offset, uint64_t bytes) const {
   if (end > begin) ::madvise(data_ + begin, end - begin, MADV_DONTNEED);
 }
 
-CheckpointReader::CheckpointReader(const std::vector<TensorSource>& tensors) {
-  for (const TensorSource& tensor : tensors) by_name_.emplace(tensor.name, &tensor);
+CheckpointReader::CheckpointReader(const std::vector<TensorSource>& tensors,
+                                   std::function<void(uint64_t, uint64_t)> on_progress)
+    : on_progress_(std::move(on_progress)) {
+  for (const TensorSource& tensor : tensors) {
+    by_name_.emplace(tensor.name, &tensor);
+    bytes_total_ += tensor.bytes;
+  }
 }
 
 const TensorSource& CheckpointReader::require(const std::string& name, const std::vector<int64_t>& shape) {
@@ -228,6 +233,8 @@ void CheckpointReader::forEachChunk(const std::string& name, const std::vector<i
     const size_t count = std::min(chunk_elements, elements - first);
     fn(src + first * src_size, tensor.dtype, first, count);
     file->releasePages(tensor.offset + first * src_size, count * src_size);
+    bytes_done_ += count * src_size;
+    if (on_progress_) on_progress_(bytes_done_, bytes_total_);
   }
 }
 

@@ -44,7 +44,9 @@ class MappedFile {
 // Looks tensors up by canonical name and moves their bytes out of the mapped files.
 class CheckpointReader {
  public:
-  explicit CheckpointReader(const std::vector<TensorSource>& tensors);
+  // on_progress (optional) hears the bytes read so far over the bytes of all `tensors`, after each chunk.
+  explicit CheckpointReader(const std::vector<TensorSource>& tensors,
+                            std::function<void(uint64_t, uint64_t)> on_progress = nullptr);
 
   bool has(const std::string& name) const { return by_name_.count(name) != 0; }
   // The tensor `name` after checking it has `shape` and lies inside its file; maps the file on first use.
@@ -66,6 +68,8 @@ class CheckpointReader {
 
   std::unordered_map<std::string, const TensorSource*> by_name_;
   std::unordered_map<std::string, std::unique_ptr<MappedFile>> files_;
+  std::function<void(uint64_t, uint64_t)> on_progress_;
+  uint64_t bytes_total_ = 0, bytes_done_ = 0;
 };
 
 }  // namespace flashmpt

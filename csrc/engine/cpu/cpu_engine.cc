@@ -187,7 +187,7 @@ class CpuEngine final : public Engine {
   }
 
   void loadWeights(const EngineOptions& options) {
-    CheckpointReader reader(options.tensors);
+    CheckpointReader reader(options.tensors, options.on_progress);
     const int64_t d = config_.d_model, d_ff = config_.d_ff;
     const bool bias = config_.has_bias;
     auto norm = [&](const std::string& prefix, Buffer& w, Buffer& b) {

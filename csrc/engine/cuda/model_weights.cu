@@ -105,7 +105,7 @@ ModelWeights loadModelWeights(const EngineOptions& o, cudaStream_t stream) {
   ModelWeights w;
   std::vector<WeightSlot> slots = weightSlots(o.config, &w);
   const size_t bytes = layout(slots, o.compute_dtype);
-  CheckpointReader reader(o.tensors);
+  CheckpointReader reader(o.tensors, o.on_progress);
   if (!o.random_weights) {
     // Every tensor present and well-formed before a byte of device memory is taken.
     for (const WeightSlot& s : slots) reader.require(s.name, s.shape);
