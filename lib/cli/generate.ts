@@ -2,6 +2,7 @@ import { loadModel, Prompt } from '../model';
 import { FlashMptError } from '../errors';
 import { GenerateOptions } from '../sampling';
 import { optionalNumber, parseCommandArgs, parseIdList } from './args';
+import { loadProgressBar } from './progress';
 
 export const generateUsage = `flash-mpt generate --model DIR [PROMPT | --ids 1,2,3] [options]
   --device cpu|cuda|cuda:N|auto   --dtype bf16|f16      --max-context N
@@ -66,11 +67,13 @@ export async function generateCommand(argv: string[]): Promise<void> {
   };
   const cleaned = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as GenerateOptions;
 
+  const progress = loadProgressBar(`loading ${values.model}`);
   const model = await loadModel(values.model, {
     device: (values.device ?? 'auto') as 'auto',
     dtype: values.dtype as 'bf16' | undefined,
     maxContext: optionalNumber(values['max-context'], '--max-context'),
-  });
+    onProgress: progress.onProgress,
+  }).finally(progress.stop);
   try {
     if (values.json) {
       const result = await model.generate(prompt, cleaned);

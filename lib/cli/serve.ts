@@ -4,6 +4,7 @@ import { FlashMptError } from '../errors';
 import { loadModel } from '../model';
 import { createServer } from '../server';
 import { optionalNumber, parseCommandArgs } from './args';
+import { loadProgressBar } from './progress';
 
 export const serveUsage = `flash-mpt serve --model DIR [--host 127.0.0.1] [--port 8080] [options]
   OpenAI-compatible server: POST /v1/completions, GET /v1/models, GET /health, GET /metrics
@@ -32,6 +33,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
   const host = values.host!;
   const modelName = values.name ?? path.basename(path.resolve(values.model));
 
+  const progress = loadProgressBar(`loading ${values.model}`);
   const model = await loadModel(values.model, {
     device: (values.device ?? 'auto') as 'auto',
     dtype: values.dtype as 'bf16' | undefined,
@@ -39,7 +41,8 @@ export async function serveCommand(argv: string[]): Promise<void> {
     maxSequences: optionalNumber(values['max-sequences'], '--max-sequences') ?? DEFAULT_MAX_SEQUENCES,
     maxQueue: optionalNumber(values['max-queue'], '--max-queue'),
     queueTimeoutMs: optionalNumber(values['queue-timeout-ms'], '--queue-timeout-ms'),
-  });
+    onProgress: progress.onProgress,
+  }).finally(progress.stop);
   try {
     const server = createServer(model, { modelName });
     await new Promise<void>((resolve, reject) => {
