@@ -36,7 +36,9 @@ const NATIVE_CODE = /^\[(E_[A-Z_]+)\]\s*/;
 /** Native code throws `Error("[E_CODE] message")`; give it the same typed shape as JS errors. */
 export function fromNativeError(err: unknown): FlashMptError {
   if (err instanceof FlashMptError) return err;
-  const message = err instanceof Error ? err.message : String(err);
+  // Not `instanceof Error`: the addon's errors belong to the realm that loaded it, which need not be the caller's
+  // (jest runs tests in vm contexts).
+  const message = typeof (err as { message?: unknown } | null)?.message === 'string' ? (err as Error).message : String(err);
   const match = NATIVE_CODE.exec(message);
   const code = (match ? match[1] : 'E_NATIVE') as ErrorCode;
   return new FlashMptError(code, match ? message.slice(match[0].length) : message, { cause: err });

@@ -253,6 +253,19 @@ describe('CPU engine behaviour', () => {
     await expectCode(engine.decodeBatch(Int32Array.from([seq]), ids(1, vocab)), 'E_DISPOSED');
   });
 
+  test('a KV cache past the address space is E_OUT_OF_MEMORY naming its bytes, and later engines load', async () => {
+    // 1024 sequences × 2^24 tokens × 64 layers × 64 floats × 4 bytes = 256 TiB per cache: more than the 128 TiB a
+    // process can map, so the allocation fails whatever the machine's overcommit policy.
+    const huge = tinyConfig({ nLayers: 64 });
+    const bytes = 1024 * 2 ** 24 * 64 * 64 * 4;
+    await expect(native.createEngine(engineOptions(huge, { kvTokens: 2 ** 24, maxSequences: 1024 }))).rejects.toThrow(
+      `[E_OUT_OF_MEMORY] cannot allocate ${(bytes / 2 ** 30).toFixed(2)} GiB (${bytes} bytes) of host memory for the KV cache's keys (1024 sequences × 16777216 tokens × 64 layers × d_model 64 × 4 bytes; lower maxContext or maxSequences)`,
+    );
+    const engine = await native.createEngine(engineOptions(config));
+    expect((await engine.forward(engine.createSequence(), ids(5, vocab), false)).length).toBe(vocab);
+    engine.dispose();
+  });
+
   test('dispose() during a forward lets queued calls finish, then frees', async () => {
     const engine = await native.createEngine(engineOptions(config));
     const seq = engine.createSequence();

@@ -60,7 +60,7 @@ TensorStorage::TensorStorage(bool cuda, DType dtype, std::vector<int64_t> shape)
     return;
   }
 #if FLASH_MPT_WITH_CUDA
-  if (bytes() > 0) CUDA_CHECK(cudaMalloc(&data_, bytes()));
+  if (bytes() > 0) cudaCheckAllocation(cudaMalloc(&data_, bytes()), "cudaMalloc", bytes(), true);
 #else
   fail("E_DEVICE", "this build of flash-mpt has no CUDA backend");
 #endif

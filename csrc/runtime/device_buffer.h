@@ -1,5 +1,5 @@
 // RAII owners of device memory (cudaMalloc) and page-locked host memory (cudaMallocHost). Allocation failures
-// throw FlashError E_OUT_OF_MEMORY through CUDA_CHECK; destructors never throw.
+// throw FlashError E_OUT_OF_MEMORY naming the bytes asked for; destructors never throw.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -17,9 +17,9 @@ class CudaAllocation {
   explicit CudaAllocation(size_t bytes) : bytes_(bytes) {
     if (bytes == 0) return;
     if constexpr (kPinnedHost) {
-      CUDA_CHECK(cudaMallocHost(&ptr_, bytes));
+      cudaCheckAllocation(cudaMallocHost(&ptr_, bytes), "cudaMallocHost", bytes, false);
     } else {
-      CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+      cudaCheckAllocation(cudaMalloc(&ptr_, bytes), "cudaMalloc", bytes, true);
     }
   }
   ~CudaAllocation() { release(); }

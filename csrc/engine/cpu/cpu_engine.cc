@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include "csrc/engine/engine.h"
 #include "csrc/engine/sequence_slots.h"
 #include "csrc/engine/weights.h"
+#include "csrc/runtime/byte_size.h"
 #include "csrc/runtime/errors.h"
 #include "kernels/sampling/topk_ref.h"
 
@@ -72,8 +74,11 @@ class CpuEngine final : public Engine {
     if (options.kv_tokens <= 0) fail("E_INVALID_ARGUMENT", "kv_tokens must be positive");
     loadWeights(options);
     const int64_t per_layer = int64_t(options.max_sequences) * kv_tokens_ * config_.d_model;
-    k_cache_ = allocate(per_layer * config_.n_layers);
-    v_cache_ = allocate(per_layer * config_.n_layers);
+    const std::string kvShape = std::to_string(options.max_sequences) + " sequences × " + std::to_string(kv_tokens_) +
+                                " tokens × " + std::to_string(config_.n_layers) + " layers × d_model " +
+                                std::to_string(config_.d_model) + " × 4 bytes; lower maxContext or maxSequences";
+    k_cache_ = allocate(per_layer * config_.n_layers, "the KV cache's keys (" + kvShape + ")");
+    v_cache_ = allocate(per_layer * config_.n_layers, "the KV cache's values (" + kvShape + ")");
   }
 
   int createSequence() override { return slots_.create(); }
@@ -159,9 +164,16 @@ class CpuEngine final : public Engine {
     }
   }
 
-  Buffer allocate(int64_t floats) {
+  // `what` names the buffer in the E_OUT_OF_MEMORY error, which also names the bytes asked for.
+  Buffer allocate(int64_t floats, const std::string& what) {
     Buffer buffer;
-    buffer.data.reset(new float[size_t(floats)]);  // uninitialized: pages are touched only when written
+    try {
+      buffer.data.reset(new float[size_t(floats)]);  // uninitialized: pages are touched only when written
+    } catch (const std::bad_alloc&) {
+      const double bytes = double(floats) * sizeof(float);
+      fail("E_OUT_OF_MEMORY", "cannot allocate " + formatGiB(bytes) + " (" + std::to_string(int64_t(bytes)) +
+                                  " bytes) of host memory for " + what);
+    }
     buffer.size = floats;
     return buffer;
   }
@@ -174,7 +186,7 @@ class CpuEngine final : public Engine {
                 const std::vector<int64_t>& shape, RandomInit init) {
     int64_t floats = 1;
     for (int64_t dim : shape) floats *= dim;
-    Buffer buffer = allocate(floats);
+    Buffer buffer = allocate(floats, "weight '" + name + "'");
     if (!options.random_weights) {
       reader.read(name, shape, DType::F32, buffer.data.get());
     } else if (init == RandomInit::Normal) {

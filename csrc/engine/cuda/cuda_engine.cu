@@ -18,6 +18,7 @@
 #include "csrc/engine/engine.h"
 #include "csrc/engine/sequence_slots.h"
 #include "csrc/engine/weights.h"
+#include "csrc/runtime/byte_size.h"
 #include "csrc/runtime/cuda_check.h"
 #include "csrc/runtime/device_buffer.h"
 #include "kernels/attention/attention_params.h"
@@ -29,7 +30,6 @@ namespace {
 
 // Prefill chunk: rows of activations the workspace holds (a longer prompt runs as several extends).
 constexpr int kPrefillRows = 2048;
-constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 static_assert(kMaxCandidates <= kTopKMax, "the top-K kernel takes every candidate count");
 
 // One decode group's candidates as the top-K kernel leaves them: values [rows, k], ids [rows, k], lse [rows].
@@ -48,12 +48,6 @@ class Stream {
  private:
   cudaStream_t stream_ = nullptr;
 };
-
-std::string gib(double bytes) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.2f GiB", bytes / kGiB);
-  return text;
-}
 
 void validate(const EngineOptions& o) {
   const ModelConfig& c = o.config;
@@ -263,19 +257,45 @@ class CudaEngine final : public Engine {
            topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float) + stepLogitsBytes();
   }
 
-  // Weights, KV cache and workspace against the device's free memory, before anything is allocated.
+  // Weights, KV cache and workspace against the device's free memory, before anything is allocated: a model that
+  // cannot fit fails at once with the figures and what would fit, not on whichever allocation runs out.
   void checkMemory(const EngineOptions& o, int rows) const {
     size_t freeBytes = 0, totalBytes = 0;
     CUDA_CHECK(cudaMemGetInfo(&freeBytes, &totalBytes));
+    const double free = double(freeBytes);
     const double weights = double(modelWeightBytes(config_, dtype_));
-    const double kv = 2.0 * double(kv_tokens_) * config_.d_model * config_.n_layers * o.max_sequences * dtypeSize(dtype_);
+    const double kvPerToken = 2.0 * config_.d_model * config_.n_layers * dtypeSize(dtype_);  // K and V, all layers
+    const double kv = kvPerToken * double(kv_tokens_) * o.max_sequences;
     const double work = double(flashmpt::workspaceBytes(config_, dtype_, rows, kv_tokens_) + candidateBytes());
-    if (weights + kv + work > double(freeBytes)) {
-      fail("E_OUT_OF_MEMORY", "the model needs " + gib(weights) + " of weights + " + gib(kv) + " of KV cache (" +
-                                  std::to_string(o.max_sequences) + " sequences × " + std::to_string(kv_tokens_) +
-                                  " tokens) + " + gib(work) + " of workspace, but the GPU has " + gib(double(freeBytes)) +
-                                  " free; lower maxContext or maxSequences");
+    if (weights + kv + work <= free) return;
+
+    const std::string device = "cuda:" + std::to_string(device_);
+    const double room = free - weights - work;
+    std::string advice = "load the model on a GPU with more free memory";
+    if (room < kvPerToken) {
+      advice = "the weights and workspace alone do not fit: " + advice;
+    } else {
+      // What would fit instead, approximately: the workspace shrinks a little with maxContext, so these err low.
+      auto shape = [](int64_t sequences, int64_t tokens) {
+        return std::to_string(sequences) + (sequences == 1 ? " sequence of " : " sequences of ") +
+               std::to_string(tokens) + " tokens";
+      };
+      const int64_t sequencesFit = int64_t(room / (kvPerToken * double(kv_tokens_)));
+      const int64_t tokensFit = int64_t(room / (kvPerToken * o.max_sequences));
+      std::string fits = sequencesFit > 0 ? shape(sequencesFit, kv_tokens_) : "";
+      if (tokensFit > 0) fits += (fits.empty() ? "" : " or ") + shape(o.max_sequences, tokensFit);
+      if (fits.empty()) fits = shape(1, int64_t(room / kvPerToken));
+      advice = "lower maxContext or maxSequences (about " + fits + " would fit), or " + advice;
     }
+    const std::string dtype = dtype_ == DType::F16 ? "f16" : "bf16";  // as loadModel's dtype option spells it
+    fail("E_OUT_OF_MEMORY",
+         device + " cannot hold this model: it needs " + formatGiB(weights) + " of weights (" + dtype + ") + " +
+             formatGiB(kv) + " of KV cache (" + std::to_string(o.max_sequences) + " sequences × " +
+             std::to_string(kv_tokens_) + " tokens × " + std::to_string(config_.n_layers) +
+             " layers × 2 (K, V) × d_model " + std::to_string(config_.d_model) + " × " +
+             std::to_string(dtypeSize(dtype_)) + " bytes) + " + formatGiB(work) + " of workspace = " +
+             formatGiB(weights + kv + work) + ", but " + device + " has " + formatGiB(free) + " free of " +
+             formatGiB(double(totalBytes)) + "; " + advice);
   }
 
   void checkIds(const int32_t* ids, int64_t n) const {
