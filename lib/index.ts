@@ -7,6 +7,6 @@ export { FlashMptError } from './errors';
 export type { ErrorCode } from './errors';
 export { GenerateOptionsSchema, parseGenerateOptions } from './sampling';
 export type { GenerateOptions } from './sampling';
-export { createServer, ServerOptionsSchema } from './server';
-export type { ServerOptions } from './server';
+export { createServer, ServerOptionsSchema, ReplicaPool } from './server';
+export type { ServerOptions, Replica, ReplicaLoadOptions } from './server';
 export type { SchedulerMetrics, SchedulerOptions } from './scheduler';

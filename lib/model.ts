@@ -137,6 +137,11 @@ export class Model implements AsyncDisposable {
     this.scheduler = new Scheduler(engine, capacity, schedulerOptions);
   }
 
+  /** True once dispose() has been called. */
+  get disposed(): boolean {
+    return this.engine === null;
+  }
+
   /** @internal The native engine; throws E_DISPOSED after dispose(). The benchmark times it directly. */
   live(): NativeEngine {
     if (!this.engine) throw new FlashMptError('E_DISPOSED', 'this model has been disposed');

@@ -81,7 +81,7 @@ describeWithData('OpenAI-compatible server', 'data/gpt-neox-20b/tokenizer.json',
     expect(models.data.map((m) => m.id)).toEqual([MODEL_NAME]);
     const health = await fetch(`${base}/health`);
     expect(health.status).toBe(200);
-    expect(await health.json()).toEqual({ status: 'ok' });
+    expect(await health.json()).toEqual({ status: 'ok', replicas: [{ replica: 'cpu', device: 'cpu', status: 'ok', runningSequences: 0, queueLength: 0 }] });
   });
 
   test('a completion returns what model.generate returns, with usage', async () => {

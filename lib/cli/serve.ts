@@ -1,15 +1,16 @@
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { FlashMptError } from '../errors';
-import { loadModel } from '../model';
-import { createServer } from '../server';
-import { optionalNumber, parseCommandArgs } from './args';
+import { createServer, ReplicaPool } from '../server';
+import { optionalNumber, parseCommandArgs, parseDeviceList } from './args';
 import { loadProgressBar } from './progress';
 
 export const serveUsage = `flash-mpt serve --model DIR [--host 127.0.0.1] [--port 8080] [options]
   OpenAI-compatible server: POST /v1/completions, GET /v1/models, GET /health, GET /metrics
   --device cpu|cuda|cuda:N|auto   --dtype bf16|f16   --max-context N   --name ID (default: the folder's name)
-  --max-sequences N (default 8)   --max-queue N (default 256)   --queue-timeout-ms MS (default 60000, 0 = none)`;
+  --max-sequences N (default 8)   --max-queue N (default 256)   --queue-timeout-ms MS (default 60000, 0 = none)
+  --devices 0,1   one replica per GPU behind the one port, each request to the least-loaded replica (instead of
+                  --device); --devices cpu,cpu runs CPU replicas, which exist to exercise the routing without GPUs`;
 
 const DEFAULT_MAX_SEQUENCES = 8;
 
@@ -20,6 +21,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     port: { type: 'string', default: '8080' },
     name: { type: 'string' },
     device: { type: 'string' },
+    devices: { type: 'string' },
     dtype: { type: 'string' },
     'max-context': { type: 'string' },
     'max-sequences': { type: 'string' },
@@ -32,10 +34,13 @@ export async function serveCommand(argv: string[]): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new FlashMptError('E_INVALID_ARGUMENT', `--port must be an integer in [0, 65535], got '${values.port}'`);
   const host = values.host!;
   const modelName = values.name ?? path.basename(path.resolve(values.model));
+  if (values.device !== undefined && values.devices !== undefined) {
+    throw new FlashMptError('E_INVALID_ARGUMENT', `pass --device for one replica or --devices for several, not both\n${serveUsage}`);
+  }
+  const devices = values.devices === undefined ? [values.device ?? 'auto'] : parseDeviceList(values.devices, '--devices');
 
   const progress = loadProgressBar(`loading ${values.model}`);
-  const model = await loadModel(values.model, {
-    device: (values.device ?? 'auto') as 'auto',
+  const pool = await ReplicaPool.load(values.model, devices, {
     dtype: values.dtype as 'bf16' | undefined,
     maxContext: optionalNumber(values['max-context'], '--max-context'),
     maxSequences: optionalNumber(values['max-sequences'], '--max-sequences') ?? DEFAULT_MAX_SEQUENCES,
@@ -44,13 +49,14 @@ export async function serveCommand(argv: string[]): Promise<void> {
     onProgress: progress.onProgress,
   }).finally(progress.stop);
   try {
-    const server = createServer(model, { modelName });
+    const server = createServer(pool, { modelName });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) => reject(new FlashMptError('E_INVALID_ARGUMENT', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err })));
       server.listen(port, host, resolve);
     });
     const { port: bound } = server.address() as AddressInfo;
-    process.stderr.write(`flash-mpt: serving '${modelName}' on ${model.device} at http://${host}:${bound}/v1 (Ctrl-C stops)\n`);
+    const on = pool.replicas.map((r) => r.label).join(', ');
+    process.stderr.write(`flash-mpt: serving '${modelName}' on ${on} at http://${host}:${bound}/v1 (Ctrl-C stops)\n`);
     await new Promise<void>((resolve) => {
       const stop = () => {
         server.close(() => resolve());
@@ -60,6 +66,6 @@ export async function serveCommand(argv: string[]): Promise<void> {
       process.once('SIGTERM', stop);
     });
   } finally {
-    await model.dispose();
+    await pool.dispose();
   }
 }

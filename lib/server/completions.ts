@@ -6,10 +6,11 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { z } from 'zod';
-import type { FinishReason, GenerateResult, Model, Prompt, StreamChunk } from '../model';
+import type { FinishReason, GenerateResult, Prompt, StreamChunk } from '../model';
 import { GenerateOptions, GenerateOptionsSchema } from '../sampling';
 import { zodIssuesMessage } from '../validation';
 import { HttpError, readJsonBody, sendJson, toHttpError } from './http';
+import type { ReplicaPool } from './replicas';
 
 /** Request field → generate() option. */
 const SAMPLING_FIELDS = {
@@ -95,7 +96,7 @@ function usageOf(result: GenerateResult) {
 }
 
 export interface CompletionsContext {
-  model: Model;
+  pool: ReplicaPool;
   modelName: string;
   maxBodyBytes: number;
 }
@@ -115,7 +116,8 @@ export async function handleCompletions(context: CompletionsContext, req: Incomi
   res.on('close', () => {
     if (!res.writableFinished) controller.abort();
   });
-  const stream = context.model.stream(request.prompt, { ...request.options, signal: controller.signal });
+  // The first next() below runs in this same tick and opens the sequence, so the next request's route() sees it.
+  const stream = context.pool.route().model.stream(request.prompt, { ...request.options, signal: controller.signal });
   const meta = { id: `cmpl-${randomUUID().replace(/-/g, '')}`, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: context.modelName };
 
   if (!request.stream) {
