@@ -26,16 +26,10 @@
 #include "kernels/attention/flash_prefill_kernel.cuh"  // tile configurations compared in the benchmark
 #include "kernels/attention/naive_attention.h"
 
+#include "dev/dev_check.h"
+
 using namespace flashmpt;
 
-#define CHECK(expr)                                                                                     \
-  do {                                                                                                  \
-    cudaError_t err_ = (expr);                                                                          \
-    if (err_ != cudaSuccess) {                                                                          \
-      std::printf("CUDA error %s at %s:%d: %s\n", cudaGetErrorName(err_), __FILE__, __LINE__, #expr); \
-      std::exit(2);                                                                                     \
-    }                                                                                                   \
-  } while (0)
 
 namespace {
 

@@ -18,16 +18,10 @@
 #include "kernels/gemm/gemm.h"
 #include "kernels/random/random_init.h"
 
+#include "dev/dev_check.h"
+
 using namespace flashmpt;
 
-#define CHECK(expr)                                                                          \
-  do {                                                                                       \
-    cudaError_t err_ = (expr);                                                               \
-    if (err_ != cudaSuccess) {                                                               \
-      std::printf("CUDA error %s at %s:%d: %s\n", cudaGetErrorName(err_), __FILE__, __LINE__, #expr); \
-      std::exit(2);                                                                          \
-    }                                                                                        \
-  } while (0)
 
 namespace {
 

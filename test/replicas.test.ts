@@ -6,33 +6,17 @@
  */
 import * as fs from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { createServer, FlashMptError, loadModel, Model, ReplicaPool, StreamChunk } from '../lib';
 import { parseDeviceList } from '../lib/cli/args';
 import { serveCommand } from '../lib/cli/serve';
 import { describeWithData } from './helpers/data';
+import { clientFor, listen, shutDown } from './helpers/http';
 import { makeTextModelFolder } from './helpers/tiny-model';
 
 const MODEL_NAME = 'tiny-mpt';
 const PROMPT = 'The quick brown fox jumps over the lazy dog. Once upon a time';
 const LOAD_OPTIONS = { maxSequences: 8, maxContext: 256, threads: 1 };
-
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-async function shutDown(server: Server | undefined): Promise<void> {
-  if (!server) return;
-  const closed = new Promise((resolve) => server.close(resolve));
-  server.closeAllConnections();
-  await closed;
-}
-
-function clientFor(base: string): OpenAI {
-  return new OpenAI({ baseURL: `${base}/v1`, apiKey: 'x', maxRetries: 0 });
-}
 
 /** Every sample of /metrics, keyed as written: `flash_mpt_requests_total` or `flash_mpt_requests_total{replica="cpu#0"}`. */
 async function metrics(base: string): Promise<Record<string, number>> {

@@ -5,30 +5,14 @@
  */
 import * as fs from 'node:fs';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import OpenAI from 'openai';
 import { createServer, loadModel, Model } from '../lib';
 import { describeWithData } from './helpers/data';
+import { clientFor, listen, shutDown } from './helpers/http';
 import { makeTextModelFolder } from './helpers/tiny-model';
 
 const MODEL_NAME = 'tiny-mpt';
 const PROMPT = 'The quick brown fox jumps over the lazy dog. Once upon a time';
-
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
-async function shutDown(server: Server | undefined): Promise<void> {
-  if (!server) return;
-  const closed = new Promise((resolve) => server.close(resolve));
-  server.closeAllConnections();
-  await closed;
-}
-
-function clientFor(base: string): OpenAI {
-  return new OpenAI({ baseURL: `${base}/v1`, apiKey: 'x', maxRetries: 0 });
-}
 
 /** The APIError a call rejects with. */
 async function apiError(call: Promise<unknown>): Promise<InstanceType<typeof OpenAI.APIError>> {
