@@ -91,6 +91,10 @@ class Engine {
   virtual int64_t workspaceBytes() const = 0;
 };
 
+// The checks every backend makes of a ModelConfig (positive shape, d_model % n_heads, one ALiBi slope per head,
+// a resolved softmax scale, a positive eps); throws FlashError E_CONFIG naming the field.
+void validateModelConfig(const ModelConfig& config);
+
 std::unique_ptr<Engine> createCpuEngine(const EngineOptions& options);
 // Throws FlashError E_DEVICE when the addon was built without CUDA or the device does not exist.
 std::unique_ptr<Engine> createCudaEngine(const EngineOptions& options);

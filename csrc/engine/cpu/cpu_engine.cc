@@ -42,26 +42,6 @@ struct Row {
   int64_t pos;
 };
 
-void checkConfig(const ModelConfig& c) {
-  auto positive = [](int value, const char* field) {
-    if (value <= 0) fail("E_CONFIG", std::string(field) + " must be positive, got " + std::to_string(value));
-  };
-  positive(c.d_model, "d_model");
-  positive(c.n_heads, "n_heads");
-  positive(c.n_layers, "n_layers");
-  positive(c.d_ff, "d_ff");
-  positive(c.vocab_size, "vocab_size");
-  if (c.d_model % c.n_heads != 0) {
-    fail("E_CONFIG", "d_model " + std::to_string(c.d_model) + " is not a multiple of n_heads " + std::to_string(c.n_heads));
-  }
-  if (!c.alibi_slopes.empty() && int(c.alibi_slopes.size()) != c.n_heads) {
-    fail("E_CONFIG", "alibi_slopes has " + std::to_string(c.alibi_slopes.size()) + " values for " +
-                         std::to_string(c.n_heads) + " heads");
-  }
-  if (!(c.softmax_scale > 0.f) || !std::isfinite(c.softmax_scale)) fail("E_CONFIG", "softmax_scale must be positive");
-  if (!(c.ln_eps > 0.f)) fail("E_CONFIG", "ln_eps must be positive");
-}
-
 class CpuEngine final : public Engine {
  public:
   explicit CpuEngine(const EngineOptions& options)
@@ -70,7 +50,7 @@ class CpuEngine final : public Engine {
         max_sequences_(options.max_sequences),
         pool_(options.threads),
         slots_(options.max_sequences) {
-    checkConfig(config_);
+    validateModelConfig(config_);
     if (options.kv_tokens <= 0) fail("E_INVALID_ARGUMENT", "kv_tokens must be positive");
     loadWeights(options);
     const int64_t per_layer = int64_t(options.max_sequences) * kv_tokens_ * config_.d_model;

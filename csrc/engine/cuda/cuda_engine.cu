@@ -54,19 +54,13 @@ void validate(const EngineOptions& o) {
   if (o.compute_dtype != DType::BF16 && o.compute_dtype != DType::F16) {
     fail("E_INVALID_ARGUMENT", "the CUDA engine computes in bf16 or f16");
   }
-  if (c.d_model <= 0 || c.n_heads <= 0 || c.n_layers <= 0 || c.d_ff <= 0 || c.vocab_size <= 0 ||
-      c.d_model % c.n_heads != 0) {
-    fail("E_CONFIG", "model shape is not valid");
-  }
+  validateModelConfig(c);
   const int headDim = c.d_model / c.n_heads;
   if (headDim > 128 || headDim % 8 != 0) {
     fail("E_DEVICE", "the CUDA attention kernels take head_dim up to 128 in multiples of 8, this model has " +
                          std::to_string(headDim) + " (use device 'cpu')");
   }
   if (c.d_model % 8 != 0 || c.d_ff % 8 != 0) fail("E_DEVICE", "the CUDA GEMMs need d_model and d_ff divisible by 8");
-  if (!c.alibi_slopes.empty() && int(c.alibi_slopes.size()) != c.n_heads) {
-    fail("E_CONFIG", "alibi_slopes must hold one slope per head");
-  }
   if (o.kv_tokens <= 0 || o.kv_tokens > (int64_t(1) << 24)) fail("E_INVALID_ARGUMENT", "kv_tokens out of range");
   if (o.max_sequences <= 0) fail("E_INVALID_ARGUMENT", "max_sequences must be positive");
   int devices = 0;
@@ -89,7 +83,6 @@ class CudaEngine final : public Engine {
         kv_tokens_(o.kv_tokens),
         max_sequences_(o.max_sequences),
         slots_(o.max_sequences) {
-    if (config_.softmax_scale <= 0.f) config_.softmax_scale = 1.f / std::sqrt(float(config_.d_model / config_.n_heads));
     useDevice();
     const int rows = int(std::max<int64_t>(std::min<int64_t>(kv_tokens_, kPrefillRows), kDecodeRows));
     checkMemory(o, rows);
