@@ -6,31 +6,10 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { mptAlibiSlopes } from '../lib/config';
 import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig, NativeTensorSource } from '../lib/native';
+import { nativeModelConfig } from './helpers/native-config';
 
 const native = loadNative();
-
-function tinyConfig(overrides: Partial<NativeModelConfig> = {}): NativeModelConfig {
-  const dModel = overrides.dModel ?? 64;
-  const nHeads = overrides.nHeads ?? 4;
-  return {
-    dModel,
-    nHeads,
-    nLayers: 2,
-    dFf: 4 * dModel,
-    vocabSize: 101,
-    maxSeqLen: 512,
-    layerNormEps: 1e-5,
-    qkLn: true,
-    hasBias: false,
-    clipQkv: 0,
-    softmaxScale: 1 / Math.sqrt(dModel / nHeads),
-    logitScale: 1,
-    alibiSlopes: mptAlibiSlopes(nHeads, 8),
-    ...overrides,
-  };
-}
 
 function engineOptions(config: NativeModelConfig, overrides: Partial<NativeEngineOptions> = {}): NativeEngineOptions {
   return {
@@ -102,22 +81,22 @@ describe('addon', () => {
 
   test('a CUDA device in a build without CUDA is E_DEVICE', async () => {
     if (native.buildInfo().cuda) return;
-    await expectCode(native.createEngine(engineOptions(tinyConfig(), { device: 0 })), 'E_DEVICE');
+    await expectCode(native.createEngine(engineOptions(nativeModelConfig(), { device: 0 })), 'E_DEVICE');
   });
 
   test('malformed options reject with E_INVALID_ARGUMENT naming the field', async () => {
-    const options = engineOptions(tinyConfig());
+    const options = engineOptions(nativeModelConfig());
     await expect(native.createEngine({ ...options, kvTokens: 0 })).rejects.toThrow(/^\[E_INVALID_ARGUMENT\] options\.kvTokens/);
     const badConfig = { ...options.config, dModel: 'x' } as unknown as NativeModelConfig;
     await expect(native.createEngine({ ...options, config: badConfig })).rejects.toThrow(/config\.dModel/);
-    await expectCode(native.createEngine({ ...options, config: tinyConfig({ dModel: 66 }) }), 'E_CONFIG');
+    await expectCode(native.createEngine({ ...options, config: nativeModelConfig({ dModel: 66 }) }), 'E_CONFIG');
   });
 });
 
 describe.each([
-  ['4 heads, QK-LN, no bias', tinyConfig()],
-  ['6 heads, biases, clip_qkv, logit scale', tinyConfig({ dModel: 96, nHeads: 6, hasBias: true, clipQkv: 0.05, logitScale: 0.5 })],
-  ['3 heads, no ALiBi, no QK-LN', tinyConfig({ dModel: 48, nHeads: 3, qkLn: false, alibiSlopes: new Float32Array(0) })],
+  ['4 heads, QK-LN, no bias', nativeModelConfig()],
+  ['6 heads, biases, clip_qkv, logit scale', nativeModelConfig({ dModel: 96, nHeads: 6, hasBias: true, clipQkv: 0.05, logitScale: 0.5 })],
+  ['3 heads, no ALiBi, no QK-LN', nativeModelConfig({ dModel: 48, nHeads: 3, qkLn: false, alibiSlopes: new Float32Array(0) })],
 ])('random-weight CPU engine (%s)', (_title, config) => {
   const vocab = config.vocabSize;
   let engine: NativeEngine;
@@ -167,7 +146,7 @@ describe.each([
 });
 
 describe('CPU engine behaviour', () => {
-  const config = tinyConfig();
+  const config = nativeModelConfig();
   const vocab = config.vocabSize;
 
   test('a prompt longer than one native pass (256 tokens) matches prefill in two calls', async () => {
@@ -256,7 +235,7 @@ describe('CPU engine behaviour', () => {
   test('a KV cache past the address space is E_OUT_OF_MEMORY naming its bytes, and later engines load', async () => {
     // 1024 sequences × 2^24 tokens × 64 layers × 64 floats × 4 bytes = 256 TiB per cache: more than the 128 TiB a
     // process can map, so the allocation fails whatever the machine's overcommit policy.
-    const huge = tinyConfig({ nLayers: 64 });
+    const huge = nativeModelConfig({ nLayers: 64 });
     const bytes = 1024 * 2 ** 24 * 64 * 64 * 4;
     await expect(native.createEngine(engineOptions(huge, { kvTokens: 2 ** 24, maxSequences: 1024 }))).rejects.toThrow(
       `[E_OUT_OF_MEMORY] cannot allocate ${(bytes / 2 ** 30).toFixed(2)} GiB (${bytes} bytes) of host memory for the KV cache's keys (1024 sequences × 16777216 tokens × 64 layers × d_model 64 × 4 bytes; lower maxContext or maxSequences)`,
@@ -278,7 +257,7 @@ describe('CPU engine behaviour', () => {
   });
 
   test('releasing a sequence during its call frees the slot when the call ends; stale handles stay invalid', async () => {
-    const big = tinyConfig({ dModel: 256, nHeads: 4, nLayers: 4, dFf: 1024, vocabSize: 1000 });
+    const big = nativeModelConfig({ dModel: 256, nHeads: 4, nLayers: 4, dFf: 1024, vocabSize: 1000 });
     const engine = await native.createEngine(engineOptions(big, { kvTokens: 512, maxSequences: 1 }));
     const seq = engine.createSequence();
     const running = engine.forward(seq, ids(512, big.vocabSize), false);
@@ -298,7 +277,7 @@ describe('CPU engine behaviour', () => {
   });
 
   test('the event loop keeps running during a long forward', async () => {
-    const big = tinyConfig({ dModel: 256, nHeads: 4, nLayers: 4, dFf: 1024, vocabSize: 1000 });
+    const big = nativeModelConfig({ dModel: 256, nHeads: 4, nLayers: 4, dFf: 1024, vocabSize: 1000 });
     const engine = await native.createEngine(engineOptions(big, { kvTokens: 512 }));
     let ticks = 0;
     const timer = setInterval(() => ticks++, 5);
@@ -341,7 +320,7 @@ describe('CPU engine behaviour', () => {
 });
 
 describe('weight loading', () => {
-  const config = tinyConfig({ dModel: 32, nHeads: 2, vocabSize: 50, hasBias: true });
+  const config = nativeModelConfig({ dModel: 32, nHeads: 2, vocabSize: 50, hasBias: true });
   let dir: string;
 
   beforeAll(() => {
@@ -441,7 +420,7 @@ describe('weight loading', () => {
   });
 
   test('loading keeps one copy of the weights resident: peak RSS grows by the fp32 weights, not twice that', () => {
-    const big = tinyConfig({ dModel: 512, nHeads: 8, nLayers: 8, dFf: 2048, vocabSize: 8192 });
+    const big = nativeModelConfig({ dModel: 512, nHeads: 8, nLayers: 8, dFf: 2048, vocabSize: 8192 });
     const file = path.join(dir, 'sparse.bin');
     const tensors: NativeTensorSource[] = [];
     let offset = 0;

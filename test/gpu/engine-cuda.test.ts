@@ -6,27 +6,11 @@
  */
 import { mptAlibiSlopes } from '../../lib/config';
 import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig } from '../../lib/native';
+import { nativeModelConfig } from '../helpers/native-config';
 import { describeGpu, relativeL2 } from './gpu';
 
 function config(overrides: Partial<NativeModelConfig> = {}): NativeModelConfig {
-  const dModel = overrides.dModel ?? 256;
-  const nHeads = overrides.nHeads ?? 4;
-  return {
-    dModel,
-    nHeads,
-    nLayers: 3,
-    dFf: 4 * dModel,
-    vocabSize: 1000,
-    maxSeqLen: 512,
-    layerNormEps: 1e-5,
-    qkLn: true,
-    hasBias: true,
-    clipQkv: 0.9,
-    softmaxScale: 1 / Math.sqrt(dModel / nHeads),
-    logitScale: 1,
-    alibiSlopes: mptAlibiSlopes(nHeads, 8),
-    ...overrides,
-  };
+  return nativeModelConfig({ dModel: 256, nLayers: 3, vocabSize: 1000, hasBias: true, clipQkv: 0.9, ...overrides });
 }
 
 const SEED_1B: Partial<NativeModelConfig> = {
