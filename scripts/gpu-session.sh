@@ -7,6 +7,8 @@
 #   gpu-session.sh bench   `flash-mpt bench --model` on the oracle's 1B folder, then the Python peers (bench/peers.py, attention included)
 #   gpu-session.sh verify  build (or unpack), `flash-mpt bench` on the embedded 1B shape, the GPU jest suite on
 #                          the shared goldens (no oracle run)
+#   gpu-session.sh serve   build (or unpack), `flash-mpt doctor`, the GPU jest suite, then `flash-mpt serve --devices`
+#                          over every visible GPU with the oracle's 1B folder, loaded by concurrent completions
 # Each stage has its own time limit so one that hangs leaves the others' output.
 set -u
 OUT=${OUT:-/tmp/flash-mpt-out}
@@ -62,11 +64,49 @@ tests() {
   stamp "CPU goldens: $(grep -E '^Tests:' "$OUT/cpu-goldens.log")"
 }
 
+# `flash-mpt serve` on every GPU with the oracle's 1B folder (tokenizer linked in), then CONCURRENCY completion
+# requests at once through curl; prints the per-replica metrics.
+serve_devices() {
+  local devices port=8090
+  devices=$(nvidia-smi --query-gpu=index --format=csv,noheader | paste -sd, -)
+  ln -sf "$FLASH_MPT_TEST_DATA/data/gpt-neox-20b/tokenizer.json" /tmp/m1b/tokenizer.json
+  node dist/cli/index.js serve --model /tmp/m1b --devices "$devices" --port $port > "$OUT/serve.log" 2>&1 &
+  local server=$!
+  for _ in $(seq 120); do curl -sf "http://127.0.0.1:$port/health" > /dev/null && break; sleep 1; done
+  stamp "serve --devices $devices: $(curl -s "http://127.0.0.1:$port/health")"
+  local t=$(date +%s%N)
+  for i in $(seq "${CONCURRENCY:-64}"); do
+    curl -s "http://127.0.0.1:$port/v1/completions" -H 'content-type: application/json' \
+      -d "{\"model\":\"m1b\",\"prompt\":\"Request $i: once upon a time\",\"max_tokens\":64,\"temperature\":0.7,\"seed\":$i}" \
+      > "/tmp/completion-$i.json" &
+  done
+  wait $(jobs -p | grep -v "^$server\$")
+  stamp "${CONCURRENCY:-64} completions in $(( ($(date +%s%N) - t) / 1000000 )) ms; usage of the first: $(node -p "JSON.stringify(require('/tmp/completion-1.json').usage)")"
+  curl -s "http://127.0.0.1:$port/metrics" | grep -E 'requests_total|generated_tokens_total' | tee -a "$OUT/session.log"
+  kill $server
+  wait $server 2>/dev/null
+}
+
+serve() {
+  python3 "$FLASH_MPT_TEST_DATA/reference/mpt_oracle.py" --preset 1b --dtype bfloat16 --device cuda --out /tmp/m1b > "$OUT/oracle.log" 2>&1 &
+  local oracle_pid=$!
+  install_addon
+  timeout 60 node dist/cli/index.js doctor > "$OUT/doctor.txt" 2>&1
+  stamp "doctor exit $?"
+  cat "$OUT/doctor.txt"
+  FLASH_MPT_REQUIRE_GPU=1 timeout "${GPU_TESTS_S:-330}" npx jest test/gpu --runInBand > "$OUT/gpu-tests.log" 2>&1
+  stamp "GPU tests exit $?: $(grep -E '^Tests:' "$OUT/gpu-tests.log")"
+  grep -E '✕|●.*›|lifecycle|replicas on|\[precision\]|\[greedy\]' "$OUT/gpu-tests.log" | head -60
+  wait $oracle_pid
+  stamp "oracle exit $?"
+  serve_devices
+}
+
 bench() {
   [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
   timeout 150 node dist/cli/index.js bench --model /tmp/m1b 2>&1 | tee -a "$OUT/session.log"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
 }
 
-"${1:?usage: gpu-session.sh tests|bench|verify}"
+"${1:?usage: gpu-session.sh tests|bench|verify|serve}"
 stamp done

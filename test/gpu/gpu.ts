@@ -30,6 +30,17 @@ export function describeGpu(title: string, fn: () => void): void {
   }
 }
 
+/**
+ * `describe` for suites that need `count` CUDA GPUs (more than one): without any GPU, as describeGpu; with fewer than
+ * `count` the suite is skipped with the reason in its title even under FLASH_MPT_REQUIRE_GPU=1, which asks for a GPU,
+ * not for a machine of several.
+ */
+export function describeGpus(count: number, title: string, fn: () => void): void {
+  const visible = missingGpu() === null ? loadNative().deviceCount() : 0;
+  if (visible === 0 || visible >= count) describeGpu(title, fn);
+  else describe.skip(`${title} (skipped: needs ${count} CUDA GPUs, ${visible} visible)`, fn);
+}
+
 /** Seeded uniform values in [-scale, scale) (mulberry32), so a failure reproduces. */
 export function randomValues(n: number, seed: number, scale = 1): Float32Array {
   let s = seed >>> 0;

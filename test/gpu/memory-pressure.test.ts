@@ -1,5 +1,5 @@
 /**
- * Memory pressure on a CUDA device: a KV budget larger than the card is E_OUT_OF_MEMORY before anything is
+ * Memory pressure on a CUDA device: weights or a KV budget larger than the card are E_OUT_OF_MEMORY before anything is
  * allocated, the message naming weights, KV cache and workspace and the device's free and total memory; the
  * process stays usable and a model that fits loads and generates after it.
  */
@@ -37,6 +37,32 @@ describeGpu('memory pressure on cuda:0', () => {
       expect(message).toContain(`cuda:0 cannot hold this model: it needs ${gib(model.memory().weightBytes)} of weights (bf16)`);
       const result = await model.generate({ ids: [1, 2, 3] }, { maxTokens: 8, temperature: 0, ignoreEos: true });
       expect(result.tokenIds).toHaveLength(8);
+    } finally {
+      await model.dispose();
+    }
+  }, 300_000);
+
+  test('weights larger than the card are E_OUT_OF_MEMORY saying the weights alone do not fit; the process stays usable', async () => {
+    // 128 layers of d_model 8192: ~207 GB of bf16 weights, more than any single GPU holds.
+    const huge = parseConfig({ ...SEED_MODEL_SHAPE, d_model: 8192, n_heads: 64, n_layers: 128 }, 'huge test shape');
+    const weightBytes = (12 * huge.dModel * huge.dModel * huge.nLayers + huge.vocabSize * huge.dModel) * 2;
+    expect(weightBytes).toBeGreaterThan(deviceInfo(0).totalBytes);
+
+    const error = await createRandomModel(huge, { device: 'cuda:0', maxSequences: 1, maxContext: 128 }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(FlashMptError);
+    expect((error as FlashMptError).code).toBe('E_OUT_OF_MEMORY');
+    const stated = /cuda:0 cannot hold this model: it needs (\d+\.\d\d) GiB of weights \(bf16\)/.exec((error as FlashMptError).message);
+    expect(stated).not.toBeNull();
+    // The matrices counted here; the engine's figure adds the (fp32) LayerNorm weights, well under 1%.
+    expect(Number(stated![1]) / (weightBytes / 2 ** 30)).toBeCloseTo(1, 2);
+    expect((error as FlashMptError).message).toContain('the weights and workspace alone do not fit: load the model on a GPU with more free memory');
+
+    const model = await createRandomModel(config, { device: 'cuda:0', maxSequences: 1, maxContext: 128 });
+    try {
+      expect((await model.generate({ ids: [5, 6] }, { maxTokens: 4, temperature: 0, ignoreEos: true })).tokenIds).toHaveLength(4);
     } finally {
       await model.dispose();
     }

@@ -1,15 +1,21 @@
 'use strict';
 /*
- * Run by test/lifecycle.test.ts as `node --expose-gc lifecycle-child.js SCENARIO` against the compiled package
- * (dist/), so that global.gc() makes memory readings comparable. Prints one JSON object of measurements.
+ * Run by test/lifecycle.test.ts (CPU) and test/gpu/lifecycle-cuda.test.ts as
+ * `node --expose-gc lifecycle-child.js SCENARIO [DEVICE]` against the compiled package (dist/), so that global.gc()
+ * makes memory readings comparable. DEVICE is 'cpu' (default) or 'cuda:N'; on a GPU each reading also holds the
+ * device's free memory. Prints one JSON object of measurements.
  *   repeat   1,000 short generations and 200 aborted streams on a tiny model: memory after a warm-up and after each
  *   dispose  a larger model: memory before loading, loaded, and after dispose(); every call after it
  *   drop     models dropped without dispose() and collected: the process goes on, frees them, and exits 0
  */
 const path = require('node:path');
-const { createRandomModel, parseConfig, FlashMptError } = require(path.join(__dirname, '..', '..', 'dist'));
+const dist = path.join(__dirname, '..', '..', 'dist');
+const { createRandomModel, parseConfig, FlashMptError } = require(dist);
+const { deviceInfo } = require(path.join(dist, 'devices'));
 
 const MiB = 2 ** 20;
+const device = process.argv[3] ?? 'cpu';
+const gpuOrdinal = device.startsWith('cuda:') ? Number(device.slice('cuda:'.length)) : undefined;
 
 /** After a full collection, and a pause for the engine's off-thread frees. */
 async function settledMemory(model) {
@@ -19,7 +25,8 @@ async function settledMemory(model) {
   }
   const { rss, heapUsed, external, arrayBuffers } = process.memoryUsage();
   const engine = model ? model.memory() : undefined;
-  return { rssMiB: rss / MiB, heapUsedMiB: heapUsed / MiB, externalMiB: external / MiB, arrayBuffersMiB: arrayBuffers / MiB, engine };
+  const gpuFreeMiB = gpuOrdinal === undefined ? undefined : deviceInfo(gpuOrdinal).freeBytes / MiB;
+  return { rssMiB: rss / MiB, heapUsedMiB: heapUsed / MiB, externalMiB: external / MiB, arrayBuffersMiB: arrayBuffers / MiB, gpuFreeMiB, engine };
 }
 
 function tinyConfig(dModel, nLayers, vocabSize) {
@@ -67,7 +74,7 @@ async function abortedStreams(model, count) {
 
 async function repeat() {
   // A vocabulary of 4096 makes a logits row 16 KiB, so a row kept per step or per call would show.
-  const model = await createRandomModel(tinyConfig(64, 2, 4096), { device: 'cpu', threads: 1, seed: 3 });
+  const model = await createRandomModel(tinyConfig(64, 2, 4096), { device, threads: 1, seed: 3 });
   // Warm-up: the JIT, the allocator's arenas and the scheduler's buffers reach their steady size first.
   await generations(model, 200, 1_000_000);
   await abortedStreams(model, 200);
@@ -90,9 +97,17 @@ async function typedErrorOf(call) {
   return 'no error';
 }
 
+/** Loads the kernels' modules and the allocator's first pools, which stay for the process, before a baseline. */
+async function warmUp() {
+  const model = await createRandomModel(tinyConfig(64, 1, 128), { device, threads: 1 });
+  await model.generate(prompt(0), { maxTokens: 4 });
+  await model.dispose();
+}
+
 async function dispose() {
+  await warmUp();
   const before = await settledMemory();
-  const model = await createRandomModel(tinyConfig(512, 6, 8192), { device: 'cpu', threads: 1, maxContext: 64 });
+  const model = await createRandomModel(tinyConfig(512, 6, 8192), { device, threads: 1, maxContext: 64 });
   await model.generate(prompt(0), { maxTokens: 4 });
   const loaded = await settledMemory(model);
   await model.dispose();
@@ -105,7 +120,7 @@ async function dispose() {
     disposeAgain: await typedErrorOf(() => model.dispose()),
   };
   // `await using` disposes through Symbol.asyncDispose
-  const scoped = await createRandomModel(tinyConfig(64, 1, 128), { device: 'cpu', threads: 1 });
+  const scoped = await createRandomModel(tinyConfig(64, 1, 128), { device, threads: 1 });
   await scoped[Symbol.asyncDispose]();
   return { before, loaded, disposed, afterDispose, asyncDispose: await typedErrorOf(() => scoped.memory()) };
 }
@@ -113,7 +128,7 @@ async function dispose() {
 /** Models of ~90 MiB of weights each, dropped without dispose(), half of them mid-stream with a sequence still open. */
 async function loadAndDrop(count, collected) {
   for (let i = 0; i < count; i++) {
-    const model = await createRandomModel(tinyConfig(512, 6, 8192), { device: 'cpu', threads: 1, seed: i, maxContext: 64 });
+    const model = await createRandomModel(tinyConfig(512, 6, 8192), { device, threads: 1, seed: i, maxContext: 64 });
     collected.register(model);
     if (i % 2 === 0) await model.generate(prompt(i), { maxTokens: 4 });
     else await model.stream(prompt(i), { maxTokens: 16 }).next();
@@ -121,6 +136,7 @@ async function loadAndDrop(count, collected) {
 }
 
 async function drop() {
+  await warmUp();
   const before = await settledMemory();
   let collectedCount = 0;
   const collected = new FinalizationRegistry(() => collectedCount++);
