@@ -4,7 +4,8 @@
 #   gpu-session.sh tests   build (or unpack FLASH_MPT_PREBUILT), extra oracle goldens (odd head counts, head_dim
 #                          64 and 80, fp16, .bin, both layouts, the 1B shape), `flash-mpt bench` on the embedded
 #                          1B shape, the GPU jest suite, the CPU golden suite on the extra goldens
-#   gpu-session.sh bench   `flash-mpt bench --model` on the oracle's 1B folder, then the Python peers (bench/peers.py, attention included)
+#   gpu-session.sh bench   `flash-mpt bench --model` on the oracle's 1B folder, `flash-mpt bench serving` (concurrency 1, 8, 32,
+#                          64; greedy, then temperature 0.8), then the Python peers (bench/peers.py, attention included)
 #   gpu-session.sh verify  build (or unpack), `flash-mpt bench` on the embedded 1B shape, the GPU jest suite on
 #                          the shared goldens (no oracle run)
 #   gpu-session.sh serve   build (or unpack), `flash-mpt doctor`, the GPU jest suite, then `flash-mpt serve --devices`
@@ -105,6 +106,8 @@ serve() {
 bench() {
   [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
   timeout 150 node dist/cli/index.js bench --model /tmp/m1b 2>&1 | tee -a "$OUT/session.log"
+  timeout 150 node dist/cli/index.js bench serving 2>&1 | tee -a "$OUT/session.log"
+  timeout 90 node dist/cli/index.js bench serving --temperature 0.8 --concurrency 8,64 2>&1 | tee -a "$OUT/session.log"
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
 }
 

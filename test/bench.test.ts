@@ -1,0 +1,32 @@
+/**
+ * The benchmark drivers behind `flash-mpt bench` on the CPU backend: their tables are made of what actually ran
+ * (token counts add up, every requested round is there), whatever the speed of the machine.
+ */
+import { formatEngineBench, runEngineBench } from '../lib/bench/engine';
+import { formatServingBench, runServingBench } from '../lib/bench/serving';
+
+describe('flash-mpt bench drivers (CPU)', () => {
+  test('serving: each concurrency generates concurrency × new tokens, sampled from candidates or full rows', async () => {
+    const r = await runServingBench({ device: 'cpu', dtype: 'bf16', concurrencies: [1, 3], promptTokens: 8, newTokens: 6 });
+    expect(r.rows.map((row) => row.concurrency)).toEqual([1, 3]);
+    for (const row of r.rows) {
+      expect(row.outputTokensPerSecond * row.seconds).toBeCloseTo(row.concurrency * 6, 6);
+      // Greedy: the first token of each sequence comes from its prefill's full row, the rest from candidates.
+      expect(row.sampledFromFullRow).toBe(row.concurrency);
+      expect(row.sampledFromCandidates).toBe(row.concurrency * 5);
+      expect(row.decodeTokensPerSecond).toBeGreaterThan(0);
+      expect(row.modelTokensPerSecond).toBeUndefined();
+    }
+    expect(formatServingBench(r)).toContain('| 3 |');
+  }, 120_000);
+
+  test('engine: prefill rows for the requested lengths, a decode figure and the stream() ratio', async () => {
+    const r = await runEngineBench({ device: 'cpu', dtype: 'bf16', prefillLengths: [8, 16], decodeTokens: 4, promptTokens: 4 });
+    expect(r.prefill.map((p) => p.tokens)).toEqual([8, 16]);
+    for (const p of r.prefill) expect(p.tokensPerSecond).toBeCloseTo((p.tokens * 1000) / p.ms, 6);
+    expect(r.decode).toMatchObject({ promptTokens: 4, newTokens: 4 });
+    expect(r.streamApi.ratioToNativeLoop).toBeGreaterThan(0);
+    expect(r.ceilings).toBeUndefined();
+    expect(formatEngineBench(r)).toContain('| 16 |');
+  }, 120_000);
+});
