@@ -8,6 +8,8 @@
 #                          64; greedy, then temperature 0.8), then the Python peers (bench/peers.py, attention included)
 #   gpu-session.sh verify  build (or unpack), `flash-mpt bench` on the embedded 1B shape, the GPU jest suite on
 #                          the shared goldens (no oracle run)
+#   gpu-session.sh prebuild  `npm run prebuilds` with CUDA for sm_80 and sm_90, the cubins it holds, then with no build/:
+#                          `flash-mpt doctor` and a generation on the GPU through the prebuilt binary
 #   gpu-session.sh serve   build (or unpack), `flash-mpt doctor`, the GPU jest suite, then `flash-mpt serve --devices`
 #                          over every visible GPU with the oracle's 1B folder, loaded by concurrent completions
 # Each stage has its own time limit so one that hangs leaves the others' output.
@@ -103,6 +105,26 @@ serve() {
   serve_devices
 }
 
+prebuild() {
+  FLASH_MPT_CUDA_ARCHS="80;90" timeout 420 npm run prebuilds > "$OUT/prebuild.log" 2>&1
+  stamp "prebuilds exit $?: $(grep 'flash-mpt prebuild:' "$OUT/prebuild.log" | tail -1)"
+  local binary=prebuilds/linux-x64/flash-mpt.node
+  stamp "cubins in $binary: $(cuobjdump --list-elf "$binary" | grep -oE 'sm_[0-9]+a?' | sort | uniq -c | tr '\n' ' ')"
+  rm -rf build
+  [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
+  node dist/cli/index.js doctor --json > "$OUT/doctor-prebuild.json"
+  stamp "doctor: $(node -p "const r = require('$OUT/doctor-prebuild.json'); JSON.stringify({ binary: r.binary, gpus: r.gpus.length })")"
+  node -e "
+    const { createRandomModel, parseConfig } = require('./dist');
+    const { SEED_MODEL_SHAPE } = require('./dist/bench/engine');
+    (async () => {
+      const model = await createRandomModel(parseConfig(SEED_MODEL_SHAPE, '1B shape'), { device: 'cuda', maxContext: 256 });
+      const r = await model.generate({ ids: [1, 2, 3] }, { maxTokens: 16, temperature: 0, ignoreEos: true });
+      console.log('prebuilt binary on', model.device, 'generated', r.tokenIds.length, 'tokens');
+      await model.dispose();
+    })();" 2>&1 | tee -a "$OUT/session.log"
+}
+
 bench() {
   [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
   timeout 150 node dist/cli/index.js bench --model /tmp/m1b 2>&1 | tee -a "$OUT/session.log"
@@ -111,5 +133,5 @@ bench() {
   PYTHONUNBUFFERED=1 timeout 300 python3 bench/peers.py 2>&1 | grep -v Warning | tee -a "$OUT/session.log"
 }
 
-"${1:?usage: gpu-session.sh tests|bench|verify|serve}"
+"${1:?usage: gpu-session.sh tests|bench|verify|serve|prebuild}"
 stamp done
