@@ -61,7 +61,7 @@ tests() {
   embedded_bench
   wait $oracle_pid
   stamp "oracle exit $?: $(ls "$data/golden" | tr '\n' ' ')"
-  FLASH_MPT_TEST_DATA="$data" FLASH_MPT_GOLDEN_DIRS=/tmp/m1b FLASH_MPT_REQUIRE_GPU=1 timeout 240 npx jest test/gpu --runInBand > "$OUT/gpu-tests.log" 2>&1
+  FLASH_MPT_TEST_DATA="$data" FLASH_MPT_GOLDEN_DIRS=/tmp/m1b FLASH_MPT_ORACLE_1B=/tmp/m1b FLASH_MPT_REQUIRE_GPU=1 timeout 240 npx jest test/gpu --runInBand > "$OUT/gpu-tests.log" 2>&1
   stamp "GPU tests: $(grep -E '^Tests:' "$OUT/gpu-tests.log")"
   FLASH_MPT_TEST_DATA="$data" timeout 90 npx jest test/golden-cpu > "$OUT/cpu-goldens.log" 2>&1
   stamp "CPU goldens: $(grep -E '^Tests:' "$OUT/cpu-goldens.log")"

@@ -1,0 +1,54 @@
+/**
+ * Batch invariance on the GPU (issue 6): greedy continuations of 16 concurrent requests of different prompt lengths,
+ * sharing decode steps through the scheduler, equal the same requests run one at a time — token for token, unless
+ * they part at a near-tie. Batched and solo steps sum in different orders (the decode GEMV's k split depends on the
+ * batch size; mlp_down adds its k slices atomically), so in bf16 a near-tie can flip; each parting is printed with its
+ * margin in the solo run's logits and must be below NEAR_TIE.
+ *
+ * The model is the oracle's 1B-shape checkpoint when FLASH_MPT_ORACLE_1B names its folder (scripts/gpu-session.sh
+ * makes one), else the embedded 1B shape with seeded random weights.
+ */
+import { createRandomModel, loadModel, Model, parseConfig } from '../../lib';
+import { SEED_MODEL_SHAPE } from '../../lib/bench/engine';
+import { describeGpu } from './gpu';
+
+const NEAR_TIE = 1e-2;
+const REQUESTS = 16;
+const NEW_TOKENS = 32;
+
+describeGpu('batch invariance on cuda:0 (1B shape, bf16)', () => {
+  let model: Model;
+  const source = process.env.FLASH_MPT_ORACLE_1B;
+
+  beforeAll(async () => {
+    const options = { device: 'cuda:0' as const, maxSequences: REQUESTS, maxContext: 512 };
+    model = source ? await loadModel(source, options) : await createRandomModel(parseConfig(SEED_MODEL_SHAPE, 'embedded 1B shape'), { ...options, seed: 7 });
+  }, 300_000);
+  afterAll(async () => {
+    await model?.dispose();
+  });
+
+  test(`${REQUESTS} concurrent greedy requests of different lengths continue as they do alone`, async () => {
+    const vocab = model.config.vocabSize;
+    const prompts = Array.from({ length: REQUESTS }, (_, r) => Array.from({ length: 1 + ((r * 37) % 200) }, (_, i) => (r * 7919 + i * 104729 + 11) % vocab));
+    const options = { maxTokens: NEW_TOKENS, temperature: 0, ignoreEos: true };
+    const solo: number[][] = [];
+    for (const ids of prompts) solo.push((await model.generate({ ids }, options)).tokenIds);
+    const batched = (await Promise.all(prompts.map((ids) => model.generate({ ids }, options)))).map((r) => r.tokenIds);
+
+    let equal = 0;
+    for (let r = 0; r < REQUESTS; r++) {
+      const part = solo[r].findIndex((token, i) => token !== batched[r][i]);
+      if (part < 0) {
+        equal++;
+        continue;
+      }
+      const rows = await model.logits([...prompts[r], ...solo[r].slice(0, part)]);
+      const last = rows.subarray(rows.length - vocab);
+      const margin = last[solo[r][part]] - last[batched[r][part]];
+      console.log(`[batch] ${source ? 'oracle 1B' : 'random 1B'} request ${r} (prompt ${prompts[r].length}): parts at step ${part}, ${batched[r][part]} for ${solo[r][part]}, solo margin ${margin.toExponential(2)}`);
+      expect(Math.abs(margin)).toBeLessThan(NEAR_TIE);
+    }
+    console.log(`[batch] ${source ? 'oracle 1B' : 'random 1B'}: ${equal} of ${REQUESTS} batched continuations equal their solo run over ${NEW_TOKENS} tokens`);
+  }, 600_000);
+});
