@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -208,23 +209,29 @@ void check_prefill(AttnDType t, int d, bool causal, bool alibi, int B, int H, in
                max_err(don.download(t), ref));
 }
 
-// KV cache [slot][pos][head][dim]; sequence b lives in slot B - b (slot 0 unused); positions past its length
-// hold NaN, and so does the workspace before the call.
+// Paged KV cache [block][row][head][dim] (kernels/kv/paged_kv.h): sequence b's blocks are a random permutation of
+// the pool, one block unused; rows past a sequence's length, and the unused block, hold NaN, and so does the
+// workspace before the call. The naive yardstick reads each sequence from a contiguous copy.
 void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, int max_len, std::mt19937& rng) {
-  const int B = int(lens.size()), H = 3, n_slots = B + 1;
+  const int B = int(lens.size()), H = 3;
   const std::vector<float> slopes = alibi_slopes(H);
-  std::vector<int> slot(B);
-  for (int b = 0; b < B; ++b) slot[b] = B - b;
-  const int64_t row_stride = int64_t(H) * d, slot_stride = int64_t(max_len) * row_stride;
-  const size_t cache_elems = size_t(n_slots) * slot_stride;
+  const int table_stride = (max_len + kKvBlockTokens - 1) / kKvBlockTokens, n_blocks = B * table_stride + 1;
+  std::vector<int32_t> table(size_t(B) * table_stride);
+  std::iota(table.begin(), table.end(), 1);
+  std::shuffle(table.begin(), table.end(), rng);
+  const int64_t row_stride = int64_t(H) * d, block_stride = int64_t(kKvBlockTokens) * row_stride;
+  const size_t cache_elems = size_t(n_blocks) * block_stride, seq_elems = size_t(max_len) * row_stride;
   std::vector<uint16_t> kbits(cache_elems, kNaNBits), vbits(cache_elems, kNaNBits);
+  std::vector<uint16_t> kseq(size_t(B) * seq_elems, kNaNBits), vseq(size_t(B) * seq_elems, kNaNBits);
   std::vector<std::vector<float>> kimg(B), vimg(B);  // [len][H][d] per sequence
   for (int b = 0; b < B; ++b) {
     kimg[b] = random_image(size_t(lens[b]) * H * d, t, rng);
     vimg[b] = random_image(size_t(lens[b]) * H * d, t, rng);
+    const KvRows rows{table.data() + size_t(b) * table_stride, 0, block_stride, row_stride};
     for (size_t i = 0; i < kimg[b].size(); ++i) {
-      kbits[slot[b] * slot_stride + i] = to_bits(kimg[b][i], t);
-      vbits[slot[b] * slot_stride + i] = to_bits(vimg[b][i], t);
+      const int64_t pos = int64_t(i) / row_stride, at = rows.offset(pos) + int64_t(i) % row_stride;
+      kbits[at] = kseq[b * seq_elems + i] = to_bits(kimg[b][i], t);
+      vbits[at] = vseq[b * seq_elems + i] = to_bits(vimg[b][i], t);
     }
   }
   const std::vector<float> q = random_image(size_t(B) * H * d, t, rng);
@@ -232,13 +239,16 @@ void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, 
   for (size_t i = 0; i < q.size(); ++i) qbits[i] = to_bits(q[i], t);
 
   DevBuf dk(cache_elems * 2), dv(cache_elems * 2), dq(q.size() * 2), dof(q.size() * 2), don(q.size() * 2);
-  DevBuf dslot(B * sizeof(int)), dlen(B * sizeof(int)), dslopes(H * sizeof(float));
+  DevBuf dkseq(kseq.size() * 2), dvseq(vseq.size() * 2);
+  DevBuf dtable(table.size() * sizeof(int32_t)), dlen(B * sizeof(int)), dslopes(H * sizeof(float));
   const size_t ws_floats = decode_attention_workspace_floats(B, H, d, max_len);
   DevBuf dws(ws_floats * sizeof(float));
   CHECK(cudaMemcpy(dk.ptr, kbits.data(), cache_elems * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dv.ptr, vbits.data(), cache_elems * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dq.ptr, qbits.data(), q.size() * 2, cudaMemcpyHostToDevice));
-  CHECK(cudaMemcpy(dslot.ptr, slot.data(), B * sizeof(int), cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dkseq.ptr, kseq.data(), kseq.size() * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dvseq.ptr, vseq.data(), vseq.size() * 2, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dtable.ptr, table.data(), table.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dlen.ptr, lens.data(), B * sizeof(int), cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dslopes.ptr, slopes.data(), H * sizeof(float), cudaMemcpyHostToDevice));
   CHECK(cudaMemset(dof.ptr, 0xff, q.size() * 2));
@@ -247,8 +257,9 @@ void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, 
 
   DecodeAttentionParams p{};
   p.q = dq.ptr, p.o = dof.ptr, p.k_cache = dk.ptr, p.v_cache = dv.ptr;
-  p.slot = dslot.as<int>(), p.seq_len = dlen.as<int>();
-  p.slot_stride = slot_stride, p.row_stride = row_stride, p.head_stride = d;
+  p.seq_len = dlen.as<int>();
+  p.kv.block_table = dtable.as<int32_t>(), p.kv.table_stride = table_stride;
+  p.kv.block_stride = block_stride, p.kv.row_stride = row_stride, p.head_stride = d;
   p.batch = B, p.n_heads = H, p.head_dim = d, p.max_seq_len = max_len;
   p.softmax_scale = 1.f / std::sqrt(float(d));
   p.alibi_slopes = alibi ? dslopes.as<float>() : nullptr;
@@ -263,8 +274,8 @@ void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, 
   for (int b = 0; b < B; ++b) {
     FlashAttentionParams pn{};
     pn.q = dq.as<uint16_t>() + size_t(b) * H * d;
-    pn.k = dk.as<uint16_t>() + slot[b] * slot_stride;
-    pn.v = dv.as<uint16_t>() + slot[b] * slot_stride;
+    pn.k = dkseq.as<uint16_t>() + b * seq_elems;
+    pn.v = dvseq.as<uint16_t>() + b * seq_elems;
     pn.o = don.as<uint16_t>() + size_t(b) * H * d;
     pn.q_row_stride = pn.o_row_stride = int64_t(H) * d;
     pn.q_head_stride = pn.o_head_stride = pn.k_head_stride = pn.v_head_stride = d;
@@ -487,21 +498,24 @@ void run_bench() {
   for (const DecodeShape& s : {DecodeShape{1, 8192}, DecodeShape{1, 16384}, DecodeShape{16, 2048}}) {
     const double kv_bytes = 2.0 * s.B * s.L * H * D * 2;
     const int copies = std::max(2, int(std::ceil(512e6 / kv_bytes)));
-    const int n_slots = s.B * copies;
-    const int64_t row_stride = int64_t(H) * D, slot_stride = int64_t(s.L) * row_stride;
-    const size_t cache = size_t(n_slots) * slot_stride;
+    // The engine's paged layout; copy c's sequences own blocks c·B·blocks_per_seq onwards, in order.
+    const int blocks_per_seq = s.L / kKvBlockTokens, n_blocks = s.B * copies * blocks_per_seq;
+    const int64_t row_stride = int64_t(H) * D, block_stride = int64_t(kKvBlockTokens) * row_stride;
+    const size_t cache = size_t(n_blocks) * block_stride;
     DevBuf kc(cache * 2), vc(cache * 2), dq(size_t(s.B) * H * D * 2), dout(size_t(s.B) * H * D * 2);
     fill(kc.ptr, cache, 4), fill(vc.ptr, cache, 5), fill(dq.ptr, size_t(s.B) * H * D, 6);
-    std::vector<int> slots(n_slots), lens(s.B, s.L);
-    for (int i = 0; i < n_slots; ++i) slots[i] = i;  // copy c uses slots c*B .. c*B + B - 1
-    DevBuf dslots(n_slots * sizeof(int)), dlens(s.B * sizeof(int));
-    CHECK(cudaMemcpy(dslots.ptr, slots.data(), n_slots * sizeof(int), cudaMemcpyHostToDevice));
+    std::vector<int32_t> table(n_blocks);
+    std::vector<int> lens(s.B, s.L);
+    std::iota(table.begin(), table.end(), 0);
+    DevBuf dtable(n_blocks * sizeof(int32_t)), dlens(s.B * sizeof(int));
+    CHECK(cudaMemcpy(dtable.ptr, table.data(), n_blocks * sizeof(int32_t), cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(dlens.ptr, lens.data(), s.B * sizeof(int), cudaMemcpyHostToDevice));
     DevBuf ws(decode_attention_workspace_floats(s.B, H, D, s.L) * sizeof(float));
     DecodeAttentionParams p{};
     p.q = dq.ptr, p.o = dout.ptr, p.k_cache = kc.ptr, p.v_cache = vc.ptr;
     p.seq_len = dlens.as<int>();
-    p.slot_stride = slot_stride, p.row_stride = row_stride, p.head_stride = D;
+    p.kv.table_stride = blocks_per_seq, p.kv.block_stride = block_stride, p.kv.row_stride = row_stride;
+    p.head_stride = D;
     p.batch = s.B, p.n_heads = H, p.head_dim = D, p.max_seq_len = s.L;
     p.softmax_scale = 1.f / std::sqrt(float(D));
     p.alibi_slopes = dslopes.as<float>();
@@ -510,7 +524,7 @@ void run_bench() {
     int it = 0;
     const double ms = time_ms(
         [&] {
-          p.slot = dslots.as<int>() + (it++ % copies) * s.B;
+          p.kv.block_table = dtable.as<int32_t>() + (it++ % copies) * s.B * blocks_per_seq;
           CHECK(decode_attention(p, 0));
         },
         15, 20);

@@ -24,8 +24,13 @@ export const LoadModelOptionsSchema = z
     dtype: z.enum(['bf16', 'f16']).default('bf16'),
     /** KV cache length per sequence; defaults to the config's max_seq_len (ALiBi lets it go past). */
     maxContext: z.number().int().positive().optional(),
-    /** Sequences that can be in flight at once (each reserves maxContext tokens of KV cache). */
+    /** Sequences that can be in flight at once. */
     maxSequences: z.number().int().positive().max(1024).default(1),
+    /**
+     * Tokens of KV cache all sequences share (paged: each takes blocks as it grows); default maxSequences ×
+     * maxContext, enough for every sequence at full context. Less lets many short sequences run in little memory.
+     */
+    kvCacheTokens: z.number().int().positive().optional(),
     /** Requests that may wait for a sequence slot; one more gets E_QUEUE_FULL at once. */
     maxQueue: z.number().int().nonnegative().default(256),
     /** How long a request may wait for a slot before it gets E_QUEUE_FULL; 0 = no limit. */
@@ -74,6 +79,11 @@ function parseLoadOptions(options: unknown): ResolvedLoadModelOptions {
     throw new FlashMptError('E_INVALID_ARGUMENT', `invalid loadModel options: ${zodIssuesMessage(parsed.error)}`, { details: parsed.error.issues });
   }
   return parsed.data;
+}
+
+/** The engine's KV pool for a kvCacheTokens option: whole blocks, 0 for the engine's default. */
+function kvBlocksFor(kvCacheTokens: number | undefined): number {
+  return kvCacheTokens === undefined ? 0 : Math.ceil(kvCacheTokens / loadNative().kvBlockTokens);
 }
 
 /** Resolves 'auto' | 'cuda' | 'cuda:N' | 'cpu' to a native device ordinal (-1 = CPU). */
@@ -133,7 +143,8 @@ export class Model implements AsyncDisposable {
       prefillChunkTokens: options.prefillChunkTokens,
       candidates: options.candidates,
     };
-    const capacity = { maxSequences: options.maxSequences, kvTokens: maxContext, sampleableVocab: this.sampleableVocabSize };
+    const blocks = engine.kvBlocks();
+    const capacity = { maxSequences: options.maxSequences, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: this.sampleableVocabSize };
     this.scheduler = new Scheduler(engine, capacity, schedulerOptions);
   }
 
@@ -375,6 +386,7 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     computeDType: opts.dtype,
     kvTokens: maxContext,
     maxSequences: opts.maxSequences,
+    kvBlocks: kvBlocksFor(opts.kvCacheTokens),
     threads: opts.threads,
   }, opts.onProgress);
   return new Model(engine, config, tokenizer, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);
@@ -395,6 +407,7 @@ export async function createRandomModel(config: MptConfig, options: LoadModelOpt
     computeDType: opts.dtype,
     kvTokens: maxContext,
     maxSequences: opts.maxSequences,
+    kvBlocks: kvBlocksFor(opts.kvCacheTokens),
     threads: opts.threads,
   });
   return new Model(engine, config, undefined, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);

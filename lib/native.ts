@@ -47,9 +47,11 @@ export interface NativeEngineOptions {
   device: number;
   /** CUDA compute precision; the CPU engine always computes in fp32 */
   computeDType: 'bf16' | 'f16';
-  /** KV cache per sequence, in tokens */
+  /** Context length: the most tokens one sequence holds */
   kvTokens: number;
   maxSequences: number;
+  /** Blocks of the paged KV pool shared by all sequences; 0 = maxSequences × ⌈kvTokens / block⌉ */
+  kvBlocks: number;
   /** CPU worker threads, 0 = all cores */
   threads: number;
 }
@@ -92,6 +94,8 @@ export interface NativeEngine {
   /** Row `row` (vocabSize logits) of the latest decode step, until the next call; E_INVALID_ARGUMENT after a forward. */
   lastLogits(row: number): Promise<Float32Array>;
   memory(): NativeMemory;
+  /** The paged KV pool: blocks in all, blocks no sequence holds, tokens per block. */
+  kvBlocks(): { total: number; free: number; blockTokens: number };
   /** Frees everything once queued calls finish; later calls throw or reject with E_DISPOSED. */
   dispose(): void;
 }
@@ -102,6 +106,8 @@ export interface NativeAddon {
   /** CUDA devices visible; 0 without a GPU or in a build without CUDA. */
   deviceCount(): number;
   buildInfo(): { cuda: boolean; version: string };
+  /** Tokens per block of the engines' paged KV cache. */
+  kvBlockTokens: number;
   /** Same-run ceilings on a CUDA device: 1 GiB device copy (read + write) and flash-mpt's bf16 GEMM at 8192³. */
   measureCeilings(device: number): Promise<{ copyGBs: number; gemmTflops: number }>;
   /** Prefill attention (bf16, causal, ALiBi, hd128) at batch × seqLen = tokens; TFLOP/s count 4·B·H·S²·D/2. */

@@ -6,25 +6,12 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig, NativeTensorSource } from '../lib/native';
-import { nativeModelConfig } from './helpers/native-config';
+import { loadNative, NativeEngine, NativeModelConfig, NativeTensorSource } from '../lib/native';
+import { nativeEngineOptions, nativeModelConfig } from './helpers/native-config';
 
 const native = loadNative();
 
-function engineOptions(config: NativeModelConfig, overrides: Partial<NativeEngineOptions> = {}): NativeEngineOptions {
-  return {
-    config,
-    tensors: [],
-    randomWeights: true,
-    seed: 7,
-    device: -1,
-    computeDType: 'bf16',
-    kvTokens: 300,
-    maxSequences: 4,
-    threads: 0,
-    ...overrides,
-  };
-}
+const engineOptions = nativeEngineOptions;
 
 function ids(n: number, vocab: number, salt = 0): Int32Array {
   return Int32Array.from({ length: n }, (_, i) => (i * 37 + salt * 11 + 5) % vocab);
@@ -191,10 +178,49 @@ describe('CPU engine behaviour', () => {
     const params = config.vocabSize * d + config.nLayers * perLayer + d;
     const memory = engine.memory();
     expect(memory.weightBytes).toBe(4 * params);
-    expect(memory.kvCacheBytes).toBe(2 * 4 * config.nLayers * 3 * 50 * d);
+    // 3 sequences of up to 50 tokens: one block of 64 tokens each (K and V, fp32).
+    expect(memory.kvCacheBytes).toBe(2 * 4 * config.nLayers * 3 * 64 * d);
     await engine.forward(engine.createSequence(), ids(10, vocab), false);
     expect(engine.memory().workspaceBytes).toBeGreaterThan(0);
     engine.dispose();
+  });
+
+  test('the paged KV cache: blocks follow the sequences, and results do not depend on which blocks a sequence got', async () => {
+    const engine = await native.createEngine(engineOptions(config, { kvTokens: 300, maxSequences: 4, kvBlocks: 6 }));
+    const fresh = await native.createEngine(engineOptions(config, { kvTokens: 300, maxSequences: 1 }));
+    try {
+      expect(engine.kvBlocks()).toEqual({ total: 6, free: 6, blockTokens: 64 });
+      const a = engine.createSequence();
+      const b = engine.createSequence();
+      await engine.forward(a, ids(70, vocab, 1), false);
+      await engine.forward(b, ids(10, vocab, 2), false);
+      expect(engine.kvBlocks().free).toBe(3); // 2 + 1 blocks
+      engine.releaseSequence(a);
+      expect(engine.kvBlocks().free).toBe(5);
+
+      // c takes a's two freed blocks and two never used: its rows are not in one piece, nor in order.
+      const c = engine.createSequence();
+      const prompt = ids(200, vocab, 3);
+      const alone = fresh.createSequence();
+      expect(await engine.forward(c, prompt, true)).toEqual(await fresh.forward(alone, prompt, true));
+      expect(engine.kvBlocks().free).toBe(1);
+      const stepped = await engine.decodeBatch(Int32Array.of(b, c), Int32Array.of(3, 7));
+      expect(stepped.subarray(vocab)).toEqual(await fresh.forward(alone, Int32Array.of(7), false));
+
+      // A call that needs more blocks than are free fails before it runs and takes none.
+      const d = engine.createSequence();
+      await expect(engine.forward(d, ids(130, vocab, 4), false)).rejects.toThrow(
+        /^\[E_OUT_OF_MEMORY\] the KV cache is full: this call needs 3 more blocks of 64 tokens, 1 of 6 are free/,
+      );
+      expect(engine.sequenceLength(d)).toBe(0);
+      expect(engine.kvBlocks().free).toBe(1);
+      engine.releaseSequence(c);
+      await engine.forward(d, ids(130, vocab, 4), false);
+      expect(engine.kvBlocks().free).toBe(2);
+    } finally {
+      engine.dispose();
+      fresh.dispose();
+    }
   });
 
   test('errors carry codes and leave the sequence as it was', async () => {
@@ -238,7 +264,7 @@ describe('CPU engine behaviour', () => {
     const huge = nativeModelConfig({ nLayers: 64 });
     const bytes = 1024 * 2 ** 24 * 64 * 64 * 4;
     await expect(native.createEngine(engineOptions(huge, { kvTokens: 2 ** 24, maxSequences: 1024 }))).rejects.toThrow(
-      `[E_OUT_OF_MEMORY] cannot allocate ${(bytes / 2 ** 30).toFixed(2)} GiB (${bytes} bytes) of host memory for the KV cache's keys (1024 sequences × 16777216 tokens × 64 layers × d_model 64 × 4 bytes; lower maxContext or maxSequences)`,
+      `[E_OUT_OF_MEMORY] cannot allocate ${(bytes / 2 ** 30).toFixed(2)} GiB (${bytes} bytes) of host memory for the KV cache's keys (${2 ** 28} blocks × 64 tokens × 64 layers × d_model 64 × 4 bytes; lower kvCacheTokens, or maxContext or maxSequences)`,
     );
     const engine = await native.createEngine(engineOptions(config));
     expect((await engine.forward(engine.createSequence(), ids(5, vocab), false)).length).toBe(vocab);

@@ -72,8 +72,8 @@ describeWithData('replica pool behind the server (two CPU replicas)', 'data/gpt-
       replicas: ['cpu#0', 'cpu#1'].map((replica) => ({ replica, device: 'cpu', status: 'ok', runningSequences: 0, queueLength: 0 })),
     });
     const m = await metrics(base);
-    expect(m['flash_mpt_kv_blocks_total{replica="cpu#0"}']).toBe(8 * (256 / 16));
-    expect(m.flash_mpt_kv_blocks_total).toBe(2 * 8 * (256 / 16));
+    expect(m['flash_mpt_kv_blocks_total{replica="cpu#0"}']).toBe(8 * (256 / 64));
+    expect(m.flash_mpt_kv_blocks_total).toBe(2 * 8 * (256 / 64));
   });
 
   test('8 concurrent requests spread over both replicas, each answered as a single model answers it', async () => {

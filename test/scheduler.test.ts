@@ -112,17 +112,48 @@ describe('batching on the CPU engine', () => {
     }
   });
 
-  test('metrics count the KV cache in blocks of 16 tokens', async () => {
+  test('metrics count the blocks of the paged KV cache the engine holds (64 tokens each)', async () => {
     const idle = model.schedulerMetrics();
-    expect(idle).toMatchObject({ queueLength: 0, runningSequences: 0, kvBlocksInUse: 0, kvBlockTokens: 16, kvBlocksTotal: 16 * 8 });
+    // 16 sequences at the full context of 128 tokens: 2 blocks each by default.
+    expect(idle).toMatchObject({ queueLength: 0, runningSequences: 0, kvBlocksInUse: 0, kvBlockTokens: 64, kvBlocksTotal: 16 * 2 });
     const stream: AsyncGenerator<unknown, unknown> = model.stream(promptOf(40, 3), { maxTokens: 30, temperature: 0 });
     await stream.next();
     const busy = model.schedulerMetrics();
     expect(busy.runningSequences).toBe(1);
-    expect(busy.kvBlocksInUse).toBe(3); // 40 prompt tokens, or 41 once the queued step ran
+    expect(busy.kvBlocksInUse).toBe(1); // 40 prompt tokens, or 41 once the queued step ran
     await stream.return(undefined);
     expect(model.schedulerMetrics()).toMatchObject({ runningSequences: 0, kvBlocksInUse: 0 });
     expect(busy.generatedTokensTotal).toBeGreaterThan(idle.generatedTokensTotal);
+  });
+});
+
+describe('a KV budget smaller than every sequence at full context (kvCacheTokens)', () => {
+  test('short requests share it, each admitted when its prompt + maxTokens fit; one that never fits is refused', async () => {
+    // 4 blocks of 64 tokens for 8 sequence slots of 128 tokens.
+    const small = await smallModel({ maxSequences: 8, kvCacheTokens: 256 });
+    try {
+      expect(small.schedulerMetrics()).toMatchObject({ kvBlocksTotal: 4, kvBlockTokens: 64 });
+      const options = { maxTokens: 20, temperature: 0, ignoreEos: true };
+      const prompts = Array.from({ length: 6 }, (_, i) => promptOf(30, 10 + i));
+      const alone: number[][] = [];
+      for (const p of prompts) alone.push((await small.generate(p, options)).tokenIds);
+      // 50 tokens each: one block, so 4 run at once and 2 wait for blocks, not slots.
+      const streams = prompts.map((p) => small.stream(p, options));
+      const firstSteps = streams.map((s) => s.next());
+      await Promise.all(firstSteps.slice(0, 4));
+      expect(small.schedulerMetrics()).toMatchObject({ runningSequences: 4, queueLength: 2, kvBlocksInUse: 4 });
+      const drain = async (stream: (typeof streams)[number], firstStep: (typeof firstSteps)[number]) => {
+        const tokens: number[] = [];
+        for (let step = await firstStep; !step.done; step = await stream.next()) if (step.value.tokenId !== null) tokens.push(step.value.tokenId);
+        return tokens;
+      };
+      const together = await Promise.all(streams.map((s, i) => drain(s, firstSteps[i])));
+      expect(together).toEqual(alone);
+      expect(small.schedulerMetrics()).toMatchObject({ runningSequences: 0, queueLength: 0, kvBlocksInUse: 0 });
+      expect(await codeOf(small.generate(promptOf(100, 1), { maxTokens: 200 }))).toBe('E_CONTEXT_LENGTH');
+    } finally {
+      await small.dispose();
+    }
   });
 });
 

@@ -175,7 +175,7 @@ describeWithData('OpenAI-compatible server', 'data/gpt-neox-20b/tokenizer.json',
     expect(after.flash_mpt_running_sequences).toBe(0);
     // It stopped well before max_tokens: the disconnect, not the length, ended it.
     expect(after.flash_mpt_generated_tokens_total - before.flash_mpt_generated_tokens_total).toBeLessThan(maxTokens);
-    expect(after.flash_mpt_kv_blocks_total).toBe(16 * (512 / 16));
+    expect(after.flash_mpt_kv_blocks_total).toBe(16 * (512 / 64)); // 16 sequences × 512 tokens in blocks of 64
   });
 
   test('malformed JSON is a 400 invalid_request_error', async () => {

@@ -8,6 +8,7 @@
 #include "csrc/binding/napi_util.h"
 #include "csrc/binding/promise_worker.h"
 #include "csrc/runtime/errors.h"
+#include "kernels/kv/paged_kv.h"
 
 namespace flashmpt::binding {
 namespace {
@@ -283,6 +284,7 @@ EngineOptions parseOptions(const Napi::Value& value) {
   options.compute_dtype = compute == "bf16" ? DType::BF16 : DType::F16;
   options.kv_tokens = integerArg(object.Get("kvTokens"), "options.kvTokens", 1, kMaxInt32);
   options.max_sequences = int(integerArg(object.Get("maxSequences"), "options.maxSequences", 1, kMaxInt32));
+  options.kv_blocks = integerArg(object.Get("kvBlocks"), "options.kvBlocks", 0, kMaxInt32);
   options.threads = int(integerArg(object.Get("threads"), "options.threads", 0, 4096));
   return options;
 }
@@ -336,10 +338,12 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
                                                    "decodeBatchCandidates"),
                                                InstanceMethod<&AddonEngine::LastLogits>("lastLogits"),
                                                InstanceMethod<&AddonEngine::Memory>("memory"),
+                                               InstanceMethod<&AddonEngine::KvBlocks>("kvBlocks"),
                                                InstanceMethod<&AddonEngine::Dispose>("dispose"),
                                            });
   constructorSlot(env, kClassName) = Napi::Persistent(constructor);
   exports.Set("createEngine", Napi::Function::New<&AddonEngine::CreateEngine>(env, "createEngine"));
+  exports.Set("kvBlockTokens", Napi::Number::New(env, kKvBlockTokens));
 }
 
 Napi::Value AddonEngine::CreateEngine(const Napi::CallbackInfo& info) {
@@ -444,6 +448,18 @@ Napi::Value AddonEngine::Memory(const Napi::CallbackInfo& info) {
     result.Set("weightBytes", double(memory.weight_bytes));
     result.Set("kvCacheBytes", double(memory.kv_cache_bytes));
     result.Set("workspaceBytes", double(memory.workspace_bytes));
+    return result;
+  });
+}
+
+// { total, free, blockTokens } of the paged KV cache; like sequenceLength, never waits for a running call.
+Napi::Value AddonEngine::KvBlocks(const Napi::CallbackInfo& info) {
+  return rethrowAsJs(info.Env(), [&] {
+    const Engine& engine = live();
+    Napi::Object result = Napi::Object::New(info.Env());
+    result.Set("total", double(engine.kvBlocks()));
+    result.Set("free", double(engine.freeKvBlocks()));
+    result.Set("blockTokens", double(kKvBlockTokens));
     return result;
   });
 }

@@ -46,6 +46,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value DecodeBatchCandidates(const Napi::CallbackInfo& info);
   Napi::Value LastLogits(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
+  Napi::Value KvBlocks(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   // The engine for a synchronous call; throws E_DISPOSED after dispose().

@@ -234,7 +234,7 @@ Napi::Value attention(const Napi::CallbackInfo& info, bool naive) {
         for (int64_t task = begin; task < end; ++task) {  // task = (b, h, i)
           const int64_t i = task % Sq, h = (task / Sq) % H, b = task / (Sq * H);
           const int64_t pos = Sk - Sq + i, row = ((b * Sq + i) * H + h) * D, kv = (b * Sk * H + h) * D;
-          cpu::attendRow(qf.data() + row, kf.data() + kv, vf.data() + kv, H * D, a.causal ? pos + 1 : Sk, pos, int(D),
+          cpu::attendRow(qf.data() + row, kf.data() + kv, vf.data() + kv, KvRows{nullptr, 0, 0, H * D}, a.causal ? pos + 1 : Sk, pos, int(D),
                          a.scale, a.slopes.empty() ? 0.f : a.slopes[size_t(h)], scores.data(), of.data() + row);
         }
       });
@@ -270,19 +270,16 @@ Napi::Value jsDecodeAttention(const Napi::CallbackInfo& info) {
     auto o = std::make_shared<TensorStorage>(q->cuda(), q->dtype(), q->shape());
     if (q->cuda()) {
 #if FLASH_MPT_WITH_CUDA
-      std::vector<int32_t> slots(static_cast<size_t>(B));
-      for (int64_t b = 0; b < B; ++b) slots[size_t(b)] = int32_t(b);
-      const DeviceBuffer slopes = upload(a.slopes), dSlots = upload(slots), dLens = upload(lens);
+      const DeviceBuffer slopes = upload(a.slopes), dLens = upload(lens);
       const DeviceBuffer workspace(decode_attention_workspace_floats(int(B), int(H), int(D), int(S)) * sizeof(float));
       DecodeAttentionParams p{};
       p.q = q->data();
       p.o = o->data();
       p.k_cache = k->data();
       p.v_cache = v->data();
-      p.slot = dSlots.as<int>();
       p.seq_len = dLens.as<int>();
-      p.slot_stride = S * H * D;
-      p.row_stride = H * D;
+      p.kv.batch_stride = S * H * D;
+      p.kv.row_stride = H * D;
       p.head_stride = D;
       p.batch = int(B);
       p.n_heads = int(H);
@@ -302,7 +299,7 @@ Napi::Value jsDecodeAttention(const Napi::CallbackInfo& info) {
       for (int64_t b = 0; b < B; ++b) {
         for (int64_t h = 0; h < H; ++h) {
           const int64_t row = (b * H + h) * D, len = lens[size_t(b)];
-          cpu::attendRow(qf.data() + row, kf.data() + (b * S * H + h) * D, vf.data() + (b * S * H + h) * D, H * D, len,
+          cpu::attendRow(qf.data() + row, kf.data() + (b * S * H + h) * D, vf.data() + (b * S * H + h) * D, KvRows{nullptr, 0, 0, H * D}, len,
                          len - 1, int(D), a.scale, a.slopes.empty() ? 0.f : a.slopes[size_t(h)], scores.data(),
                          of.data() + row);
         }
@@ -518,9 +515,9 @@ Napi::Value jsQkvEpilogue(const Napi::CallbackInfo& info) {
       p.q = q->data();
       p.k_cache = kc->data();
       p.v_cache = vc->data();
-      p.slot_stride = S * d;
-      p.row_stride = d;
-      p.slots = dSlots.as<int>();
+      p.kv.batch_stride = S * d;
+      p.kv.row_stride = d;
+      p.sequences = dSlots.as<int>();
       p.positions = dPos.as<int>();
       p.q_ln_weight = ptr(qw);
       p.q_ln_bias = ptr(qb);

@@ -45,8 +45,11 @@ struct EngineOptions {
   uint64_t seed = 0;
   int device = -1;                    // -1: CPU; >= 0: CUDA device ordinal
   DType compute_dtype = DType::BF16;  // CUDA: BF16 or F16; CPU always computes in F32
-  int64_t kv_tokens = 0;              // KV cache budget per sequence slot, in tokens (context length)
+  int64_t kv_tokens = 0;              // context length: the most tokens one sequence holds
   int max_sequences = 1;              // sequence slots
+  // The paged KV cache's pool, in blocks of kKvBlockTokens (kernels/kv/paged_kv.h) shared by all
+  // sequences; 0: enough for every slot at full context (max_sequences · ⌈kv_tokens / kKvBlockTokens⌉).
+  int64_t kv_blocks = 0;
   int threads = 0;                    // CPU: worker threads, 0 = all cores
   // Called from the loading thread as checkpoint bytes are read and converted (bytes done, bytes in all);
   // optional. Never called for random weights.
@@ -65,7 +68,8 @@ constexpr int kMaxCandidates = 1024;
 class Engine {
  public:
   virtual ~Engine() = default;
-  // Reserve a sequence slot (empty KV cache); throws FlashError E_OUT_OF_MEMORY when all are taken.
+  // Reserve a sequence slot (empty KV cache); throws FlashError E_OUT_OF_MEMORY when all are taken. KV blocks are
+  // taken as calls append tokens (E_OUT_OF_MEMORY when the pool is dry) and given back on release.
   virtual int createSequence() = 0;
   virtual void releaseSequence(int seq) = 0;
   virtual int64_t sequenceLength(int seq) const = 0;
@@ -89,7 +93,13 @@ class Engine {
   virtual int64_t weightBytes() const = 0;
   virtual int64_t kvCacheBytes() const = 0;
   virtual int64_t workspaceBytes() const = 0;
+  // Blocks of the KV pool, and those no sequence holds.
+  virtual int64_t kvBlocks() const = 0;
+  virtual int64_t freeKvBlocks() const = 0;
 };
+
+// options.kv_blocks, or its default.
+int64_t resolvedKvBlocks(const EngineOptions& options);
 
 // The checks every backend makes of a ModelConfig (positive shape, d_model % n_heads, one ALiBi slope per head,
 // a resolved softmax scale, a positive eps); throws FlashError E_CONFIG naming the field.

@@ -4,14 +4,42 @@
 #include <limits>
 #include <string>
 
+#include "csrc/engine/engine.h"
 #include "csrc/runtime/errors.h"
+#include "kernels/kv/paged_kv.h"
 
 namespace flashmpt {
+namespace {
 
-SequenceSlots::SequenceSlots(int count) {
+int64_t blocksFor(int64_t tokens) { return (tokens + kKvBlockTokens - 1) / kKvBlockTokens; }
+
+}  // namespace
+
+int64_t resolvedKvBlocks(const EngineOptions& o) {
+  return o.kv_blocks > 0 ? o.kv_blocks : int64_t(o.max_sequences) * blocksFor(o.kv_tokens);
+}
+
+SequenceSlots::SequenceSlots(int count, int64_t kv_blocks, int64_t context_tokens)
+    : total_blocks_(kv_blocks), context_tokens_(context_tokens), table_stride_(blocksFor(context_tokens)) {
   if (count <= 0) fail("E_INVALID_ARGUMENT", "max_sequences must be positive");
+  if (kv_blocks <= 0 || kv_blocks > std::numeric_limits<int32_t>::max()) fail("E_INVALID_ARGUMENT", "kv_blocks out of range");
   slots_.resize(size_t(count));
   generations_ = uint32_t(std::numeric_limits<int32_t>::max() / count);
+  free_blocks_.reserve(size_t(kv_blocks));
+  // Handed out from the back: block 0 first.
+  for (int64_t b = kv_blocks - 1; b >= 0; --b) free_blocks_.push_back(int32_t(b));
+}
+
+void SequenceSlots::free(Slot& slot) {
+  free_blocks_.insert(free_blocks_.end(), slot.blocks.rbegin(), slot.blocks.rend());
+  slot.blocks.clear();
+  slot.used = slot.running = slot.release_when_done = false;
+  slot.length = 0;
+}
+
+int64_t SequenceSlots::freeBlocks() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return int64_t(free_blocks_.size());
 }
 
 int SequenceSlots::create() {
@@ -33,7 +61,7 @@ void SequenceSlots::release(int handle) {
   if (slot.running) {
     slot.release_when_done = true;
   } else {
-    slot.free();
+    free(slot);
   }
 }
 
@@ -51,9 +79,10 @@ size_t SequenceSlots::checkedSlot(int handle) const {
   return index;
 }
 
-SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, int64_t tokens, int64_t capacity)
+SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, int64_t tokens)
     : owner_(slots), tokens_(tokens) {
   std::lock_guard<std::mutex> lock(owner_.mutex_);
+  const int64_t capacity = owner_.context_tokens_;
   for (int i = 0; i < n; ++i) {
     const int index = int(owner_.checkedSlot(handles[i]));
     if (std::find(slots_.begin(), slots_.end(), index) != slots_.end()) {
@@ -68,7 +97,26 @@ SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, int
     slots_.push_back(index);
     starts_.push_back(length);
   }
-  for (int index : slots_) owner_.slots_[size_t(index)].running = true;
+  int64_t needed = 0;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    needed += std::max<int64_t>(0, blocksFor(starts_[i] + tokens) - int64_t(owner_.slots_[size_t(slots_[i])].blocks.size()));
+  }
+  if (needed > int64_t(owner_.free_blocks_.size())) {
+    fail("E_OUT_OF_MEMORY", "the KV cache is full: this call needs " + std::to_string(needed) + " more blocks of " +
+                                std::to_string(kKvBlockTokens) + " tokens, " + std::to_string(owner_.free_blocks_.size()) +
+                                " of " + std::to_string(owner_.total_blocks_) +
+                                " are free (release sequences, or load with a larger kvCacheTokens)");
+  }
+  table_.assign(slots_.size() * size_t(owner_.table_stride_), 0);
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& slot = owner_.slots_[size_t(slots_[i])];
+    while (int64_t(slot.blocks.size()) < blocksFor(starts_[i] + tokens)) {
+      slot.blocks.push_back(owner_.free_blocks_.back());
+      owner_.free_blocks_.pop_back();
+    }
+    std::copy(slot.blocks.begin(), slot.blocks.end(), table_.begin() + int64_t(i) * owner_.table_stride_);
+    slot.running = true;
+  }
 }
 
 SequenceSlots::Claim::~Claim() {
@@ -77,7 +125,7 @@ SequenceSlots::Claim::~Claim() {
     Slot& slot = owner_.slots_[size_t(index)];
     if (committed_) slot.length += tokens_;
     slot.running = false;
-    if (slot.release_when_done) slot.free();
+    if (slot.release_when_done) owner_.free(slot);
   }
 }
 

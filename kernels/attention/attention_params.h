@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
+#include "kernels/kv/paged_kv.h"
+
 namespace flashmpt {
 
 enum class AttnDType : int { F16 = 1, BF16 = 2 };
@@ -40,10 +42,11 @@ cudaError_t flash_attention_prefill(const FlashAttentionParams& params, cudaStre
 struct DecodeAttentionParams {
   const void* q;  // [batch][n_heads][head_dim], contiguous
   void* o;        // [batch][n_heads][head_dim], contiguous
-  const void* k_cache; const void* v_cache;  // element (b's slot) at cache + slot[b]*slot_stride + pos*row_stride + h*head_stride
-  const int* slot;     // device [batch]: KV cache slot of each sequence
+  // Key (b, pos) at k_cache + kv.sequence(b).offset(pos) + h*head_stride (paged or contiguous: paged_kv.h).
+  const void* k_cache; const void* v_cache;
+  KvLayout kv;
   const int* seq_len;  // device [batch]: keys to attend, the new token included (clamped to max_seq_len; 0 -> o = 0)
-  int64_t slot_stride, row_stride, head_stride;
+  int64_t head_stride;
   int batch, n_heads, head_dim, max_seq_len;  // max_seq_len bounds seq_len (sizes the split grid)
   float softmax_scale;
   const float* alibi_slopes;  // device or nullptr

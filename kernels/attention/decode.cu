@@ -70,9 +70,10 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   if (start >= end) return;  // the merge reads only splits below cdiv(len, keys)
 
   const int tid = threadIdx.x, group = tid / TPR, col = (tid % TPR) * 8;
-  const int64_t base = int64_t(p.slot[b]) * p.slot_stride + int64_t(h) * p.head_stride + col;
-  const T* kp = static_cast<const T*>(p.k_cache) + base;
-  const T* vp = static_cast<const T*>(p.v_cache) + base;
+  const KvRows rows = p.kv.sequence(b);
+  const int64_t column = int64_t(h) * p.head_stride + col;
+  const T* kp = static_cast<const T*>(p.k_cache) + column;
+  const T* vp = static_cast<const T*>(p.v_cache) + column;
 
   float q[8];
   unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + (int64_t(b) * p.n_heads + h) * kHeadDim + col), q);
@@ -92,8 +93,9 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     for (int i = 0; i < P; ++i) {
       const int key = t0 + i * RPP + group;
       if (key < end) {
-        kv[i] = load_nc(kp + int64_t(key) * p.row_stride);
-        vv[i] = load_nc(vp + int64_t(key) * p.row_stride);
+        const int64_t at = rows.offset(key);
+        kv[i] = load_nc(kp + at);
+        vv[i] = load_nc(vp + at);
       } else {
         kv[i] = vv[i] = make_uint4(0, 0, 0, 0);
       }
@@ -296,13 +298,14 @@ cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream
   if (p.batch == 0 || p.n_heads == 0) return cudaSuccess;
   if (p.n_heads > 65535 || p.batch > 65535 || p.max_seq_len <= 0 || p.max_seq_len > (1 << 24))
     return cudaErrorInvalidValue;
-  if (!p.q || !p.o || !p.k_cache || !p.v_cache || !p.slot || !p.seq_len || !p.workspace)
+  if (!p.q || !p.o || !p.k_cache || !p.v_cache || !p.seq_len || !p.workspace)
     return cudaErrorInvalidValue;
   // 16-byte vectors of q, o and the cache; float4 reads of the workspace.
   if (!aligned16(p.q) || !aligned16(p.o) || !aligned16(p.k_cache) || !aligned16(p.v_cache) ||
       !aligned16(p.workspace))
     return cudaErrorInvalidValue;
-  if (p.slot_stride % 8 != 0 || p.row_stride % 8 != 0 || p.head_stride % 8 != 0) return cudaErrorInvalidValue;
+  if (p.kv.batch_stride % 8 != 0 || p.kv.block_stride % 8 != 0 || p.kv.row_stride % 8 != 0 || p.head_stride % 8 != 0)
+    return cudaErrorInvalidValue;
 
   int dev = 0, sms = 0, major = 0;
   cudaError_t err = cudaGetDevice(&dev);

@@ -25,10 +25,9 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
   pdlLaunchDependents();
   const int r = blockIdx.x, d = p.d_model;
   const T* in = static_cast<const T*>(p.qkv) + int64_t(r) * 3 * d;
-  const int slot = p.slots ? p.slots[r] : p.slot0;
-  const int position = p.slots ? p.positions[r] : p.position0 + r;
+  const int position = p.sequences ? p.positions[r] : p.position0 + r;
   const bool toCache = position >= 0;
-  const int64_t cacheRow = int64_t(slot) * p.slot_stride + int64_t(position) * p.row_stride;
+  const int64_t cacheRow = toCache ? p.kv.sequence(p.sequences ? p.sequences[r] : 0).offset(position) : 0;
 
   float qSum = 0.f, kSum = 0.f;
   for (int i = threadIdx.x; i < d; i += kThreads) {
@@ -38,7 +37,9 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
     qk[d + i] = kv;
     qSum += qv;
     kSum += kv;
-    if (toCache) static_cast<T*>(p.v_cache)[cacheRow + i] = fromFloat<T>(clipValue(toFloat<T>(in[2 * d + i]), p.clip));
+    const T value = fromFloat<T>(clipValue(toFloat<T>(in[2 * d + i]), p.clip));
+    if (toCache) static_cast<T*>(p.v_cache)[cacheRow + i] = value;
+    if (p.v_seq) static_cast<T*>(p.v_seq)[int64_t(position) * d + i] = value;
   }
 
   float qMean = 0.f, kMean = 0.f, qRstd = 1.f, kRstd = 1.f;
@@ -64,6 +65,7 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
     }
     q[i] = fromFloat<T>(qv);
     if (toCache) static_cast<T*>(p.k_cache)[cacheRow + i] = fromFloat<T>(kv);
+    if (p.k_seq) static_cast<T*>(p.k_seq)[int64_t(position) * d + i] = fromFloat<T>(kv);
   }
 }
 
@@ -71,7 +73,8 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
 
 cudaError_t qkvEpilogue(const QkvEpilogueParams& p, cudaStream_t stream) {
   if (p.rows < 0 || p.d_model <= 0 || !p.qkv || !p.q || !p.k_cache || !p.v_cache ||
-      (p.q_ln_weight != nullptr) != (p.k_ln_weight != nullptr) || (p.slots != nullptr) != (p.positions != nullptr)) {
+      (p.q_ln_weight != nullptr) != (p.k_ln_weight != nullptr) || (p.sequences != nullptr) != (p.positions != nullptr) || (p.k_seq != nullptr) != (p.v_seq != nullptr) ||
+      (p.k_seq != nullptr && p.sequences != nullptr)) {
     return cudaErrorInvalidValue;
   }
   if (p.rows == 0) return cudaSuccess;

@@ -1,5 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
+import { loadConfig } from '../config';
 import { FlashMptError } from '../errors';
 import { createServer, ReplicaPool } from '../server';
 import { optionalNumber, parseCommandArgs, parseDeviceList } from './args';
@@ -8,11 +9,14 @@ import { loadProgressBar } from './progress';
 export const serveUsage = `flash-mpt serve --model DIR [--host 127.0.0.1] [--port 8080] [options]
   OpenAI-compatible server: POST /v1/completions, GET /v1/models, GET /health, GET /metrics
   --device cpu|cuda|cuda:N|auto   --dtype bf16|f16   --max-context N   --name ID (default: the folder's name)
-  --max-sequences N (default 8)   --max-queue N (default 256)   --queue-timeout-ms MS (default 60000, 0 = none)
+  --max-sequences N (default 64)  --max-queue N (default 256)   --queue-timeout-ms MS (default 60000, 0 = none)
+  --kv-cache-tokens N   KV cache shared by the sequences (paged; default 8 × the context: 8 at full length, or
+                        up to --max-sequences shorter ones)
   --devices 0,1   one replica per GPU behind the one port, each request to the least-loaded replica (instead of
                   --device); --devices cpu,cpu runs CPU replicas, which exist to exercise the routing without GPUs`;
 
-const DEFAULT_MAX_SEQUENCES = 8;
+const DEFAULT_MAX_SEQUENCES = 64;
+const DEFAULT_KV_CONTEXTS = 8;
 
 export async function serveCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseCommandArgs(argv, {
@@ -25,6 +29,7 @@ export async function serveCommand(argv: string[]): Promise<void> {
     dtype: { type: 'string' },
     'max-context': { type: 'string' },
     'max-sequences': { type: 'string' },
+    'kv-cache-tokens': { type: 'string' },
     'max-queue': { type: 'string' },
     'queue-timeout-ms': { type: 'string' },
   });
@@ -39,10 +44,13 @@ export async function serveCommand(argv: string[]): Promise<void> {
   }
   const devices = values.devices === undefined ? [values.device ?? 'auto'] : parseDeviceList(values.devices, '--devices');
 
+  const maxContext = optionalNumber(values['max-context'], '--max-context');
+  const context = maxContext ?? (await loadConfig(values.model)).maxSeqLen;
   const progress = loadProgressBar(`loading ${values.model}`);
   const pool = await ReplicaPool.load(values.model, devices, {
     dtype: values.dtype as 'bf16' | undefined,
-    maxContext: optionalNumber(values['max-context'], '--max-context'),
+    maxContext,
+    kvCacheTokens: optionalNumber(values['kv-cache-tokens'], '--kv-cache-tokens') ?? DEFAULT_KV_CONTEXTS * context,
     maxSequences: optionalNumber(values['max-sequences'], '--max-sequences') ?? DEFAULT_MAX_SEQUENCES,
     maxQueue: optionalNumber(values['max-queue'], '--max-queue'),
     queueTimeoutMs: optionalNumber(values['queue-timeout-ms'], '--queue-timeout-ms'),

@@ -10,18 +10,16 @@
  * instead of the full rows, unless every sampler in the batch needs full rows (decodeBatch). A row whose
  * candidates do not decide its token fetches its full row (lastLogits) before the next step starts.
  *
- * KV accounting. The native KV cache is slot-based, not paged: each of the maxSequences slots owns kvTokens
- * contiguous tokens of cache, allocated at load. The scheduler counts KV in blocks of KV_BLOCK_TOKENS anyway:
- * in use = Σ ceil(length / KV_BLOCK_TOKENS) over admitted sequences (what the metrics show), and a request is
- * admitted only when the blocks for its prompt + maxTokens fit the budget (slots × blocks per slot). With the
- * slot-based cache that budget cannot bind before the slot count does; a paged cache would make it smaller.
+ * KV memory. The native KV cache is paged: one pool of fixed-size blocks (kernels/kv/paged_kv.h) from which each
+ * sequence takes blocks as it grows and to which a released sequence gives them back. A request is admitted only
+ * when the blocks for its whole prompt + maxTokens fit next to what the admitted ones reserved, so the pool never
+ * runs dry mid-generation; one that could never fit is refused at once (E_CONTEXT_LENGTH). Metrics show the
+ * blocks the engine actually holds.
  */
 import { FlashMptError, fromNativeError } from '../errors';
 import type { NativeCandidates, NativeEngine } from '../native';
 import type { Sampler } from '../sampling';
 import { TokenRate } from './token-rate';
-
-export const KV_BLOCK_TOKENS = 16;
 
 export interface SchedulerOptions {
   /** Requests that may wait for a sequence slot; one more gets E_QUEUE_FULL at once. */
@@ -37,8 +35,9 @@ export interface SchedulerOptions {
 /** What the engine holds. */
 export interface SchedulerCapacity {
   maxSequences: number;
-  /** KV cache per slot, in tokens. */
-  kvTokens: number;
+  /** Blocks of the engine's KV pool, and tokens per block. */
+  kvBlocks: number;
+  kvBlockTokens: number;
   /** Ids below this can be sampled: the candidates are the best of them. */
   sampleableVocab: number;
 }
@@ -99,10 +98,6 @@ function deferred<T>(): Deferred<T> {
   // A consumer that stops early may leave a step unawaited: its rejection must not be an unhandled one.
   promise.catch(() => undefined);
   return { promise, resolve, reject };
-}
-
-function blocksFor(tokens: number): number {
-  return Math.ceil(tokens / KV_BLOCK_TOKENS);
 }
 
 type Phase = 'queued' | 'prefill' | 'decode' | 'done';
@@ -196,7 +191,7 @@ export class Scheduler {
     private readonly capacity: SchedulerCapacity,
     private readonly options: SchedulerOptions,
   ) {
-    this.kvBlocksTotal = capacity.maxSequences * blocksFor(capacity.kvTokens);
+    this.kvBlocksTotal = capacity.kvBlocks;
     this.candidates = Math.min(options.candidates, capacity.sampleableVocab);
   }
 
@@ -213,7 +208,14 @@ export class Scheduler {
   private enqueue(prompt: Int32Array, maxTokens: number, sampler: StepSampler | null, signal: AbortSignal | undefined): Sequence {
     if (this.closed) throw new FlashMptError('E_DISPOSED', 'this model has been disposed');
     if (signal?.aborted) throw new FlashMptError('E_ABORTED', 'the signal was aborted before the request was queued');
-    const sequence = new Sequence(this, prompt, blocksFor(prompt.length + maxTokens), sampler, signal);
+    const blocks = Math.ceil((prompt.length + maxTokens) / this.capacity.kvBlockTokens);
+    if (blocks > this.kvBlocksTotal) {
+      throw new FlashMptError(
+        'E_CONTEXT_LENGTH',
+        `${prompt.length} prompt tokens + ${maxTokens} to generate need ${blocks} KV blocks of ${this.capacity.kvBlockTokens} tokens; the cache holds ${this.kvBlocksTotal} (loadModel's kvCacheTokens)`,
+      );
+    }
+    const sequence = new Sequence(this, prompt, blocks, sampler, signal);
     this.queue.push(sequence);
     this.admit();
     if (sequence.phase === 'queued') {
@@ -241,16 +243,16 @@ export class Scheduler {
   }
 
   metrics(): SchedulerMetrics {
-    let kvBlocksInUse = 0;
-    for (const sequence of this.active) kvBlocksInUse += blocksFor(sequence.length);
+    // A closed scheduler's engine is disposed: its blocks are gone.
+    const blocks = this.closed ? { total: this.kvBlocksTotal, free: this.kvBlocksTotal, blockTokens: this.capacity.kvBlockTokens } : this.engine.kvBlocks();
     return {
       queueLength: this.queue.length,
       runningSequences: this.active.size,
       generatedTokensTotal: this.generatedTokens,
       tokensPerSecond: this.rate.perSecond(),
-      kvBlocksInUse,
-      kvBlocksTotal: this.kvBlocksTotal,
-      kvBlockTokens: KV_BLOCK_TOKENS,
+      kvBlocksInUse: blocks.total - blocks.free,
+      kvBlocksTotal: blocks.total,
+      kvBlockTokens: blocks.blockTokens,
       sampledFromCandidatesTotal: this.sampledFromCandidates,
       sampledFromFullRowTotal: this.sampledFromFullRow,
     };

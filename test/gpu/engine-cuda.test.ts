@@ -6,7 +6,7 @@
  */
 import { mptAlibiSlopes } from '../../lib/config';
 import { loadNative, NativeEngine, NativeEngineOptions, NativeModelConfig } from '../../lib/native';
-import { nativeModelConfig } from '../helpers/native-config';
+import { nativeEngineOptions, nativeModelConfig } from '../helpers/native-config';
 import { describeGpu, relativeL2 } from './gpu';
 
 function config(overrides: Partial<NativeModelConfig> = {}): NativeModelConfig {
@@ -27,7 +27,7 @@ const SEED_1B: Partial<NativeModelConfig> = {
 };
 
 function options(c: NativeModelConfig, device: number, overrides: Partial<NativeEngineOptions> = {}): NativeEngineOptions {
-  return { config: c, tensors: [], randomWeights: true, seed: 7, device, computeDType: 'bf16', kvTokens: 512, maxSequences: 4, threads: 0, ...overrides };
+  return nativeEngineOptions(c, { device, kvTokens: 512, ...overrides });
 }
 
 function ids(n: number, seed: number, vocab: number): Int32Array {
@@ -46,6 +46,35 @@ async function expectCode(promise: Promise<unknown> | (() => unknown), code: str
     return;
   }
   throw new Error(`expected a ${code} error`);
+}
+
+/**
+ * The paged KV cache under fragmentation, run identically on both engines: a released sequence's blocks go to one
+ * that needs more than they hold (its rows then sit in blocks out of order), a chunk extends a cached prefix (read
+ * back from the blocks), and a batched decode mixes both sequences. Every logits row must match within 2e-2.
+ */
+async function expectPagedCacheMatches(cpu: NativeEngine, gpu: NativeEngine, vocab: number): Promise<void> {
+  const both = async (call: (engine: NativeEngine, seq: number[]) => Promise<Float32Array>, seqs: [number[], number[]]) => {
+    const want = rows(await call(cpu, seqs[0]), vocab);
+    const got = rows(await call(gpu, seqs[1]), vocab);
+    expect(got.length).toBe(want.length);
+    for (let r = 0; r < want.length; r++) expect(relativeL2(got[r], want[r])).toBeLessThanOrEqual(2e-2);
+  };
+  const create = (): [number[], number[]] => [[cpu.createSequence()], [gpu.createSequence()]];
+  const a = create();
+  const b = create();
+  await both((e, [s]) => e.forward(s, ids(100, 21, vocab), false), a);
+  await both((e, [s]) => e.forward(s, ids(30, 22, vocab), false), b);
+  cpu.releaseSequence(a[0][0]);
+  gpu.releaseSequence(a[1][0]);
+  const c = create();
+  await both((e, [s]) => e.forward(s, ids(150, 23, vocab), true), c);
+  await both((e, [s]) => e.forward(s, ids(40, 24, vocab), true), c);
+  for (let step = 0; step < 3; step++) {
+    const next = Int32Array.of(step + 3, step + 9);
+    await both((e, [sb, sc]) => e.decodeBatch(Int32Array.of(sb, sc), next), [[b[0][0], c[0][0]], [b[1][0], c[1][0]]]);
+  }
+  expect(gpu.kvBlocks()).toEqual(cpu.kvBlocks());
 }
 
 describeGpu('CUDA engine vs the CPU reference engine', () => {
@@ -108,6 +137,18 @@ describeGpu('CUDA engine vs the CPU reference engine', () => {
       cs.forEach((s) => cpu.releaseSequence(s));
       gs.forEach((s) => gpu.releaseSequence(s));
     });
+
+    it('the paged KV cache: blocks reused out of order, an extend over a cached prefix, a mixed batch', async () => {
+      const small = { kvTokens: 512, maxSequences: 4, kvBlocks: 6 };
+      const pagedCpu = await native.createEngine(options(c, -1, small));
+      const pagedGpu = await native.createEngine(options(c, 0, { ...small, computeDType: dtype }));
+      try {
+        await expectPagedCacheMatches(pagedCpu, pagedGpu, c.vocabSize);
+      } finally {
+        pagedCpu.dispose();
+        pagedGpu.dispose();
+      }
+    });
   });
 
   it('head_dim 32 (naive attention, no graph) matches too', async () => {
@@ -122,6 +163,9 @@ describeGpu('CUDA engine vs the CPU reference engine', () => {
         const token = Int32Array.of(step + 1);
         expect(relativeL2(await gpu.forward(s1, token, false), await cpu.forward(s0, token, false))).toBeLessThanOrEqual(2e-2);
       }
+      cpu.releaseSequence(s0);
+      gpu.releaseSequence(s1);
+      await expectPagedCacheMatches(cpu, gpu, c.vocabSize);
     } finally {
       cpu.dispose();
       gpu.dispose();

@@ -27,9 +27,10 @@ describeGpu('memory pressure on cuda:0', () => {
     expect(error).toBeInstanceOf(FlashMptError);
     const { code, message } = error as FlashMptError;
     expect(code).toBe('E_OUT_OF_MEMORY');
-    expect(message).toContain(`${gib(kvBytes)} of KV cache (1024 sequences × 65536 tokens × 24 layers × 2 (K, V) × d_model 2048 × 2 bytes)`);
+    // The default pool: every sequence at full context, in blocks of 64 tokens.
+    expect(message).toContain(`${gib(kvBytes)} of KV cache (${(1024 * 65536) / 64} blocks × 64 tokens × 24 layers × 2 (K, V) × d_model 2048 × 2 bytes)`);
     expect(message).toMatch(/ \d+\.\d\d GiB of workspace = \d+\.\d\d GiB, but cuda:0 has \d+\.\d\d GiB free of /);
-    expect(message).toContain(` free of ${gib(totalBytes)}; lower maxContext or maxSequences (about `);
+    expect(message).toMatch(new RegExp(` free of ${gib(totalBytes)}; lower kvCacheTokens to about \\d+ \\(its default is maxSequences × maxContext\\)`));
     expect(message).toContain('or load the model on a GPU with more free memory');
 
     const model = await createRandomModel(config, { device: 'cuda:0', maxSequences: 2, maxContext: 256 });

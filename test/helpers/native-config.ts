@@ -1,5 +1,5 @@
 import { mptAlibiSlopes } from '../../lib/config';
-import type { NativeModelConfig } from '../../lib/native';
+import type { NativeEngineOptions, NativeModelConfig } from '../../lib/native';
 
 /**
  * A small MPT shape for engine tests; the derived fields (d_ff, softmax scale, ALiBi slopes) follow the
@@ -24,4 +24,9 @@ export function nativeModelConfig(overrides: Partial<NativeModelConfig> = {}): N
     alibiSlopes: mptAlibiSlopes(nHeads, 8),
     ...overrides,
   };
+}
+
+/** Engine options for `config` with seeded random weights on the CPU, 4 sequences of 300 tokens, unless overridden. */
+export function nativeEngineOptions(config: NativeModelConfig, overrides: Partial<NativeEngineOptions> = {}): NativeEngineOptions {
+  return { config, tensors: [], randomWeights: true, seed: 7, device: -1, computeDType: 'bf16', kvTokens: 300, maxSequences: 4, kvBlocks: 0, threads: 0, ...overrides };
 }

@@ -36,9 +36,10 @@ struct LayerWeights {
   Buffer ln1_w, ln1_b, wqkv, bqkv, q_ln_w, q_ln_b, k_ln_w, k_ln_b, wout, bout, ln2_w, ln2_b, wup, bup, wdown, bdown;
 };
 
-// One token of a pass: which sequence slot it extends and at which position.
+// One token of a pass: the block-table row of the sequence it extends (valid while the call's claim lives) and
+// its position.
 struct Row {
-  size_t slot;
+  const int32_t* blocks;
   int64_t pos;
 };
 
@@ -46,19 +47,18 @@ class CpuEngine final : public Engine {
  public:
   explicit CpuEngine(const EngineOptions& options)
       : config_(options.config),
-        kv_tokens_(options.kv_tokens),
-        max_sequences_(options.max_sequences),
+        kv_blocks_(resolvedKvBlocks(options)),
         pool_(options.threads),
-        slots_(options.max_sequences) {
+        slots_(options.max_sequences, kv_blocks_, options.kv_tokens) {
     validateModelConfig(config_);
-    if (options.kv_tokens <= 0) fail("E_INVALID_ARGUMENT", "kv_tokens must be positive");
     loadWeights(options);
-    const int64_t per_layer = int64_t(options.max_sequences) * kv_tokens_ * config_.d_model;
-    const std::string kvShape = std::to_string(options.max_sequences) + " sequences × " + std::to_string(kv_tokens_) +
+    layer_stride_ = kv_blocks_ * kKvBlockTokens * config_.d_model;
+    const std::string kvShape = std::to_string(kv_blocks_) + " blocks × " + std::to_string(kKvBlockTokens) +
                                 " tokens × " + std::to_string(config_.n_layers) + " layers × d_model " +
-                                std::to_string(config_.d_model) + " × 4 bytes; lower maxContext or maxSequences";
-    k_cache_ = allocate(per_layer * config_.n_layers, "the KV cache's keys (" + kvShape + ")");
-    v_cache_ = allocate(per_layer * config_.n_layers, "the KV cache's values (" + kvShape + ")");
+                                std::to_string(config_.d_model) +
+                                " × 4 bytes; lower kvCacheTokens, or maxContext or maxSequences";
+    k_cache_ = allocate(layer_stride_ * config_.n_layers, "the KV cache's keys (" + kvShape + ")");
+    v_cache_ = allocate(layer_stride_ * config_.n_layers, "the KV cache's values (" + kvShape + ")");
   }
 
   int createSequence() override { return slots_.create(); }
@@ -69,13 +69,12 @@ class CpuEngine final : public Engine {
     last_rows_ = 0;
     if (n <= 0) fail("E_INVALID_ARGUMENT", "forward needs at least one token");
     checkIds(ids, n);
-    SequenceSlots::Claim claim(slots_, &seq, 1, n, kv_tokens_);
-    const size_t slot = size_t(claim.slot(0));
+    SequenceSlots::Claim claim(slots_, &seq, 1, n);
     std::vector<Row> rows;
     for (int64_t first = 0; first < n; first += kMaxRowsPerPass) {
       const int64_t count = std::min(kMaxRowsPerPass, n - first);
       rows.clear();
-      for (int64_t i = 0; i < count; ++i) rows.push_back({slot, claim.start(0) + first + i});
+      for (int64_t i = 0; i < count; ++i) rows.push_back({claim.blockTable(0), claim.start(0) + first + i});
       const bool last_pass = first + count == n;
       if (all_logits) {
         runPass(rows, ids + first, 0, out + first * config_.vocab_size);
@@ -110,6 +109,8 @@ class CpuEngine final : public Engine {
 
   int64_t weightBytes() const override { return weight_bytes_; }
   int64_t kvCacheBytes() const override { return 2 * k_cache_.size * int64_t(sizeof(float)); }
+  int64_t kvBlocks() const override { return kv_blocks_; }
+  int64_t freeKvBlocks() const override { return slots_.freeBlocks(); }
   int64_t workspaceBytes() const override {
     int64_t floats = 0;
     for (const auto* buffer : {&x_, &h_, &qkv_, &attn_, &tmp_, &ff_, &last_logits_}) floats += int64_t(buffer->size());
@@ -122,9 +123,9 @@ class CpuEngine final : public Engine {
     last_rows_ = 0;
     if (n <= 0) fail("E_INVALID_ARGUMENT", "a decode step needs at least one sequence");
     checkIds(ids, n);
-    SequenceSlots::Claim claim(slots_, seqs, n, 1, kv_tokens_);
+    SequenceSlots::Claim claim(slots_, seqs, n, 1);
     std::vector<Row> rows;
-    for (int i = 0; i < n; ++i) rows.push_back({size_t(claim.slot(i)), claim.start(i)});
+    for (int i = 0; i < n; ++i) rows.push_back({claim.blockTable(i), claim.start(i)});
     last_logits_.resize(size_t(n) * size_t(config_.vocab_size));
     for (int first = 0; first < n; first += int(kMaxRowsPerPass)) {
       const int count = std::min(int(kMaxRowsPerPass), n - first);
@@ -222,10 +223,12 @@ class CpuEngine final : public Engine {
     fit(ff_, rows * config_.d_ff);
   }
 
-  float* cacheRow(Buffer& cache, int layer, size_t slot, int64_t pos) {
+  // The rows of a sequence in one layer's pool (offsets from cacheLayer).
+  KvRows kvRows(const Row& row) const {
     const int64_t d = config_.d_model;
-    return cache.data.get() + ((int64_t(layer) * max_sequences_ + int64_t(slot)) * kv_tokens_ + pos) * d;
+    return KvRows{row.blocks, 0, kKvBlockTokens * d, d};
   }
+  float* cacheLayer(Buffer& cache, int layer) { return cache.data.get() + int64_t(layer) * layer_stride_; }
 
   // Runs the tokens `rows` (ids[i] at rows[i]) through the model, appending their keys and values to the cache.
   // Writes logits of rows [logits_from, rows.size()) to out, one vocab_size row each.
@@ -256,8 +259,10 @@ class CpuEngine final : public Engine {
           cpu::layerNormRow(q, d, l.q_ln_w.get(), l.q_ln_b.get(), eps, q);
           cpu::layerNormRow(k, d, l.k_ln_w.get(), l.k_ln_b.get(), eps, k);
         }
-        std::copy_n(k, d, cacheRow(k_cache_, layer, rows[size_t(r)].slot, rows[size_t(r)].pos));
-        std::copy_n(v, d, cacheRow(v_cache_, layer, rows[size_t(r)].slot, rows[size_t(r)].pos));
+        const Row& row = rows[size_t(r)];
+        const int64_t at = kvRows(row).offset(row.pos);
+        std::copy_n(k, d, cacheLayer(k_cache_, layer) + at);
+        std::copy_n(v, d, cacheLayer(v_cache_, layer) + at);
       }
       attend(layer, rows, qkv, attn, head_dim);
       cpu::linear(attn, n, d, l.wout.get(), l.bout.get(), d, tmp, &pool_);
@@ -296,8 +301,8 @@ class CpuEngine final : public Engine {
         const Row& row = rows[size_t(item / heads)];
         const int head = int(item % heads);
         const int64_t offset = int64_t(head) * head_dim;
-        cpu::attendRow(qkv + (item / heads) * 3 * d + offset, cacheRow(k_cache_, layer, row.slot, 0) + offset,
-                       cacheRow(v_cache_, layer, row.slot, 0) + offset, d, row.pos + 1, row.pos, head_dim,
+        cpu::attendRow(qkv + (item / heads) * 3 * d + offset, cacheLayer(k_cache_, layer) + offset,
+                       cacheLayer(v_cache_, layer) + offset, kvRows(row), row.pos + 1, row.pos, head_dim,
                        config_.softmax_scale, slopes ? slopes[head] : 0.f, scores.data(),
                        out + (item / heads) * d + offset);
       }
@@ -305,15 +310,15 @@ class CpuEngine final : public Engine {
   }
 
   const ModelConfig config_;
-  const int64_t kv_tokens_;
-  const int64_t max_sequences_;
+  const int64_t kv_blocks_;
+  int64_t layer_stride_ = 0;  // floats of one layer's block pool
   ThreadPool pool_;
   SequenceSlots slots_;
 
   Buffer wte_, ln_f_w_, ln_f_b_;
   std::vector<LayerWeights> layers_;
   int64_t weight_bytes_ = 0;
-  // [layer][slot][pos][d_model]
+  // [layer][block][row of the block][d_model]
   Buffer k_cache_, v_cache_;
   std::vector<float> x_, h_, qkv_, attn_, tmp_, ff_;
   // The latest decode step's logits, for lastLogits.

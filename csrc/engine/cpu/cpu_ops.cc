@@ -197,11 +197,11 @@ void geluErf(float* x, int64_t n, ThreadPool* pool) {
   });
 }
 
-void attendRow(const float* q, const float* k, const float* v, int64_t kv_stride, int64_t n_keys, int64_t q_pos,
+void attendRow(const float* q, const float* k, const float* v, const KvRows& kv, int64_t n_keys, int64_t q_pos,
                int head_dim, float scale, float slope, float* scores, float* out) {
   float max_score = -std::numeric_limits<float>::infinity();
   for (int64_t j = 0; j < n_keys; ++j) {
-    const float s = dotProduct(q, k + j * kv_stride, head_dim) * scale + slope * float(j - q_pos);
+    const float s = dotProduct(q, k + kv.offset(j), head_dim) * scale + slope * float(j - q_pos);
     scores[j] = s;
     max_score = std::max(max_score, s);
   }
@@ -213,7 +213,7 @@ void attendRow(const float* q, const float* k, const float* v, int64_t kv_stride
   std::fill(out, out + head_dim, 0.f);
   for (int64_t j = 0; j < n_keys; ++j) {
     const float p = scores[j];
-    const float* vj = v + j * kv_stride;
+    const float* vj = v + kv.offset(j);
     for (int d = 0; d < head_dim; ++d) out[d] += p * vj[d];
   }
   const float inv_total = 1.f / total;
@@ -230,7 +230,7 @@ void causalAttention(const AttentionShape& s, const float* q, const float* k, co
       const int64_t i = item / s.n_heads;
       const int h = int(item % s.n_heads);
       const int64_t offset = int64_t(h) * s.head_dim;
-      attendRow(q + i * s.q_stride + offset, k + offset, v + offset, s.kv_stride, s.q_start + i + 1, s.q_start + i,
+      attendRow(q + i * s.q_stride + offset, k + offset, v + offset, KvRows{nullptr, 0, 0, s.kv_stride}, s.q_start + i + 1, s.q_start + i,
                 s.head_dim, s.softmax_scale, s.alibi_slopes ? s.alibi_slopes[h] : 0.f, scores.data(),
                 out + i * s.out_stride + offset);
     }

@@ -9,6 +9,8 @@
 #include <thread>
 #include <vector>
 
+#include "kernels/kv/paged_kv.h"
+
 namespace flashmpt::cpu {
 
 // A fixed set of worker threads for data-parallel loops; the calling thread takes part in every loop.
@@ -55,10 +57,11 @@ void layerNorm(const float* x, int64_t n_rows, int64_t dim, const float* weight,
 // x = x · Φ(x) = 0.5 · x · (1 + erf(x / √2)), in place (the exact GELU).
 void geluErf(float* x, int64_t n, ThreadPool* pool);
 
-// One head's attention for one query at position q_pos over keys 0..n_keys-1 (key j at k + j·kv_stride):
+// One head's attention for one query at position q_pos over keys 0..n_keys-1 (key j at k + kv.offset(j), value
+// j at v + kv.offset(j): contiguous rows or a paged cache's blocks):
 // p = softmax_j(scale · q·k_j + slope · (j − q_pos)) computed in fp32 with the max subtracted; out = Σ_j p_j v_j.
 // `scores` is scratch of n_keys floats. slope 0 means no ALiBi.
-void attendRow(const float* q, const float* k, const float* v, int64_t kv_stride, int64_t n_keys, int64_t q_pos,
+void attendRow(const float* q, const float* k, const float* v, const KvRows& kv, int64_t n_keys, int64_t q_pos,
                int head_dim, float scale, float slope, float* scores, float* out);
 
 struct AttentionShape {

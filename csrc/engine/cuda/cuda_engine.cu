@@ -21,6 +21,7 @@
 #include "csrc/runtime/byte_size.h"
 #include "csrc/runtime/cuda_check.h"
 #include "csrc/runtime/device_buffer.h"
+#include "kernels/kv/paged_kv.h"
 #include "kernels/attention/attention_params.h"
 #include "kernels/gemm/gemm.h"
 #include "kernels/sampling/topk.h"
@@ -82,7 +83,7 @@ class CudaEngine final : public Engine {
         device_(o.device),
         kv_tokens_(o.kv_tokens),
         max_sequences_(o.max_sequences),
-        slots_(o.max_sequences) {
+        slots_(o.max_sequences, resolvedKvBlocks(o), o.kv_tokens) {
     useDevice();
     const int rows = int(std::max<int64_t>(std::min<int64_t>(kv_tokens_, kPrefillRows), kDecodeRows));
     checkMemory(o, rows);
@@ -93,12 +94,14 @@ class CudaEngine final : public Engine {
     weights_ = loadModelWeights(o, stream);
 
     const size_t elementBytes = dtypeSize(dtype_);
-    kv_.slot_stride = kv_tokens_ * config_.d_model;
-    kv_.layer_stride = kv_.slot_stride * o.max_sequences;
+    kv_.blocks = resolvedKvBlocks(o);
+    kv_.block_stride = int64_t(kKvBlockTokens) * config_.d_model;
+    kv_.layer_stride = kv_.block_stride * kv_.blocks;
+    kv_.table_stride = slots_.tableStride();
     const size_t kvBytes = size_t(kv_.layer_stride) * config_.n_layers * elementBytes;
     kv_.k = DeviceBuffer(kvBytes);
     kv_.v = DeviceBuffer(kvBytes);
-    // Zeros: decode padding rows read position 0 of slot 0, which must hold finite values.
+    // Zeros: decode padding rows read row 0 of block 0, which must hold finite values.
     CUDA_CHECK(cudaMemsetAsync(kv_.k.get(), 0, kvBytes, stream));
     CUDA_CHECK(cudaMemsetAsync(kv_.v.get(), 0, kvBytes, stream));
 
@@ -108,8 +111,9 @@ class CudaEngine final : public Engine {
       CUDA_CHECK(cudaMemcpyAsync(alibi_.get(), config_.alibi_slopes.data(), alibi_.bytes(), cudaMemcpyHostToDevice,
                                  stream));
     }
-    // Token ids of a prefill chunk, then the decode step's ids, slots, positions and sequence lengths.
-    const size_t stepInts = size_t(rows) + 4 * size_t(kDecodeRows);
+    // Token ids of a prefill chunk, then the decode step's ids, table rows, positions and sequence lengths, then
+    // the block-table rows of the step's sequences (one for a chunk, kDecodeRows for a decode step).
+    const size_t stepInts = size_t(rows) + 4 * size_t(kDecodeRows) + size_t(kDecodeRows) * size_t(kv_.table_stride);
     step_ = DeviceBuffer(stepInts * sizeof(int32_t));
     host_step_ = PinnedBuffer(stepInts * sizeof(int32_t));
     candidates_ = DeviceBuffer(kCandidateFloats * sizeof(float));
@@ -142,7 +146,7 @@ class CudaEngine final : public Engine {
     last_rows_ = 0;  // this call overwrites ws_.logits
     if (n <= 0) fail("E_INVALID_ARGUMENT", "forward needs at least one token");
     checkIds(ids, n);
-    SequenceSlots::Claim claim(slots_, &seq, 1, n, kv_tokens_);
+    SequenceSlots::Claim claim(slots_, &seq, 1, n);
     // One token is a decode step: the graph path, with identical results.
     if (n == 1) {
       enqueueDecode(claim, 0, ids, 1);
@@ -156,6 +160,9 @@ class CudaEngine final : public Engine {
     const int64_t vocab = config_.vocab_size;
     int32_t* hostIds = host_step_.as<int32_t>();
     int32_t* deviceIds = step_.as<int32_t>();
+    const size_t tableBytes = size_t(kv_.table_stride) * sizeof(int32_t);
+    std::memcpy(hostTables(), claim.blockTable(0), tableBytes);
+    CUDA_CHECK(cudaMemcpyAsync(deviceTables(), hostTables(), tableBytes, cudaMemcpyHostToDevice, stream));
     for (int64_t done = 0; done < n;) {
       const int rows = int(std::min<int64_t>(ws_.rows, n - done));
       std::memcpy(hostIds, ids + done, size_t(rows) * sizeof(int32_t));
@@ -163,7 +170,7 @@ class CudaEngine final : public Engine {
       PassRows pass;
       pass.rows = rows;
       pass.ids = deviceIds;
-      pass.slot = claim.slot(0);
+      pass.block_tables = deviceTables();
       pass.position0 = int(claim.start(0) + done);
       enqueueLayers(state_, pass, stream);
       if (all_logits) {
@@ -229,6 +236,8 @@ class CudaEngine final : public Engine {
 
   int64_t weightBytes() const override { return int64_t(weights_.arena.bytes()); }
   int64_t kvCacheBytes() const override { return int64_t(kv_.k.bytes() + kv_.v.bytes()); }
+  int64_t kvBlocks() const override { return kv_.blocks; }
+  int64_t freeKvBlocks() const override { return slots_.freeBlocks(); }
   int64_t workspaceBytes() const override {
     return int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes() +
                    candidates_.bytes() + top_k_workspace_.bytes() + step_logits_.bytes());
@@ -258,7 +267,8 @@ class CudaEngine final : public Engine {
     const double free = double(freeBytes);
     const double weights = double(modelWeightBytes(config_, dtype_));
     const double kvPerToken = 2.0 * config_.d_model * config_.n_layers * dtypeSize(dtype_);  // K and V, all layers
-    const double kv = kvPerToken * double(kv_tokens_) * o.max_sequences;
+    const int64_t kvBlocks = resolvedKvBlocks(o);
+    const double kv = kvPerToken * double(kvBlocks) * kKvBlockTokens;
     const double work = double(flashmpt::workspaceBytes(config_, dtype_, rows, kv_tokens_) + candidateBytes());
     if (weights + kv + work <= free) return;
 
@@ -268,23 +278,16 @@ class CudaEngine final : public Engine {
     if (room < kvPerToken) {
       advice = "the weights and workspace alone do not fit: " + advice;
     } else {
-      // What would fit instead, approximately: the workspace shrinks a little with maxContext, so these err low.
-      auto shape = [](int64_t sequences, int64_t tokens) {
-        return std::to_string(sequences) + (sequences == 1 ? " sequence of " : " sequences of ") +
-               std::to_string(tokens) + " tokens";
-      };
-      const int64_t sequencesFit = int64_t(room / (kvPerToken * double(kv_tokens_)));
-      const int64_t tokensFit = int64_t(room / (kvPerToken * o.max_sequences));
-      std::string fits = sequencesFit > 0 ? shape(sequencesFit, kv_tokens_) : "";
-      if (tokensFit > 0) fits += (fits.empty() ? "" : " or ") + shape(o.max_sequences, tokensFit);
-      if (fits.empty()) fits = shape(1, int64_t(room / kvPerToken));
-      advice = "lower maxContext or maxSequences (about " + fits + " would fit), or " + advice;
+      // What would fit instead, approximately (the workspace shrinks a little with maxContext, so this errs low).
+      const int64_t tokensFit = int64_t(room / kvPerToken) / kKvBlockTokens * kKvBlockTokens;
+      advice = "lower kvCacheTokens to about " + std::to_string(tokensFit) +
+               " (its default is maxSequences × maxContext), or " + advice;
     }
     const std::string dtype = dtype_ == DType::F16 ? "f16" : "bf16";  // as loadModel's dtype option spells it
     fail("E_OUT_OF_MEMORY",
          device + " cannot hold this model: it needs " + formatGiB(weights) + " of weights (" + dtype + ") + " +
-             formatGiB(kv) + " of KV cache (" + std::to_string(o.max_sequences) + " sequences × " +
-             std::to_string(kv_tokens_) + " tokens × " + std::to_string(config_.n_layers) +
+             formatGiB(kv) + " of KV cache (" + std::to_string(kvBlocks) + " blocks × " +
+             std::to_string(kKvBlockTokens) + " tokens × " + std::to_string(config_.n_layers) +
              " layers × 2 (K, V) × d_model " + std::to_string(config_.d_model) + " × " +
              std::to_string(dtypeSize(dtype_)) + " bytes) + " + formatGiB(work) + " of workspace = " +
              formatGiB(weights + kv + work) + ", but " + device + " has " + formatGiB(free) + " free of " +
@@ -299,6 +302,10 @@ class CudaEngine final : public Engine {
       }
     }
   }
+
+  // The block-table rows of the current call, after the step's ids and scalars in step_ / host_step_.
+  int32_t* hostTables() { return host_step_.as<int32_t>() + ws_.rows + 4 * kDecodeRows; }
+  int32_t* deviceTables() { return step_.as<int32_t>() + ws_.rows + 4 * kDecodeRows; }
 
   // Copies `rows` rows of logits from row `row0` of a device buffer to the host.
   void copyLogits(const DeviceBuffer& logits, int row0, float* out, int rows) {
@@ -316,7 +323,7 @@ class CudaEngine final : public Engine {
     last_rows_ = 0;
     if (n <= 0) fail("E_INVALID_ARGUMENT", "a decode step needs at least one sequence");
     checkIds(ids, n);
-    SequenceSlots::Claim claim(slots_, seqs, n, 1, kv_tokens_);
+    SequenceSlots::Claim claim(slots_, seqs, n, 1);
     const size_t vocab = size_t(config_.vocab_size);
     for (int first = 0; first < n; first += kDecodeRows) {
       const int rows = std::min(kDecodeRows, n - first);
@@ -338,25 +345,34 @@ class CudaEngine final : public Engine {
     const int bucket = DecodeGraphs::bucketRows(n);
     int32_t* host = host_step_.as<int32_t>() + ws_.rows;
     int32_t* device = step_.as<int32_t>() + ws_.rows;
-    int32_t *hIds = host, *hSlots = host + kDecodeRows, *hPositions = host + 2 * kDecodeRows,
+    int32_t *hIds = host, *hRows = host + kDecodeRows, *hPositions = host + 2 * kDecodeRows,
             *hLens = host + 3 * kDecodeRows;
+    const size_t stride = size_t(kv_.table_stride);
     for (int i = 0; i < bucket; ++i) {
       const bool real = i < n;
       hIds[i] = real ? ids[i] : 0;
-      hSlots[i] = real ? claim.slot(first + i) : 0;
+      hRows[i] = i;
       hPositions[i] = real ? int32_t(claim.start(first + i)) : -1;
       hLens[i] = real ? hPositions[i] + 1 : 1;
+      // A padding row reads row 0 of block 0 (zeros, or a live sequence's finite values) and writes nothing.
+      if (real) {
+        std::memcpy(hostTables() + i * stride, claim.blockTable(first + i), stride * sizeof(int32_t));
+      } else {
+        std::fill_n(hostTables() + i * stride, stride, 0);
+      }
     }
     CUDA_CHECK(cudaMemcpyAsync(device, host, 4 * kDecodeRows * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+    CUDA_CHECK(cudaMemcpyAsync(deviceTables(), hostTables(), size_t(bucket) * stride * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream));
     auto enqueue = [&](int rows) {
       PassRows pass;
       pass.rows = rows;
       pass.ids = device;
       pass.decode = true;
-      pass.slots = device + kDecodeRows;
+      pass.block_tables = deviceTables();
+      pass.table_rows = device + kDecodeRows;
       pass.positions = device + 2 * kDecodeRows;
       pass.seq_lens = device + 3 * kDecodeRows;
-      pass.host_slots = hSlots;
       pass.host_seq_lens = hLens;
       enqueueLayers(state_, pass, stream);
       enqueueHead(state_, 0, rows, stream);

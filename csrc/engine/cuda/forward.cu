@@ -6,6 +6,7 @@
 #include "kernels/attention/naive_attention.h"
 #include "kernels/embedding/embedding.h"
 #include "kernels/gemm/gemm.h"
+#include "kernels/kv/kv_gather.h"
 #include "kernels/norm/layernorm.h"
 #include "kernels/qkv/qkv_epilogue.h"
 
@@ -55,19 +56,18 @@ void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* 
   CUDA_CHECK(layerNorm(p, stream));
 }
 
-// Attention of `rows` queries of one sequence (slot), the last at position kv_len − 1, into o.
-FlashAttentionParams chunkAttention(const ForwardState& s, int layer, const void* q, void* o, int rows, int slot,
-                                    int kv_len) {
+// Attention of `rows` queries, the last at position kv_len − 1, over keys 0 .. kv_len − 1 of one sequence held in
+// one piece in ws.k_seq / ws.v_seq, into o.
+FlashAttentionParams chunkAttention(const ForwardState& s, const void* q, void* o, int rows, int kv_len) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
-  const int64_t at = layer * s.kv->layer_stride + int64_t(slot) * s.kv->slot_stride;
   FlashAttentionParams p{};
   p.q = q;
-  p.k = offsetBytes(s.kv->k, at, s.dtype);
-  p.v = offsetBytes(s.kv->v, at, s.dtype);
+  p.k = s.ws->k_seq.get();
+  p.v = s.ws->v_seq.get();
   p.o = o;
   p.q_batch_stride = p.o_batch_stride = int64_t(rows) * c.d_model;
-  p.k_batch_stride = p.v_batch_stride = s.kv->slot_stride;
+  p.k_batch_stride = p.v_batch_stride = int64_t(kv_len) * c.d_model;
   p.q_row_stride = p.k_row_stride = p.v_row_stride = p.o_row_stride = c.d_model;
   p.q_head_stride = p.k_head_stride = p.v_head_stride = p.o_head_stride = headDim;
   p.batch = 1;
@@ -82,6 +82,21 @@ FlashAttentionParams chunkAttention(const ForwardState& s, int layer, const void
   return p;
 }
 
+// Copies keys and values 0 .. rows − 1 of the sequence with block-table row `table` (device) into ws.k_seq / v_seq.
+void gatherSequence(const ForwardState& s, int layer, const int32_t* table, int rows, cudaStream_t stream) {
+  KvGatherParams p;
+  p.k_cache = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
+  p.v_cache = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
+  p.rows = KvRows{table, 0, s.kv->block_stride, s.config->d_model};
+  p.k_out = s.ws->k_seq.get();
+  p.v_out = s.ws->v_seq.get();
+  p.rows_count = rows;
+  p.d_model = s.config->d_model;
+  p.dtype = s.dtype;
+  p.pdl = true;
+  CUDA_CHECK(kvGather(p, stream));
+}
+
 void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t stream) {
   if (naive_attention_scratch_bytes(p) > s.ws->naive.bytes()) fail("E_INTERNAL", "naive attention scratch too small");
   CUDA_CHECK(naive_attention(p, s.ws->naive.get(), stream));
@@ -92,8 +107,9 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
   const int headDim = c.d_model / c.n_heads;
   const bool fused = fusedAttention(c);
   if (!r.decode) {
-    const FlashAttentionParams p = chunkAttention(s, layer, s.ws->q.get(), s.ws->h.get(), r.rows, r.slot,
-                                                  r.position0 + r.rows);
+    // The QKV epilogue wrote the chunk's own keys to k_seq / v_seq; a cached prefix comes from the blocks.
+    if (r.position0 > 0) gatherSequence(s, layer, r.block_tables, r.position0, stream);
+    const FlashAttentionParams p = chunkAttention(s, s.ws->q.get(), s.ws->h.get(), r.rows, r.position0 + r.rows);
     if (fused) {
       CUDA_CHECK(flash_attention_prefill(p, stream));
     } else {
@@ -104,9 +120,10 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
   if (!fused) {  // one query per row against its own sequence, lengths read on the host
     const int64_t rowBytes = int64_t(c.d_model) * int64_t(dtypeSize(s.dtype));
     for (int i = 0; i < r.rows; ++i) {
+      gatherSequence(s, layer, r.block_tables + int64_t(i) * s.kv->table_stride, r.host_seq_lens[i], stream);
       runNaive(s,
-               chunkAttention(s, layer, s.ws->q.as<uint8_t>() + i * rowBytes, s.ws->h.as<uint8_t>() + i * rowBytes, 1,
-                              r.host_slots[i], r.host_seq_lens[i]),
+               chunkAttention(s, s.ws->q.as<uint8_t>() + i * rowBytes, s.ws->h.as<uint8_t>() + i * rowBytes, 1,
+                              r.host_seq_lens[i]),
                stream);
     }
     return;
@@ -116,10 +133,11 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
   p.o = s.ws->h.get();
   p.k_cache = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
   p.v_cache = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
-  p.slot = r.slots;
+  p.kv.block_table = r.block_tables;
+  p.kv.table_stride = s.kv->table_stride;
+  p.kv.block_stride = s.kv->block_stride;
+  p.kv.row_stride = c.d_model;
   p.seq_len = r.seq_lens;
-  p.slot_stride = s.kv->slot_stride;
-  p.row_stride = c.d_model;
   p.head_stride = headDim;
   p.batch = r.rows;
   p.n_heads = c.n_heads;
@@ -151,7 +169,8 @@ size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_to
   const size_t e = dtypeSize(dtype), n = size_t(rows), d = size_t(c.d_model);
   const size_t attn = decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens));
   return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
-         size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, rows, kv_tokens);
+         size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, rows, kv_tokens) +
+         2 * size_t(kv_tokens) * d * e;
 }
 
 Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
@@ -167,6 +186,8 @@ Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t
   ws.attn = DeviceBuffer(
       decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens)) * 4);
   ws.naive = DeviceBuffer(naiveScratchBytes(c, rows, kv_tokens));
+  ws.k_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
+  ws.v_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
   return ws;
 }
 
@@ -195,14 +216,17 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
     qp.q = ws.q.get();
     qp.k_cache = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
     qp.v_cache = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
-    qp.slot_stride = s.kv->slot_stride;
-    qp.row_stride = d;
+    qp.kv.block_table = r.block_tables;
+    qp.kv.table_stride = s.kv->table_stride;
+    qp.kv.block_stride = s.kv->block_stride;
+    qp.kv.row_stride = d;
     if (r.decode) {
-      qp.slots = r.slots;
+      qp.sequences = r.table_rows;
       qp.positions = r.positions;
     } else {
-      qp.slot0 = r.slot;
       qp.position0 = r.position0;
+      qp.k_seq = ws.k_seq.get();
+      qp.v_seq = ws.v_seq.get();
     }
     qp.q_ln_weight = w.q_ln_w;
     qp.q_ln_bias = w.q_ln_b;

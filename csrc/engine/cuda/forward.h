@@ -14,11 +14,13 @@ namespace flashmpt {
 // Rows of one decode step at most (decodeBatch splits larger batches); also the logits rows of one head pass.
 constexpr int kDecodeRows = 64;
 
-// K and V of every layer, slot and position: element (layer, slot, position, c) at
-// layer·layer_stride + slot·slot_stride + position·d_model + c, c = head·head_dim + i.
+// The paged KV cache (kernels/kv/paged_kv.h): per layer a pool of blocks of kKvBlockTokens rows of d_model;
+// element (layer, block, row, c) at layer·layer_stride + block·block_stride + row·d_model + c,
+// c = head·head_dim + i. Sequences find their blocks through block-table rows of table_stride entries.
 struct KvCache {
   DeviceBuffer k, v;
-  int64_t slot_stride = 0, layer_stride = 0;
+  int64_t blocks = 0, block_stride = 0, layer_stride = 0;
+  int table_stride = 0;
 };
 
 // Activations for up to `rows` token rows, sized once at load.
@@ -32,6 +34,8 @@ struct Workspace {
   DeviceBuffer logits;  // [kDecodeRows, vocab] fp32
   DeviceBuffer attn;    // decode attention's split partials for kDecodeRows rows
   DeviceBuffer naive;   // scores of the naive attention, only for head dims the fused kernels lack
+  // [kv_tokens, d_model] each: one sequence's keys and values in one piece, as the prefill attention takes them
+  DeviceBuffer k_seq, v_seq;
 };
 
 // The fused attention kernels take head_dim 64 and 128; other head dims (small test models) run the naive
@@ -54,14 +58,15 @@ struct PassRows {
   int rows = 0;
   const int32_t* ids = nullptr;  // device [rows]
   bool decode = false;
-  int slot = 0, position0 = 0;  // chunk: rows are positions position0 .. position0 + rows − 1 of slot
-  // decode: device [rows] each; a negative position marks a padding row (computed, never cached)
-  const int* slots = nullptr;
+  // Device block-table rows (KvCache::table_stride entries each): the chunk's sequence, or one per decode row.
+  const int32_t* block_tables = nullptr;
+  int position0 = 0;  // chunk: rows are positions position0 .. position0 + rows − 1
+  // decode: device [rows] each; row r's table row (r itself), position (negative: a padding row, computed,
+  // never cached) and the keys it attends to, itself included
+  const int* table_rows = nullptr;
   const int* positions = nullptr;
-  const int* seq_lens = nullptr;  // keys each row attends to, itself included
-  // Host copies of slots and seq_lens, read only on the naive-attention path (never captured).
-  const int* host_slots = nullptr;
-  const int* host_seq_lens = nullptr;
+  const int* seq_lens = nullptr;
+  const int* host_seq_lens = nullptr;  // host copy, read only on the naive-attention path (never captured)
 };
 
 size_t workspaceBytes(const ModelConfig& config, DType dtype, int rows, int64_t kv_tokens);
