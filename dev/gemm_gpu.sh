@@ -42,6 +42,10 @@ grep -iE 'error|warning' "$OUT/build.log" | head -10
 
 cuobjdump -sass /tmp/gemm > "$OUT/gemm_sass.txt" 2>&1
 echo "sass: $(grep -c HGMMA "$OUT/gemm_sass.txt") HGMMA, $(grep -c 'UTMALDG' "$OUT/gemm_sass.txt") UTMALDG, $(grep -cE '\bLDL|\bSTL' "$OUT/gemm_sass.txt") LDL/STL"
+# per wgmma kernel: instructions, HGMMA, local-memory accesses (the SASS itself is too large to bring back)
+awk '/Function : /{f=$3} f ~ /gemmWgmmaKernel/ && /\/\*[0-9a-f]+\*\/ +[A-Z@]/{n[f]++; if(/HGMMA/)h[f]++; if(/LDL|STL/)l[f]++}
+     END{for(f in n) printf "%6d instr %3d HGMMA %3d LDL/STL  %s\n", n[f], h[f], l[f], f}' "$OUT/gemm_sass.txt" | sort -k7 | tee "$OUT/wgmma_sass_summary.txt"
+rm -f "$OUT/gemm_sass.txt"
 
 timeout "${GEMM_S:-150}" /tmp/gemm > "$OUT/gemm.log" 2>&1
 echo "gemm exit $?: $(grep -c '^PASS' "$OUT/gemm.log") PASS, $(grep -c '^FAIL' "$OUT/gemm.log") FAIL"

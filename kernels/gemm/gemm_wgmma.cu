@@ -1,7 +1,7 @@
 // Prefill GEMM on Hopper (sm_90a): TMA loads BM×64 tiles of A and BN×64 tiles of W into 128-byte-swizzled shared
 // memory, a STAGES-deep ring of full/empty mbarriers hands them from one producer warpgroup to two consumer
 // warpgroups, which run wgmma (m64nWNk16, operands straight from shared memory, fp32 accumulators in registers)
-// and apply the fused epilogue (kernels/gemm/epilogue.cuh) from registers.
+// and apply the fused epilogue (kernels/gemm/epilogue.cuh) through shared memory.
 //
 // Warpgroup 0 is the producer: one thread issues the copies, the group gives its registers to the consumers
 // (setmaxnreg) in the one-block-per-SM tile. Consumer warpgroup c owns rows (c / kWgN)·64 and columns
@@ -96,13 +96,28 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   }
   wgmmaWait<0>();
 
+  // Epilogue through shared memory (the pipeline stages, all consumed once both consumers pass the barrier): each
+  // warp writes its 16 accumulator rows in fragment layout and reads them back as consecutive column pairs, so its
+  // stores cover whole 128-byte lines and the epilogue is a short loop (unrolled over 128 accumulators, the erf
+  // GELU alone is tens of KB of straight-line code).
+  namedBarrierSync<1, 2 * 128>();
+  constexpr int kLd = WN + 8;  // staging row stride (floats): a warp's float2 stores take 2 wavefronts, not 8
+  static_assert(2 * 64 * kLd * 4 <= STAGES * kStageBytes, "staging fits the stages");
   const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
-  const int row = m0 + wgm * 64 + warp * 16 + lane / 4;
+  float* staging = reinterpret_cast<float*>(smem) + (c * 64 + warp * 16) * kLd;
 #pragma unroll
   for (int j = 0; j < WN / 8; ++j) {
-    const int col = n0 + wgn * WN + j * 8 + (lane % 4) * 2;
-    if (row < p.M) epilogueStorePair<T, OUT>(p, row, col, acc[4 * j], acc[4 * j + 1]);
-    if (row + 8 < p.M) epilogueStorePair<T, OUT>(p, row + 8, col, acc[4 * j + 2], acc[4 * j + 3]);
+    const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
+    *reinterpret_cast<float2*>(staging + row * kLd + col) = make_float2(acc[4 * j], acc[4 * j + 1]);
+    *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
+  }
+  __syncwarp();
+#pragma unroll 4
+  for (int i = lane; i < 16 * WN / 2; i += 32) {
+    const int row = i / (WN / 2), col = i % (WN / 2) * 2;
+    const float2 v = *reinterpret_cast<const float2*>(staging + row * kLd + col);
+    const int m = m0 + wgm * 64 + warp * 16 + row;
+    if (m < p.M) epilogueStorePair<T, OUT>(p, m, n0 + wgn * WN + col, v.x, v.y);
   }
 #endif
 }

@@ -1,6 +1,6 @@
 // The Hopper (sm_90a) instructions of the wgmma GEMM: mbarriers, TMA tile loads (cp.async.bulk.tensor) that
-// complete on an mbarrier, setmaxnreg, and warpgroup MMA (wgmma) with both operands in 128-byte-swizzled shared
-// memory. Only kernels compiled for sm_90a may call these (their bodies are guarded by FLASHMPT_HAS_WGMMA).
+// complete on an mbarrier, setmaxnreg, named barriers, and warpgroup MMA (wgmma) with both operands in
+// 128-byte-swizzled shared memory. Only kernels compiled for sm_90a may call these (their bodies are guarded by FLASHMPT_HAS_WGMMA).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -67,6 +67,12 @@ __device__ __forceinline__ uint64_t swizzle128Descriptor(const void* tile) {
          | uint64_t(1) << 16                 // leading byte offset: unused by swizzled K-major layouts
          | uint64_t(1024 >> 4) << 32         // stride byte offset: one 8-row atom
          | uint64_t(1) << 62;                // layout: 128-byte swizzle
+}
+
+// Barrier over kThreads threads (a multiple of 32) on hardware barrier kId (0 is __syncthreads').
+template <int kId, int kThreads>
+__device__ __forceinline__ void namedBarrierSync() {
+  asm volatile("bar.sync %0, %1;\n" ::"n"(kId), "n"(kThreads) : "memory");
 }
 
 __device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
