@@ -1,9 +1,9 @@
 // C = epilogue(alpha · A·Wᵀ) on tensor cores, W in PyTorch's Linear layout [N, K] row-major.
 // Three kernels behind one entry point: for prefill (M > 64) a TMA + wgmma GEMM on compute capability 9.0 when
 // the binary carries sm_90a code, else a tiled mma.sync GEMM; for decode (M ≤ 64) a weight-streaming skinny
-// GEMM that reads each weight byte once with 16-byte loads. The skinny kernel
-// splits a long K of an AddFloat output over blocks that accumulate atomically, so that update is not
-// bitwise reproducible from run to run (every other output is).
+// GEMM that reads each weight byte once with 16-byte loads. The skinny kernel (long K) and the wgmma kernel (grids
+// short of the SM count) split K of an AddFloat output over blocks that accumulate atomically, so that update
+// is not bitwise reproducible from run to run (every other output is).
 #pragma once
 #include <cuda_runtime.h>
 

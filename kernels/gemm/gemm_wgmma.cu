@@ -6,7 +6,8 @@
 // Warpgroup 0 is the producer: one thread issues the copies, the group gives its registers to the consumers
 // (setmaxnreg) in the one-block-per-SM tile. Consumer warpgroup c owns rows (c / kWgN)·64 and columns
 // (c % kWgN)·WN of the block tile: the 128×256 tile splits M between them, the 64×128 tile splits N.
-// TMA zero-fills past M, N and K, so ragged edges need no code in the main loop.
+// TMA zero-fills past M, N and K, so ragged edges need no code in the main loop. An AddFloat output whose grid
+// leaves SMs idle (few rows) is also split along K over blockIdx.z, the splits adding atomically.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
@@ -32,7 +33,7 @@ constexpr int wgmmaSmemBytes() {
 template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT>
 __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     gemmWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapW,
-                    const GemmParams p) {
+                    const GemmParams p, int kTilesPerSplit) {
 #ifdef FLASHMPT_HAS_WGMMA
   constexpr int kWgM = BM / 64, kWgN = 2 / kWgM, WN = BN / kWgN;  // consumer warpgroups' grid and their N
   constexpr int kTileA = BM * kBK, kTileW = BN * kBK;              // elements per stage
@@ -49,7 +50,9 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
 
   const int wg = threadIdx.x / 128;
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
-  const int kTiles = (p.K + kBK - 1) / kBK;
+  // This block's k-tiles: [kBegin, kBegin + kTiles), never empty (the launcher sizes gridDim.z so).
+  const int kBegin = blockIdx.z * kTilesPerSplit;
+  const int kTiles = min((p.K + kBK - 1) / kBK - kBegin, kTilesPerSplit);
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
       mbarrierInit(&full[s], 1);               // the producer's arrive.expect_tx; the copies complete the rest
@@ -66,8 +69,8 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
         const int s = kt % STAGES;
         mbarrierWait(&empty[s], ((kt / STAGES) & 1) ^ 1);
         mbarrierArriveExpectTx(&full[s], kStageBytes);
-        tmaLoad2d(tileA(s), &mapA, kt * kBK, m0, &full[s]);
-        tmaLoad2d(tileW(s), &mapW, kt * kBK, n0, &full[s]);
+        tmaLoad2d(tileA(s), &mapA, (kBegin + kt) * kBK, m0, &full[s]);
+        tmaLoad2d(tileW(s), &mapW, (kBegin + kt) * kBK, n0, &full[s]);
       }
     }
     return;
@@ -116,8 +119,14 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   for (int i = lane; i < 16 * WN / 2; i += 32) {
     const int row = i / (WN / 2), col = i % (WN / 2) * 2;
     const float2 v = *reinterpret_cast<const float2*>(staging + row * kLd + col);
-    const int m = m0 + wgm * 64 + warp * 16 + row;
-    if (m < p.M) epilogueStorePair<T, OUT>(p, m, n0 + wgn * WN + col, v.x, v.y);
+    const int m = m0 + wgm * 64 + warp * 16 + row, n = n0 + wgn * WN + col;
+    if (m >= p.M) continue;
+    if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
+      if (n < p.N) epilogueAddPartial(p, m, n, v.x, blockIdx.z == 0);
+      if (n + 1 < p.N) epilogueAddPartial(p, m, n + 1, v.y, blockIdx.z == 0);
+    } else {
+      epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
+    }
   }
 #endif
 }
@@ -183,15 +192,22 @@ cudaError_t tileMap(CUtensorMap* map, DType dtype, const void* base, int rows, i
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
+int64_t tiles(const GemmParams& p, int bm, int bn) { return int64_t((p.M + bm - 1) / bm) * ((p.N + bn - 1) / bn); }
+
 template <WgTile kTile, class T, GemmOut OUT>
-cudaError_t launchWgmma(const GemmParams& p, cudaStream_t stream) {
+cudaError_t launchWgmma(const GemmParams& p, int sms, cudaStream_t stream) {
   using S = WgTileShape<kTile>;
   CUtensorMap mapA, mapW;
   cudaError_t err = tileMap(&mapA, p.dtype, p.a, p.M, p.K, p.lda, S::kBM);
   if (err == cudaSuccess) err = tileMap(&mapW, p.dtype, p.w, p.N, p.K, p.ldw, S::kBN);
   if (err != cudaSuccess) return err;
-  const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM);
-  wgmmaKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p);
+  // Split K (AddFloat only) into as many parts as the grid leaves resident blocks free, each at least 4 k-tiles.
+  const int kTiles = (p.K + kBK - 1) / kBK;
+  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / tiles(p, S::kBM, S::kBN) : 1;
+  splits = splits < kTiles / 4 ? splits : kTiles / 4;
+  const int perSplit = splits > 1 ? int((kTiles + splits - 1) / splits) : kTiles;
+  const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
+  wgmmaKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);
   return cudaGetLastError();
 }
 
@@ -219,8 +235,6 @@ cudaError_t currentDevice(int* device) {
   const cudaError_t err = cudaGetDevice(device);
   return err == cudaSuccess && (*device < 0 || *device >= 64) ? cudaErrorInvalidDevice : err;
 }
-
-int64_t tiles(const GemmParams& p, int bm, int bn) { return int64_t((p.M + bm - 1) / bm) * ((p.N + bn - 1) / bn); }
 
 }  // namespace
 
@@ -264,8 +278,8 @@ cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
     using T = typename decltype(t)::type;
     return switchGemmOut(p.out, [&](auto o) {
       constexpr GemmOut OUT = decltype(o)::value;
-      return tile == WgTile::Large ? launchWgmma<WgTile::Large, T, OUT>(p, stream)
-                                   : launchWgmma<WgTile::Small, T, OUT>(p, stream);
+      return tile == WgTile::Large ? launchWgmma<WgTile::Large, T, OUT>(p, sms, stream)
+                                   : launchWgmma<WgTile::Small, T, OUT>(p, sms, stream);
     });
   });
 }
