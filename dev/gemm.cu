@@ -1,8 +1,9 @@
-// GEMM harness (not part of the addon): validates the tiled and skinny kernels against a CPU reference over
-// shapes with ragged edges and every epilogue, then times them on the 1B model's shapes next to the measured
-// device-to-device copy bandwidth.
-//   nvcc -std=c++17 -O3 -arch=sm_90 --expt-relaxed-constexpr -I. dev/gemm.cu kernels/gemm/*.cu \
-//        kernels/random/random_init.cu -o gemm && ./gemm
+// GEMM harness (not part of the addon): validates every prefill kernel the device runs (tiled mma.sync, and wgmma
+// on compute capability 9.0 with an sm_90a build) and the skinny decode kernel against a float64 CPU reference over
+// shapes with ragged edges and every epilogue, then times the prefill kernels side by side on the 1B model's shapes
+// (twice: the spread is the noise) and the decode weight stream next to the measured device-to-device copy bandwidth.
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I. dev/gemm.cu \
+//        kernels/gemm/*.cu kernels/random/random_init.cu -o gemm && ./gemm
 // Prints one line per check and a table per timing; exits non-zero when a check fails.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -63,6 +64,19 @@ std::vector<uint16_t> randomHalf(size_t n, DType t, std::mt19937& rng, float sca
 
 int failures = 0;
 
+struct Kernel {
+  const char* name;
+  cudaError_t (*run)(const GemmParams&, cudaStream_t);
+};
+
+// The kernels that serve M rows on this device (gemm() picks one of them).
+std::vector<Kernel> kernelsFor(int M) {
+  if (M <= kSkinnyMaxRows) return {{"skinny", gemmSkinny}};
+  std::vector<Kernel> k{{"tiled", gemmTiled}};
+  if (gemmWgmmaReady()) k.push_back({"wgmma", gemmWgmma});
+  return k;
+}
+
 void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& rng) {
   std::vector<float> a, w, biasValues(N), c0(size_t(M) * N);
   const std::vector<uint16_t> aBits = randomHalf(size_t(M) * K, t, rng, 1.f, &a);
@@ -71,6 +85,18 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
   for (float& b : biasValues) b = u(rng);
   for (float& c : c0) c = u(rng);
   const float alpha = out == GemmOut::Float ? 0.5f : 1.f;
+
+  std::vector<double> ref(size_t(M) * N);
+  for (int m = 0; m < M; ++m) {
+    for (int n = 0; n < N; ++n) {
+      double acc = 0;
+      for (int k = 0; k < K; ++k) acc += double(a[size_t(m) * K + k]) * w[size_t(n) * K + k];
+      double v = alpha * acc + (bias ? biasValues[n] : 0.0);
+      if (out == GemmOut::HalfGelu) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+      if (out == GemmOut::AddFloat) v += c0[size_t(m) * N + n];
+      ref[size_t(m) * N + n] = v;
+    }
+  }
 
   const bool half = out == GemmOut::Half || out == GemmOut::HalfGelu;
   const size_t cBytes = size_t(M) * N * (half ? 2 : 4);
@@ -83,11 +109,6 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
   CHECK(cudaMemcpy(dA, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dBias, biasValues.data(), size_t(N) * 4, cudaMemcpyHostToDevice));
-  if (out == GemmOut::AddFloat) {
-    CHECK(cudaMemcpy(dC, c0.data(), cBytes, cudaMemcpyHostToDevice));
-  } else {
-    CHECK(cudaMemset(dC, 0xff, cBytes));  // NaN poison: an unwritten element fails the check
-  }
   GemmParams p;
   p.a = dA;
   p.w = dW;
@@ -101,41 +122,41 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
   p.bias = bias ? dBias : nullptr;
   p.out = out;
   p.dtype = t;
-  CHECK(gemm(p, nullptr));
-  CHECK(cudaDeviceSynchronize());
+  for (const Kernel& kernel : kernelsFor(M)) {
+    if (out == GemmOut::AddFloat) {
+      CHECK(cudaMemcpy(dC, c0.data(), cBytes, cudaMemcpyHostToDevice));
+    } else {
+      CHECK(cudaMemset(dC, 0xff, cBytes));  // NaN poison: an unwritten element fails the check
+    }
+    CHECK(kernel.run(p, nullptr));
+    CHECK(cudaDeviceSynchronize());
 
-  std::vector<float> got(size_t(M) * N);
-  if (half) {
-    std::vector<uint16_t> bits(size_t(M) * N);
-    CHECK(cudaMemcpy(bits.data(), dC, cBytes, cudaMemcpyDeviceToHost));
-    for (size_t i = 0; i < bits.size(); ++i) got[i] = fromHalfBits(bits[i], t);
-  } else {
-    CHECK(cudaMemcpy(got.data(), dC, cBytes, cudaMemcpyDeviceToHost));
-  }
-  double errSq = 0, refSq = 0, maxErr = 0;
-  bool finite = true;
-  for (int m = 0; m < M; ++m) {
-    for (int n = 0; n < N; ++n) {
-      double acc = 0;
-      for (int k = 0; k < K; ++k) acc += double(a[size_t(m) * K + k]) * w[size_t(n) * K + k];
-      double v = alpha * acc + (bias ? biasValues[n] : 0.0);
-      if (out == GemmOut::HalfGelu) v = 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
-      if (out == GemmOut::AddFloat) v += c0[size_t(m) * N + n];
-      const double g = got[size_t(m) * N + n];
+    std::vector<float> got(size_t(M) * N);
+    if (half) {
+      std::vector<uint16_t> bits(size_t(M) * N);
+      CHECK(cudaMemcpy(bits.data(), dC, cBytes, cudaMemcpyDeviceToHost));
+      for (size_t i = 0; i < bits.size(); ++i) got[i] = fromHalfBits(bits[i], t);
+    } else {
+      CHECK(cudaMemcpy(got.data(), dC, cBytes, cudaMemcpyDeviceToHost));
+    }
+    double errSq = 0, refSq = 0, maxErr = 0;
+    bool finite = true;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double g = got[i], v = ref[i];
       finite = finite && std::isfinite(g);
       errSq += (g - v) * (g - v);
       refSq += v * v;
       maxErr = std::max(maxErr, std::fabs(g - v));
     }
+    const double rel = std::sqrt(errSq / std::max(refSq, 1e-30));
+    // Half outputs carry one rounding (2^-8 relative for bf16, 2^-11 for f16); fp32 outputs only summation order.
+    const double limit = half ? (t == DType::BF16 ? 6e-3 : 1e-3) : 1e-5;
+    const bool ok = finite && rel <= limit;
+    if (!ok) ++failures;
+    std::printf("%s %-6s %-5s M=%-5d N=%-6d K=%-5d %-9s bias=%d  rel_l2=%.2e max_abs=%.2e  (limit %.0e)\n",
+                ok ? "PASS" : "FAIL", kernel.name, t == DType::BF16 ? "bf16" : "f16", M, N, K, outName(out), int(bias),
+                rel, maxErr, limit);
   }
-  const double rel = std::sqrt(errSq / std::max(refSq, 1e-30));
-  // Half outputs carry one rounding (2^-8 relative for bf16, 2^-11 for f16); fp32 outputs only summation order.
-  const double limit = half ? (t == DType::BF16 ? 6e-3 : 1e-3) : 1e-5;
-  const bool ok = finite && rel <= limit;
-  if (!ok) ++failures;
-  std::printf("%s gemm %-5s M=%-5d N=%-6d K=%-5d %-9s bias=%d  rel_l2=%.2e max_abs=%.2e  (limit %.0e)\n",
-              ok ? "PASS" : "FAIL", t == DType::BF16 ? "bf16" : "f16", M, N, K, outName(out), int(bias), rel, maxErr,
-              limit);
   CHECK(cudaFree(dA));
   CHECK(cudaFree(dW));
   CHECK(cudaFree(dC));
@@ -224,35 +245,56 @@ const Shape kShapes[] = {{"Wqkv", 6144, 2048, GemmOut::Half},
                          {"mlp_up", 8192, 2048, GemmOut::HalfGelu},
                          {"mlp_down", 2048, 8192, GemmOut::AddFloat}};
 
+// Each prefill kernel on each layer GEMM, the weights rotating over 4 copies (so mlp_up's 32 MB is not served
+// from L2 on every call), the activations and outputs distinct per call as in the engine.
 void timePrefill(std::mt19937& rng) {
-  std::printf("\nprefill GEMMs (tiled, bf16), 1B shapes\n| M | GEMM | ms | TFLOP/s |\n| ---: | --- | ---: | ---: |\n");
-  const int maxM = 2048;
+  const int maxM = 2048, copies = 4;
+  const std::vector<Kernel> kernels = kernelsFor(maxM);
+  std::printf("\nprefill GEMMs (bf16), 1B shapes, TFLOP/s per kernel\n| M | GEMM |");
+  for (const Kernel& k : kernels) std::printf(" %s ms | %s TFLOP/s |", k.name, k.name);
+  std::printf("\n| ---: | --- |");
+  for (size_t i = 0; i < kernels.size(); ++i) std::printf(" ---: | ---: |");
+  std::printf("\n");
   void* a = randomDevice(size_t(maxM) * 8192, rng);
   void* c;
   CHECK(cudaMalloc(&c, size_t(maxM) * 8192 * 4));
   CHECK(cudaMemset(c, 0, size_t(maxM) * 8192 * 4));
   for (int M : {128, 512, 2048}) {
-    double flops = 0, ms = 0;
+    std::vector<double> ms(kernels.size(), 0.0);
+    double flops = 0;
     for (const Shape& s : kShapes) {
-      void* w = randomDevice(size_t(s.N) * s.K, rng);
-      GemmParams p;
-      p.a = a;
-      p.w = w;
-      p.c = c;
-      p.lda = p.ldw = s.K;
-      p.ldc = s.N;
-      p.M = M;
-      p.N = s.N;
-      p.K = s.K;
-      p.out = s.out;
-      const float t = timeGraph([&](cudaStream_t st) { CHECK(gemm(p, st)); }, 20);
+      std::vector<void*> w;
+      for (int i = 0; i < copies; ++i) w.push_back(randomDevice(size_t(s.N) * s.K, rng));
       const double f = 2.0 * M * s.N * s.K;
-      std::printf("| %d | %s | %.4f | %.1f |\n", M, s.name, t, f / (t * 1e9));
       flops += f;
-      ms += t;
-      CHECK(cudaFree(w));
+      std::printf("| %d | %s |", M, s.name);
+      for (size_t k = 0; k < kernels.size(); ++k) {
+        const float t = timeGraph(
+            [&](cudaStream_t st) {
+              for (int i = 0; i < copies; ++i) {
+                GemmParams p;
+                p.a = a;
+                p.w = w[size_t(i)];
+                p.c = c;
+                p.lda = p.ldw = s.K;
+                p.ldc = s.N;
+                p.M = M;
+                p.N = s.N;
+                p.K = s.K;
+                p.out = s.out;
+                CHECK(kernels[k].run(p, st));
+              }
+            },
+            5) / copies;
+        std::printf(" %.4f | %.1f |", t, f / (t * 1e9));
+        ms[k] += t;
+      }
+      std::printf("\n");
+      for (void* x : w) CHECK(cudaFree(x));
     }
-    std::printf("| %d | layer total | %.4f | %.1f |\n", M, ms, flops / (ms * 1e9));
+    std::printf("| %d | layer total |", M);
+    for (double t : ms) std::printf(" %.4f | %.1f |", t, flops / (t * 1e9));
+    std::printf("\n");
   }
   CHECK(cudaFree(a));
   CHECK(cudaFree(c));
@@ -357,11 +399,14 @@ int main() {
   std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount, prop.l2CacheSize >> 20);
   CHECK(gemmPrepare());
   std::mt19937 rng(12345);
-  // Skinny (M ≤ 64, split over blocks for long K with f32+=), both tiled shapes (128×128 from 1024×3000 on 132
-  // SMs), ragged edges throughout.
-  const int shapes[][3] = {{1, 777, 96},     {3, 50, 136},     {8, 2048, 2048}, {1, 520, 8192},  {13, 384, 256},
-                           {33, 500, 128},   {40, 300, 1032},  {64, 1000, 264}, {65, 777, 96},   {100, 256, 768},
-                           {130, 1001, 256}, {257, 384, 1032}, {1000, 640, 512}, {1024, 3000, 256}, {1300, 3000, 264}};
+  std::printf("wgmma kernel: %s\n", gemmWgmmaReady() ? "yes (sm_90a image on a 9.0 device)" : "no");
+  // Skinny (M ≤ 64, split over blocks for long K with f32+=); tiled 64×128 and 128×128 (from 1024×3000 on 132 SMs);
+  // wgmma 64×128 and 128×256 (1300×3000, 2048×2048), its f32+= split over K when the grid is small (e.g. 100×256,
+  // 257×384, 96×520); ragged M, N and K (K under one 64-wide k-tile, K % 64 ≠ 0) throughout.
+  const int shapes[][3] = {{1, 777, 96},      {3, 50, 136},      {8, 2048, 2048},   {1, 520, 8192},   {13, 384, 256},
+                           {33, 500, 128},    {40, 300, 1032},   {64, 1000, 264},   {65, 777, 96},    {100, 256, 768},
+                           {130, 1001, 256},  {257, 384, 1032},  {1000, 640, 512},  {1024, 3000, 256}, {1300, 3000, 264},
+                           {77, 130, 8},      {200, 72, 40},     {2048, 2048, 136}, {1999, 2101, 200}, {96, 520, 8192}};
   for (DType t : {DType::BF16, DType::F16}) {
     for (const auto& s : shapes) {
       for (GemmOut out : {GemmOut::Half, GemmOut::HalfGelu, GemmOut::Float, GemmOut::AddFloat}) {
@@ -371,6 +416,7 @@ int main() {
   }
   const double bw = copyBandwidth();
   std::printf("\ndevice-to-device copy: %.0f GB/s (bytes read + written)\n", bw / 1e9);
+  timePrefill(rng);
   timePrefill(rng);
   timeDecodeChain(bw, rng);
   std::printf("\n%s: %d check(s) failed\n", failures ? "FAIL" : "PASS", failures);

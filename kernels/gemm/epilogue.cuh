@@ -1,4 +1,4 @@
-// The GEMM epilogue shared by the tiled and skinny kernels: v = alpha·acc + bias[n], optionally the exact
+// The GEMM epilogue shared by the tiled, wgmma and skinny kernels: v = alpha·acc + bias[n], optionally the exact
 // (erf) GELU, then a store in the compute dtype, a store in fp32, or an in-place fp32 residual update.
 #pragma once
 #include <cstdint>
@@ -50,6 +50,13 @@ __device__ __forceinline__ void epilogueStorePair(const GemmParams& p, int m, in
     const float2 old = *c;
     *c = make_float2(old.x + v0, old.y + v1);
   }
+}
+
+// One split-K block's partial sum added into the fp32 output (AddFloat only); the split that starts at k = 0 adds
+// the bias. The order of the additions varies from run to run, so the sum is not bitwise reproducible.
+__device__ __forceinline__ void epilogueAddPartial(const GemmParams& p, int m, int n, float acc, bool first) {
+  const float bias = first && p.bias ? p.bias[n] : 0.f;
+  atomicAdd(static_cast<float*>(p.c) + int64_t(m) * p.ldc + n, p.alpha * acc + bias);
 }
 
 // Runs f with GemmOut as a template constant.

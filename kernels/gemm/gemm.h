@@ -1,8 +1,9 @@
 // C = epilogue(alpha · A·Wᵀ) on tensor cores, W in PyTorch's Linear layout [N, K] row-major.
-// Two kernels behind one entry point: a tiled mma.sync GEMM for prefill (M > 64) and a weight-streaming
-// skinny GEMM for decode (M ≤ 64) that reads each weight byte once with 16-byte loads. The skinny kernel
-// splits a long K of an AddFloat output over blocks that accumulate atomically, so that update is not
-// bitwise reproducible from run to run (every other output is).
+// Three kernels behind one entry point: for prefill (M > 64) a TMA + wgmma GEMM on compute capability 9.0 when
+// the binary carries sm_90a code, else a tiled mma.sync GEMM; for decode (M ≤ 64) a weight-streaming skinny
+// GEMM that reads each weight byte once with 16-byte loads. The skinny kernel (long K) and the wgmma kernel (grids
+// short of the SM count) split K of an AddFloat output over blocks that accumulate atomically, so that update
+// is not bitwise reproducible from run to run (every other output is).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -37,12 +38,18 @@ struct GemmParams {
 // Largest M the skinny kernel takes; larger M goes to the tiled kernel.
 constexpr int kSkinnyMaxRows = 64;
 
-// Picks the kernel from M. Returns cudaErrorInvalidValue for unsupported shapes or alignment.
+// Picks the kernel from M and the device. Returns cudaErrorInvalidValue for unsupported shapes or alignment.
 cudaError_t gemm(const GemmParams& params, cudaStream_t stream);
 cudaError_t gemmTiled(const GemmParams& params, cudaStream_t stream);
 cudaError_t gemmSkinny(const GemmParams& params, cudaStream_t stream);
-// Raises the dynamic shared-memory limit of the tiled kernels (call once per device before graph capture).
+// cudaErrorNotSupported unless gemmPrepare found the wgmma kernel usable on the current device.
+cudaError_t gemmWgmma(const GemmParams& params, cudaStream_t stream);
+// Raises the dynamic shared-memory limits of the tiled and wgmma kernels and finds out whether the current device
+// runs the wgmma kernel (call once per device before graph capture; until then prefill uses the tiled kernel).
 cudaError_t gemmPrepare();
+cudaError_t gemmTiledPrepare();
+cudaError_t gemmWgmmaPrepare();
+bool gemmWgmmaReady();  // on the current device
 
 // y = gelu_erf(x) elementwise over n elements of dtype (BF16, F16 or F32); y may alias x.
 struct GeluParams {

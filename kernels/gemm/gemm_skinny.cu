@@ -107,8 +107,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
     if constexpr (kSplit) {
-      const float bias = blockIdx.y == 0 && p.bias ? p.bias[n] : 0.f;
-      atomicAdd(static_cast<float*>(p.c) + int64_t(m) * p.ldc + n, p.alpha * sum + bias);
+      epilogueAddPartial(p, m, n, sum, blockIdx.y == 0);
     } else {
       epilogueStore<T, OUT>(p, m, n, sum);
     }

@@ -173,7 +173,7 @@ int64_t tiles(const GemmParams& p, int bm, int bn) { return int64_t((p.M + bm - 
 
 }  // namespace
 
-cudaError_t gemmPrepare() {
+cudaError_t gemmTiledPrepare() {
   const cudaError_t err = prepareTile<Tile::Medium>();
   return err != cudaSuccess ? err : prepareTile<Tile::Small>();
 }

@@ -1,0 +1,287 @@
+// Prefill GEMM on Hopper (sm_90a): TMA loads BM×64 tiles of A and BN×64 tiles of W into 128-byte-swizzled shared
+// memory, a STAGES-deep ring of full/empty mbarriers hands them from one producer warpgroup to two consumer
+// warpgroups, which run wgmma (m64nWNk16, operands straight from shared memory, fp32 accumulators in registers)
+// and apply the fused epilogue (kernels/gemm/epilogue.cuh) through shared memory.
+//
+// Warpgroup 0 is the producer: one thread issues the copies, the group gives its registers to the consumers
+// (setmaxnreg) in the one-block-per-SM tile. Consumer warpgroup c owns rows (c / kWgN)·64 and columns
+// (c % kWgN)·WN of the block tile: the 128×256 tile splits M between them, the 64×128 tile splits N.
+// TMA zero-fills past M, N and K, so ragged edges need no code in the main loop. An AddFloat output whose grid
+// leaves SMs idle (few rows) is also split along K over blockIdx.z, the splits adding atomically.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include <atomic>
+
+#include "kernels/common/dispatch.h"
+#include "kernels/gemm/epilogue.cuh"
+#include "kernels/gemm/gemm.h"
+#include "kernels/gemm/wgmma.cuh"
+
+namespace flashmpt {
+namespace {
+
+constexpr int kBK = 64;  // 64 16-bit elements: one 128-byte swizzle row
+constexpr int kThreads = 384;
+
+template <int BM, int BN, int STAGES>
+constexpr int wgmmaSmemBytes() {
+  return STAGES * (BM + BN) * kBK * 2 + 2 * STAGES * 8 + 1024;  // tiles, full/empty barriers, 1024-byte alignment
+}
+
+template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT>
+__global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
+    gemmWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapW,
+                    const GemmParams p, int kTilesPerSplit) {
+#ifdef FLASHMPT_HAS_WGMMA
+  constexpr int kWgM = BM / 64, kWgN = 2 / kWgM, WN = BN / kWgN;  // consumer warpgroups' grid and their N
+  constexpr int kTileA = BM * kBK, kTileW = BN * kBK;              // elements per stage
+  constexpr uint32_t kStageBytes = (kTileA + kTileW) * 2;
+  static_assert(kWgM * kWgN == 2 && WN % 64 == 0, "tile shape");
+
+  extern __shared__ unsigned char smemRaw[];
+  // 128-byte swizzle atoms (8 rows × 128 bytes) must start on 1024-byte boundaries.
+  T* smem = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * (kTileA + kTileW));
+  uint64_t* empty = full + STAGES;
+  auto tileA = [&](int s) { return smem + s * (kTileA + kTileW); };
+  auto tileW = [&](int s) { return smem + s * (kTileA + kTileW) + kTileA; };
+
+  const int wg = threadIdx.x / 128;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  // This block's k-tiles: [kBegin, kBegin + kTiles), never empty (the launcher sizes gridDim.z so).
+  const int kBegin = blockIdx.z * kTilesPerSplit;
+  const int kTiles = min((p.K + kBK - 1) / kBK - kBegin, kTilesPerSplit);
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbarrierInit(&full[s], 1);               // the producer's arrive.expect_tx; the copies complete the rest
+      mbarrierInit(&empty[s], 2 * 128);        // every consumer thread, after its wgmma read the stage
+    }
+    fenceBarrierInit();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    if constexpr (MIN_BLOCKS == 1) setmaxnregDec<40>();
+    if (threadIdx.x == 0) {
+      for (int kt = 0; kt < kTiles; ++kt) {
+        const int s = kt % STAGES;
+        mbarrierWait(&empty[s], ((kt / STAGES) & 1) ^ 1);
+        mbarrierArriveExpectTx(&full[s], kStageBytes);
+        tmaLoad2d(tileA(s), &mapA, (kBegin + kt) * kBK, m0, &full[s]);
+        tmaLoad2d(tileW(s), &mapW, (kBegin + kt) * kBK, n0, &full[s]);
+      }
+    }
+    return;
+  }
+  if constexpr (MIN_BLOCKS == 1) setmaxnregInc<232>();  // 128·40 + 256·232 = the 384·168 registers at launch
+
+  const int c = wg - 1, wgm = c / kWgN, wgn = c % kWgN;
+  float acc[WN / 2];
+#pragma unroll
+  for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
+
+  for (int kt = 0; kt < kTiles; ++kt) {
+    const int s = kt % STAGES;
+    mbarrierWait(&full[s], (kt / STAGES) & 1);
+    const T* a = tileA(s) + wgm * 64 * kBK;
+    const T* w = tileW(s) + wgn * WN * kBK;
+    wgmmaFence();
+#pragma unroll
+    for (int ks = 0; ks < kBK / 16; ++ks) {
+      wgmma<WN, T>(acc, swizzle128Descriptor(a + ks * 16), swizzle128Descriptor(w + ks * 16));
+    }
+    wgmmaCommit();
+    // Keep this k-tile's MMAs in flight; the previous one has finished reading its stage, so hand it back.
+    wgmmaWait<1>();
+    if (kt > 0) mbarrierArrive(&empty[(kt - 1) % STAGES]);
+  }
+  wgmmaWait<0>();
+
+  // Epilogue through shared memory (the pipeline stages, all consumed once both consumers pass the barrier): each
+  // warp writes its 16 accumulator rows in fragment layout and reads them back as consecutive column pairs, so its
+  // stores cover whole 128-byte lines and the epilogue is a short loop (unrolled over 128 accumulators, the erf
+  // GELU alone is tens of KB of straight-line code).
+  namedBarrierSync<1, 2 * 128>();
+  constexpr int kLd = WN + 8;  // staging row stride (floats): a warp's float2 stores take 2 wavefronts, not 8
+  static_assert(2 * 64 * kLd * 4 <= STAGES * kStageBytes, "staging fits the stages");
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
+  float* staging = reinterpret_cast<float*>(smem) + (c * 64 + warp * 16) * kLd;
+#pragma unroll
+  for (int j = 0; j < WN / 8; ++j) {
+    const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
+    *reinterpret_cast<float2*>(staging + row * kLd + col) = make_float2(acc[4 * j], acc[4 * j + 1]);
+    *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
+  }
+  __syncwarp();
+#pragma unroll 4
+  for (int i = lane; i < 16 * WN / 2; i += 32) {
+    const int row = i / (WN / 2), col = i % (WN / 2) * 2;
+    const float2 v = *reinterpret_cast<const float2*>(staging + row * kLd + col);
+    const int m = m0 + wgm * 64 + warp * 16 + row, n = n0 + wgn * WN + col;
+    if (m >= p.M) continue;
+    if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
+      if (n < p.N) epilogueAddPartial(p, m, n, v.x, blockIdx.z == 0);
+      if (n + 1 < p.N) epilogueAddPartial(p, m, n + 1, v.y, blockIdx.z == 0);
+    } else {
+      epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
+    }
+  }
+#endif
+}
+
+// Writes whether this device runs the sm_90a image (a plain sm_90 or PTX-JIT build has no wgmma).
+__global__ void wgmmaProbeKernel(int* hasWgmma) {
+#ifdef FLASHMPT_HAS_WGMMA
+  *hasWgmma = 1;
+#else
+  *hasWgmma = 0;
+#endif
+}
+
+// Two block tiles. Large: 128×256, one block per SM (4 stages = 192 KB), each consumer 64×256 (128 accumulator
+// registers, hence the setmaxnreg split). Small: 64×128, two blocks per SM, each consumer 64×64: four times the
+// blocks, for grids the large tile would leave short of the SM count.
+enum class WgTile { Large, Small };
+
+template <WgTile kTile>
+struct WgTileShape;
+template <>
+struct WgTileShape<WgTile::Large> { static constexpr int kBM = 128, kBN = 256, kStages = 4, kMinBlocks = 1; };
+template <>
+struct WgTileShape<WgTile::Small> { static constexpr int kBM = 64, kBN = 128, kStages = 4, kMinBlocks = 2; };
+
+template <WgTile kTile, class T, GemmOut OUT>
+constexpr auto wgmmaKernel() {
+  using S = WgTileShape<kTile>;
+  return gemmWgmmaKernel<T, S::kBM, S::kBN, S::kStages, S::kMinBlocks, OUT>;
+}
+
+template <WgTile kTile>
+constexpr int smemBytes() {
+  using S = WgTileShape<kTile>;
+  return wgmmaSmemBytes<S::kBM, S::kBN, S::kStages>();
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 encodeTiled() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    const cudaError_t err =
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &found);
+    return err == cudaSuccess && found == cudaDriverEntryPointSuccess
+               ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f)
+               : nullptr;
+  }();
+  return fn;
+}
+
+// Tensor map of a row-major [rows, cols] 16-bit matrix with row stride ld elements, loaded in boxRows × 64 boxes.
+cudaError_t tileMap(CUtensorMap* map, DType dtype, const void* base, int rows, int cols, int64_t ld, int boxRows) {
+  const PFN_cuTensorMapEncodeTiled_v12000 encode = encodeTiled();
+  if (!encode) return cudaErrorNotSupported;
+  const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+  const cuuint64_t strides[1] = {cuuint64_t(ld) * 2};
+  const cuuint32_t box[2] = {kBK, cuuint32_t(boxRows)};
+  const cuuint32_t elementStrides[2] = {1, 1};
+  const CUresult r = encode(map, dtype == DType::BF16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                            2, const_cast<void*>(base), dims, strides, box, elementStrides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+int64_t tiles(const GemmParams& p, int bm, int bn) { return int64_t((p.M + bm - 1) / bm) * ((p.N + bn - 1) / bn); }
+
+template <WgTile kTile, class T, GemmOut OUT>
+cudaError_t launchWgmma(const GemmParams& p, int sms, cudaStream_t stream) {
+  using S = WgTileShape<kTile>;
+  CUtensorMap mapA, mapW;
+  cudaError_t err = tileMap(&mapA, p.dtype, p.a, p.M, p.K, p.lda, S::kBM);
+  if (err == cudaSuccess) err = tileMap(&mapW, p.dtype, p.w, p.N, p.K, p.ldw, S::kBN);
+  if (err != cudaSuccess) return err;
+  // Split K (AddFloat only) into as many parts as the grid leaves resident blocks free, each at least 4 k-tiles.
+  const int kTiles = (p.K + kBK - 1) / kBK;
+  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / tiles(p, S::kBM, S::kBN) : 1;
+  splits = splits < kTiles / 4 ? splits : kTiles / 4;
+  const int perSplit = splits > 1 ? int((kTiles + splits - 1) / splits) : kTiles;
+  const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
+  wgmmaKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);
+  return cudaGetLastError();
+}
+
+template <WgTile kTile>
+cudaError_t prepareTile() {
+  auto each = [](auto t) {
+    using T = typename decltype(t)::type;
+    for (GemmOut out : {GemmOut::Half, GemmOut::HalfGelu, GemmOut::Float, GemmOut::AddFloat}) {
+      const cudaError_t err = switchGemmOut(out, [&](auto o) {
+        return cudaFuncSetAttribute(wgmmaKernel<kTile, T, decltype(o)::value>(),
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile>());
+      });
+      if (err != cudaSuccess) return err;
+    }
+    return cudaSuccess;
+  };
+  const cudaError_t err = each(TypeTag<__nv_bfloat16>{});
+  return err != cudaSuccess ? err : each(TypeTag<__half>{});
+}
+
+// Devices (by ordinal, up to 64) on which gemmWgmmaPrepare found the sm_90a image and the TMA encoder.
+std::atomic<uint64_t> wgmmaDevices{0};
+
+cudaError_t currentDevice(int* device) {
+  const cudaError_t err = cudaGetDevice(device);
+  return err == cudaSuccess && (*device < 0 || *device >= 64) ? cudaErrorInvalidDevice : err;
+}
+
+}  // namespace
+
+cudaError_t gemmWgmmaPrepare() {
+  int device = 0, major = 0, minor = 0;
+  cudaError_t err = currentDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+  if (err != cudaSuccess) return err;
+  // sm_90a code runs on compute capability 9.0 only; elsewhere the tiled kernel serves every prefill GEMM.
+  if (major != 9 || minor != 0 || !encodeTiled()) return cudaSuccess;
+  int* flag = nullptr;
+  int hasWgmma = 0;
+  err = cudaMalloc(&flag, sizeof(int));
+  if (err != cudaSuccess) return err;
+  wgmmaProbeKernel<<<1, 1>>>(flag);
+  err = cudaGetLastError();
+  if (err == cudaSuccess) err = cudaMemcpy(&hasWgmma, flag, sizeof(int), cudaMemcpyDeviceToHost);
+  const cudaError_t freeErr = cudaFree(flag);
+  if (err == cudaSuccess) err = freeErr;
+  if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Large>();
+  if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Small>();
+  if (err == cudaSuccess && hasWgmma) wgmmaDevices.fetch_or(uint64_t(1) << device);
+  return err;
+}
+
+bool gemmWgmmaReady() {
+  int device = 0;
+  return currentDevice(&device) == cudaSuccess && (wgmmaDevices.load() >> device & 1);
+}
+
+cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
+  int device = 0, sms = 0;
+  cudaError_t err = currentDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return err;
+  if (!(wgmmaDevices.load() >> device & 1)) return cudaErrorNotSupported;
+  // The large tile once its grid covers most SMs (2048 rows × 2048 columns: 128 blocks on 132 SMs), else the small.
+  const WgTile tile = tiles(p, 128, 256) * 8 >= int64_t(sms) * 7 ? WgTile::Large : WgTile::Small;
+  return switchHalf(p.dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    return switchGemmOut(p.out, [&](auto o) {
+      constexpr GemmOut OUT = decltype(o)::value;
+      return tile == WgTile::Large ? launchWgmma<WgTile::Large, T, OUT>(p, sms, stream)
+                                   : launchWgmma<WgTile::Small, T, OUT>(p, sms, stream);
+    });
+  });
+}
+
+}  // namespace flashmpt
