@@ -13,10 +13,13 @@
 // their sums atomically: one warp step per warp keeps many loads in flight instead of a chain of round trips.
 //
 // The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
-// launch they stream in while the previous kernel (LayerNorm, attention) finishes.
+// launch they stream in while the previous kernel (LayerNorm, attention) finishes. A grid larger than one
+// resident wave would leave the later waves' weights for after the wait, so each block also prefetches into L2
+// the tile of the block one wave behind it.
 #include <cuda_runtime.h>
 
 #include "kernels/common/dispatch.h"
+#include "kernels/common/l2_prefetch.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/gemm/epilogue.cuh"
 #include "kernels/gemm/gemm.h"
@@ -29,11 +32,13 @@ constexpr int kWarps = 8;
 constexpr int kRowsPerBlock = 16;  // output features
 constexpr int kMaxSplits = 16;
 
+constexpr int kPrefetchThreadsPerRow = kWarps * 32 / kRowsPerBlock;
+
 // NT n-tiles of 8 activation rows; J 16-byte loads per lane per row and step (a warp step covers 32·J of k).
 // Block (x, y) computes features [16x, 16x + 16) over k in [y·slice_k, (y + 1)·slice_k); kSplit: y > 0 exists and
-// the output is an fp32 accumulation.
+// the output is an fp32 accumulation. wave: blocks resident at once.
 template <class T, int NT, int J, GemmOut OUT, bool kSplit>
-__global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k) {
+__global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k, int wave) {
   constexpr int kStepK = 32 * J;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
@@ -64,6 +69,15 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
 
   int k0 = kBegin + warp * kStepK;
   loadWeights(k0);
+  const int behind = blockIdx.y * gridDim.x + blockIdx.x + wave;
+  if (behind < gridDim.x * gridDim.y) {
+    const int row = behind % gridDim.x * kRowsPerBlock + threadIdx.x / kPrefetchThreadsPerRow;
+    const int kb = behind / gridDim.x * slice_k, ke = min(p.K, kb + slice_k);
+    if (row < p.N && kb < ke) {
+      l2Prefetch(W + int64_t(row) * p.ldw + kb, int64_t(ke - kb) * int64_t(sizeof(T)),
+                 threadIdx.x % kPrefetchThreadsPerRow, kPrefetchThreadsPerRow);
+    }
+  }
   pdlWait();
   pdlLaunchDependents();
   for (; k0 < kEnd; k0 += kWarps * kStepK) {
@@ -128,8 +142,13 @@ cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
   const int sliceK = (steps + splits - 1) / splits * 32 * J;
   const dim3 grid(blocks, splits);
   return switchBool(splits > 1, [&](auto split) {
-    return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, J, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
-                     stream, p, sliceK);
+    const auto kernel = gemmSkinnyKernel<T, NT, J, OUT, decltype(split)::value>;
+    int device = 0, sms = 0, perSm = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kernel, kWarps * 32, 0);
+    if (err != cudaSuccess) return err;
+    return launchPdl(p.pdl, kernel, grid, dim3(kWarps * 32), 0, stream, p, sliceK, sms * perSm);
   });
 }
 

@@ -87,7 +87,7 @@ void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t
   CUDA_CHECK(naive_attention(p, s.ws->naive.get(), stream));
 }
 
-void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStream_t stream) {
+void runAttention(const ForwardState& s, const PassRows& r, int layer, const LayerWeights& w, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
   const bool fused = fusedAttention(c);
@@ -129,6 +129,12 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
   p.alibi_slopes = s.alibi_slopes;
   p.workspace = s.ws->attn.as<float>();
   p.dtype = attnDType(s.dtype);
+  p.pdl = true;
+  // The output projection and the first half of mlp_up (the part its first wave of blocks reads) come into
+  // L2 while attention runs; mlp_up's own blocks prefetch the rest (kernels/gemm/gemm_skinny.cu).
+  const int64_t e = int64_t(dtypeSize(s.dtype));
+  p.l2_prefetch[0] = L2Range{w.wout, int64_t(c.d_model) * c.d_model * e};
+  p.l2_prefetch[1] = L2Range{w.wup, int64_t(c.d_ff / 2) * c.d_model * e};
   CUDA_CHECK(decode_attention(p, stream));
 }
 
@@ -216,7 +222,7 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
     qp.pdl = true;
     CUDA_CHECK(qkvEpilogue(qp, stream));
 
-    runAttention(s, r, layer, stream);
+    runAttention(s, r, layer, w, stream);
     runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
     runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
     runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, stream);
