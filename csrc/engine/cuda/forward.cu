@@ -55,6 +55,37 @@ void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* 
   CUDA_CHECK(layerNorm(p, stream));
 }
 
+// c = LayerNorm(x)·Wᵀ (+ bias) for the fp32 residual rows x. For a few rows (decode steps) the skinny GEMM
+// normalizes its own input, which saves a LayerNorm launch and its boundary; more rows go through the LayerNorm
+// kernel into ws.h first.
+void runNormGemm(const ForwardState& s, const float* x, int rows, const float* norm_weight, const float* norm_bias,
+                 const void* w, const float* bias, void* c, int n, GemmOut out, cudaStream_t stream) {
+  const int d = s.config->d_model;
+  if (!skinnyNormFits(rows, d)) {
+    runLayerNorm(s, x, rows, norm_weight, norm_bias, s.ws->h.get(), true, stream);
+    runGemm(s, s.ws->h.get(), d, w, bias, c, n, rows, n, d, out, stream);
+    return;
+  }
+  GemmParams p;
+  p.a = x;
+  p.w = w;
+  p.c = c;
+  p.lda = d;
+  p.ldw = d;
+  p.ldc = n;
+  p.M = rows;
+  p.N = n;
+  p.K = d;
+  p.bias = bias;
+  p.out = out;
+  p.dtype = s.dtype;
+  p.pdl = true;
+  p.norm_weight = norm_weight;
+  p.norm_bias = norm_bias;
+  p.norm_eps = s.config->ln_eps;
+  CUDA_CHECK(gemm(p, stream));
+}
+
 // Attention of `rows` queries of one sequence (slot), the last at position kv_len − 1, into o.
 FlashAttentionParams chunkAttention(const ForwardState& s, int layer, const void* q, void* o, int rows, int slot,
                                     int kv_len) {
@@ -193,8 +224,7 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const LayerWeights& w = s.weights->layers[size_t(layer)];
-    runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), true, stream);
-    runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, stream);
+    runNormGemm(s, x, rows, w.ln1_w, w.ln1_b, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, GemmOut::Half, stream);
 
     QkvEpilogueParams qp;
     qp.qkv = ws.qkv.get();
@@ -224,8 +254,7 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 
     runAttention(s, r, layer, w, stream);
     runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
-    runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
-    runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, stream);
+    runNormGemm(s, x, rows, w.ln2_w, w.ln2_b, w.wup, w.bup, ws.u.get(), c.d_ff, GemmOut::HalfGelu, stream);
     runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream);
   }
 }
