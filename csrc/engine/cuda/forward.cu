@@ -57,13 +57,14 @@ void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* 
 
 // c = LayerNorm(x)·Wᵀ (+ bias) for the fp32 residual rows x. For a few rows (decode steps) the skinny GEMM
 // normalizes its own input, which saves a LayerNorm launch and its boundary; more rows go through the LayerNorm
-// kernel into ws.h first.
+// kernel into ws.h first. pdl: as for runLayerNorm.
 void runNormGemm(const ForwardState& s, const float* x, int rows, const float* norm_weight, const float* norm_bias,
-                 const void* w, const float* bias, void* c, int n, GemmOut out, cudaStream_t stream) {
+                 const void* w, const float* bias, void* c, int n, GemmOut out, bool pdl, cudaStream_t stream,
+                 float alpha = 1.f) {
   const int d = s.config->d_model;
   if (!skinnyNormFits(rows, d)) {
-    runLayerNorm(s, x, rows, norm_weight, norm_bias, s.ws->h.get(), true, stream);
-    runGemm(s, s.ws->h.get(), d, w, bias, c, n, rows, n, d, out, stream);
+    runLayerNorm(s, x, rows, norm_weight, norm_bias, s.ws->h.get(), pdl, stream);
+    runGemm(s, s.ws->h.get(), d, w, bias, c, n, rows, n, d, out, stream, alpha);
     return;
   }
   GemmParams p;
@@ -76,10 +77,11 @@ void runNormGemm(const ForwardState& s, const float* x, int rows, const float* n
   p.M = rows;
   p.N = n;
   p.K = d;
+  p.alpha = alpha;
   p.bias = bias;
   p.out = out;
   p.dtype = s.dtype;
-  p.pdl = true;
+  p.pdl = pdl;
   p.norm_weight = norm_weight;
   p.norm_bias = norm_bias;
   p.norm_eps = s.config->ln_eps;
@@ -224,7 +226,7 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const LayerWeights& w = s.weights->layers[size_t(layer)];
-    runNormGemm(s, x, rows, w.ln1_w, w.ln1_b, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, GemmOut::Half, stream);
+    runNormGemm(s, x, rows, w.ln1_w, w.ln1_b, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, GemmOut::Half, true, stream);
 
     QkvEpilogueParams qp;
     qp.qkv = ws.qkv.get();
@@ -254,19 +256,15 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 
     runAttention(s, r, layer, w, stream);
     runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
-    runNormGemm(s, x, rows, w.ln2_w, w.ln2_b, w.wup, w.bup, ws.u.get(), c.d_ff, GemmOut::HalfGelu, stream);
+    runNormGemm(s, x, rows, w.ln2_w, w.ln2_b, w.wup, w.bup, ws.u.get(), c.d_ff, GemmOut::HalfGelu, true, stream);
     runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream);
   }
 }
 
-void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream) {
+void enqueueHead(const ForwardState& s, int row0, int rows, bool pdl, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
-  const Workspace& ws = *s.ws;
-  // Not programmatic: with all_logits it follows the copy of the previous group's logits.
-  runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
-               false, stream);
-  runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
-          c.d_model, GemmOut::Float, stream, c.logit_scale);
+  runNormGemm(s, s.ws->x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b,
+              s.weights->wte, nullptr, s.ws->logits.get(), c.vocab_size, GemmOut::Float, pdl, stream, c.logit_scale);
 }
 
 }  // namespace flashmpt
