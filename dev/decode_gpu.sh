@@ -2,12 +2,15 @@
 # One GPU session for the decode step (run from the source root on the GPU machine; logs to $OUT). Binaries are
 # built elsewhere and brought in $BINS, so the device spends its time measuring:
 #   $BINS/<variant>.tar.xz  the addon's object files without the N-API binding, plus dev/engine_bench.cu's
-#                           (see bench/RESULTS-engine.md); linked here into one engine_bench per variant
+#                           (see bench/RESULTS-engine.md); linked here into one engine_bench per variant.
+#                           With $BINS/<variant>.overlay (naming another variant), only the objects that differ:
+#                           unpacked over that variant's
 #   $BINS/gemm.xz           dev/gemm.cu (GEMM checks, the folded LayerNorm included, and GEMV timings)
 #   $BINS/<variant>.node.xz the addon of a variant, for the GPU jest suites and `flash-mpt bench` (needs
 #                           ../.gpu-bundle and dist/)
-# STAGES (default "gemm bench tests cli") picks what runs; VARIANTS the engine_bench order (the first again at
-# the end: the spread between its two runs is the noise floor); NODE_VARIANTS the addons `flash-mpt bench` runs.
+# STAGES (default "gemm bench tests cli"; "nsys" adds a profile of the decode step) picks what runs; VARIANTS the
+# engine_bench order, ROUNDS times over, interleaved (the spread between rounds is the noise floor); BENCH_ARGS
+# engine_bench's arguments; NODE_VARIANTS the addons `flash-mpt bench` runs; PROFILE the variants profiled.
 # Each stage has its own time limit, so one that hangs leaves the others' output.
 set -u
 OUT=${OUT:-/tmp/decode-out}
@@ -21,7 +24,9 @@ stamp() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a "$OUT/session.log"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,memory.total --format=csv | tee "$OUT/gpu.txt"
 
 for v in $VARIANTS; do
-  mkdir -p "/tmp/dv/$v" && tar -xJf "$BINS/$v.tar.xz" -C "/tmp/dv/$v" &&
+  mkdir -p "/tmp/dv/$v"
+  [ -f "$BINS/$v.overlay" ] && tar -xJf "$BINS/$(cat "$BINS/$v.overlay").tar.xz" -C "/tmp/dv/$v"
+  tar -xJf "$BINS/$v.tar.xz" -C "/tmp/dv/$v" &&
     nvcc -arch=sm_90 /tmp/dv/"$v"/*.o -o "/tmp/dv/$v/engine_bench" -lpthread || stamp "link $v failed"
 done
 
@@ -37,11 +42,25 @@ if has gemm; then
 fi
 
 if has bench; then
-  for v in $VARIANTS ${VARIANTS%% *}; do
-    timeout "${BENCH_S:-40}" "/tmp/dv/$v/engine_bench" 0 > "$OUT/engine_bench_$v.log" 2>&1
-    stamp "engine_bench $v exit $?"
-    cat "$OUT/engine_bench_$v.log" >> "$OUT/engine_bench_all.log"
-    grep -E '^device|^\| (1|8|16|64) \|' "$OUT/engine_bench_$v.log"
+  for round in $(seq "${ROUNDS:-1}"); do
+    for v in $VARIANTS; do
+      timeout "${BENCH_S:-40}" "/tmp/dv/$v/engine_bench" ${BENCH_ARGS:-0} > "$OUT/engine_bench_${v}_$round.log" 2>&1
+      echo "variant $v round $round exit $?: $(grep -E '^\| [0-9]+ \| [0-9.]+ \| [0-9]+ \| [0-9.]+ \|$' "$OUT/engine_bench_${v}_$round.log" |
+        awk -F'|' '{printf "b%d %s ms  ", $2, $3}') $(grep -o 'copy [0-9]* GB/s' "$OUT/engine_bench_${v}_$round.log")" |
+        tee -a "$OUT/bench_summary.txt"
+    done
+  done
+fi
+
+if has nsys; then
+  nsys=$(command -v nsys || ls /usr/local/cuda/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
+  for v in ${PROFILE:-${VARIANTS%% *}}; do
+    [ -n "$nsys" ] || { stamp "no nsys"; break; }
+    timeout "${NSYS_S:-60}" "$nsys" profile --cuda-graph-trace=node --trace=cuda -o "/tmp/dv/prof_$v" -f true \
+      "/tmp/dv/$v/engine_bench" 0 1 > "$OUT/nsys_$v.log" 2>&1
+    timeout 60 "$nsys" stats --report cuda_gpu_trace --format csv -o "$OUT/trace_$v" "/tmp/dv/prof_$v.nsys-rep" \
+      >> "$OUT/nsys_$v.log" 2>&1
+    stamp "nsys $v exit $?: $(ls "$OUT" | grep "trace_$v" | tr '\n' ' ')"
   done
 fi
 
