@@ -17,15 +17,12 @@
 // separate LayerNorm kernel and its launch boundary disappear from the decode step.
 //
 // The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
-// launch they stream in while the previous kernel (LayerNorm, attention) finishes. A grid larger than one
-// resident wave would leave the later waves' weights for after the wait, so each block also prefetches into L2
-// the tile of the block one wave behind it.
+// launch they stream in while the previous kernel (LayerNorm, attention) finishes.
 #include <cuda_runtime.h>
 
 #include "kernels/common/block_reduce.cuh"
 #include "kernels/common/dispatch.h"
 #include "kernels/common/half.cuh"
-#include "kernels/common/l2_prefetch.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/gemm/epilogue.cuh"
 #include "kernels/gemm/gemm.h"
@@ -38,7 +35,6 @@ constexpr int kWarps = 8;
 constexpr int kRowsPerBlock = 16;  // output features
 constexpr int kMaxSplits = 16;
 
-constexpr int kPrefetchThreadsPerRow = kWarps * 32 / kRowsPerBlock;
 static_assert(kSkinnyNormMaxRows <= kWarps, "one warp per normalized row");
 
 // Floats per normalized row in shared memory: 16 bytes of padding put the 8 lanes of a quarter warp (two rows,
@@ -84,23 +80,34 @@ __device__ __forceinline__ uint4 packFragment(const float* f) {
 }
 
 // NT n-tiles of 8 activation rows; J 16-byte loads per lane per row and step (a warp step covers 32·J of k).
-// Block (x, y) computes features [16x, 16x + 16) over k in [y·slice_k, (y + 1)·slice_k); kSplit: y > 0 exists and
-// the output is an fp32 accumulation; kNorm: LayerNorm folded in (NT == 1, no split). wave: blocks resident at once.
+// A persistent grid (one resident wave) walks the tiles t = blockIdx.x, + gridDim.x, ...: tile t computes features
+// [16x, 16x + 16) over k in [y·slice_k, (y + 1)·slice_k) for x = t % tiles_n, y = t / tiles_n. The next tile's
+// first weights are loaded before this tile's reduction, so a block keeps its loads in flight from tile to tile,
+// and per-block setup (the folded LayerNorm) happens once. kSplit: y > 0 exists and the output is an fp32
+// accumulation; kNorm: LayerNorm folded in (NT == 1, no split).
 template <class T, int NT, int J, GemmOut OUT, bool kSplit, bool kNorm>
-__global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k, int wave) {
+__global__ void __launch_bounds__(kWarps * 32, 2)  // two blocks per SM: at most 128 registers
+    gemmSkinnyKernel(const GemmParams p, int tiles_n, int tiles, int slice_k) {
   static_assert(!kNorm || (NT == 1 && !kSplit), "a folded LayerNorm needs whole rows in one activation tile");
-  constexpr int kStepK = 32 * J;
+  constexpr int kStepK = 32 * J, kBlockStepK = kWarps * kStepK;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
-  const int n0 = blockIdx.x * kRowsPerBlock;
-  const int kBegin = blockIdx.y * slice_k, kEnd = min(p.K, kBegin + slice_k);
   const T* A = static_cast<const T*>(p.a);
   const T* W = static_cast<const T*>(p.w);
-  const bool okLo = n0 + g < p.N, okHi = n0 + g + 8 < p.N;
-  const T* wLo = W + int64_t(okLo ? n0 + g : 0) * p.ldw;
-  const T* wHi = W + int64_t(okHi ? n0 + g + 8 : 0) * p.ldw;
   const uint4 zero = make_uint4(0, 0, 0, 0);
 
+  int n0 = 0, kBegin = 0, kEnd = 0;
+  bool okLo = false, okHi = false;
+  const T *wLo = W, *wHi = W;
+  auto setTile = [&](int t) {
+    n0 = t % tiles_n * kRowsPerBlock;
+    kBegin = t / tiles_n * slice_k;
+    kEnd = min(p.K, kBegin + slice_k);
+    okLo = n0 + g < p.N;
+    okHi = n0 + g + 8 < p.N;
+    wLo = W + int64_t(okLo ? n0 + g : 0) * p.ldw;
+    wHi = W + int64_t(okHi ? n0 + g + 8 : 0) * p.ldw;
+  };
   uint4 aLo[J], aHi[J];
   auto loadWeights = [&](int k0) {
 #pragma unroll
@@ -111,23 +118,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
     }
   };
 
-  float acc[NT][4];
-#pragma unroll
-  for (int t = 0; t < NT; ++t)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
-
+  int tile = blockIdx.x;
+  setTile(tile);
   int k0 = kBegin + warp * kStepK;
   loadWeights(k0);
-  const int behind = blockIdx.y * gridDim.x + blockIdx.x + wave;
-  if (behind < gridDim.x * gridDim.y) {
-    const int row = behind % gridDim.x * kRowsPerBlock + threadIdx.x / kPrefetchThreadsPerRow;
-    const int kb = behind / gridDim.x * slice_k, ke = min(p.K, kb + slice_k);
-    if (row < p.N && kb < ke) {
-      l2Prefetch(W + int64_t(row) * p.ldw + kb, int64_t(ke - kb) * int64_t(sizeof(T)),
-                 threadIdx.x % kPrefetchThreadsPerRow, kPrefetchThreadsPerRow);
-    }
-  }
   pdlWait();
   pdlLaunchDependents();
   extern __shared__ float4 normRows[];  // kNorm: [M][normRowStride(K)] floats
@@ -136,56 +130,76 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
     if (warp < p.M) normalizeRow(p, warp, reinterpret_cast<float*>(normRows) + warp * normRowStride(p.K));
     __syncthreads();
   }
-  for (; k0 < kEnd; k0 += kWarps * kStepK) {
-    uint4 b[NT][J];
+  __shared__ float partial[kWarps][NT * 8][kRowsPerBlock + 1];
+  for (;;) {
+    float acc[NT][4];
 #pragma unroll
-    for (int j = 0; j < J; ++j) {
-      const int k = k0 + 32 * j + 8 * q;
+    for (int t = 0; t < NT; ++t)
 #pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        const int m = t * 8 + g;
-        if constexpr (kNorm) {
-          b[t][j] = m < p.M && k < kEnd ? packFragment<T>(norm + m * normRowStride(p.K) + k) : zero;
-        } else {
-          b[t][j] = m < p.M && k < kEnd ? *reinterpret_cast<const uint4*>(A + int64_t(m) * p.lda + k) : zero;
+      for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
+    for (; k0 < kEnd; k0 += kBlockStepK) {
+      uint4 b[NT][J];
+#pragma unroll
+      for (int j = 0; j < J; ++j) {
+        const int k = k0 + 32 * j + 8 * q;
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          const int m = t * 8 + g;
+          if constexpr (kNorm) {
+            b[t][j] = m < p.M && k < kEnd ? packFragment<T>(norm + m * normRowStride(p.K) + k) : zero;
+          } else {
+            b[t][j] = m < p.M && k < kEnd ? *reinterpret_cast<const uint4*>(A + int64_t(m) * p.lda + k) : zero;
+          }
         }
       }
+#pragma unroll
+      for (int j = 0; j < J; ++j) {
+        const uint32_t a0[4] = {aLo[j].x, aHi[j].x, aLo[j].y, aHi[j].y};
+        const uint32_t a1[4] = {aLo[j].z, aHi[j].z, aLo[j].w, aHi[j].w};
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          mma16816<T>(acc[t], a0, b[t][j].x, b[t][j].y);
+          mma16816<T>(acc[t], a1, b[t][j].z, b[t][j].w);
+        }
+      }
+      if (k0 + kBlockStepK < kEnd) loadWeights(k0 + kBlockStepK);
     }
+
+    // The next tile's first weights stream in while this one is reduced.
+    const int tileN0 = n0;
+    const bool firstSlice = kBegin == 0;
+    const int next = tile + gridDim.x;
+    if (next < tiles) {
+      setTile(next);
+      k0 = kBegin + warp * kStepK;
+      loadWeights(k0);
+    }
+
+    // acc[t]: c0,c1 = (feature g, rows 8t+2q, 8t+2q+1), c2,c3 = (feature g+8, same rows).
 #pragma unroll
-    for (int j = 0; j < J; ++j) {
-      const uint32_t a0[4] = {aLo[j].x, aHi[j].x, aLo[j].y, aHi[j].y};
-      const uint32_t a1[4] = {aLo[j].z, aHi[j].z, aLo[j].w, aHi[j].w};
+    for (int t = 0; t < NT; ++t) {
+      partial[warp][t * 8 + 2 * q][g] = acc[t][0];
+      partial[warp][t * 8 + 2 * q + 1][g] = acc[t][1];
+      partial[warp][t * 8 + 2 * q][g + 8] = acc[t][2];
+      partial[warp][t * 8 + 2 * q + 1][g + 8] = acc[t][3];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < NT * 8 * kRowsPerBlock; i += kWarps * 32) {
+      const int m = i / kRowsPerBlock, r = i % kRowsPerBlock, n = tileN0 + r;
+      if (m >= p.M || n >= p.N) continue;
+      float sum = 0.f;
 #pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        mma16816<T>(acc[t], a0, b[t][j].x, b[t][j].y);
-        mma16816<T>(acc[t], a1, b[t][j].z, b[t][j].w);
+      for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
+      if constexpr (kSplit) {
+        const float bias = firstSlice && p.bias ? p.bias[n] : 0.f;
+        atomicAdd(static_cast<float*>(p.c) + int64_t(m) * p.ldc + n, p.alpha * sum + bias);
+      } else {
+        epilogueStore<T, OUT>(p, m, n, sum);
       }
     }
-    if (k0 + kWarps * kStepK < kEnd) loadWeights(k0 + kWarps * kStepK);
-  }
-
-  // acc[t]: c0,c1 = (feature g, rows 8t+2q, 8t+2q+1), c2,c3 = (feature g+8, same rows).
-  __shared__ float partial[kWarps][NT * 8][kRowsPerBlock + 1];
-#pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    partial[warp][t * 8 + 2 * q][g] = acc[t][0];
-    partial[warp][t * 8 + 2 * q + 1][g] = acc[t][1];
-    partial[warp][t * 8 + 2 * q][g + 8] = acc[t][2];
-    partial[warp][t * 8 + 2 * q + 1][g + 8] = acc[t][3];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < NT * 8 * kRowsPerBlock; i += kWarps * 32) {
-    const int m = i / kRowsPerBlock, r = i % kRowsPerBlock, n = n0 + r;
-    if (m >= p.M || n >= p.N) continue;
-    float sum = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
-    if constexpr (kSplit) {
-      const float bias = blockIdx.y == 0 && p.bias ? p.bias[n] : 0.f;
-      atomicAdd(static_cast<float*>(p.c) + int64_t(m) * p.ldc + n, p.alpha * sum + bias);
-    } else {
-      epilogueStore<T, OUT>(p, m, n, sum);
-    }
+    if (next >= tiles) break;
+    tile = next;
+    __syncthreads();  // partial is rewritten by the next tile
   }
 }
 
@@ -200,7 +214,7 @@ cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
   splits = splits < kMaxSplits ? splits : kMaxSplits;
   const int steps = (p.K + 32 * J - 1) / (32 * J);
   const int sliceK = (steps + splits - 1) / splits * 32 * J;
-  const dim3 grid(blocks, splits);
+  const int tiles = blocks * splits;
   const size_t smem = kNorm ? size_t(p.M) * size_t(normRowStride(p.K)) * sizeof(float) : 0;
   auto launch = [&](auto kernel) {
     int device = 0, sms = 0, perSm = 0;
@@ -211,7 +225,9 @@ cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
     }
     if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&perSm, kernel, kWarps * 32, smem);
     if (err != cudaSuccess) return err;
-    return launchPdl(p.pdl, kernel, grid, dim3(kWarps * 32), smem, stream, p, sliceK, sms * perSm);
+    const int wave = sms * perSm;  // the persistent grid: one resident wave, or fewer blocks than that
+    return launchPdl(p.pdl, kernel, dim3(tiles < wave ? tiles : wave), dim3(kWarps * 32), smem, stream, p, blocks,
+                     tiles, sliceK);
   };
   if constexpr (kNorm) {
     return launch(gemmSkinnyKernel<T, NT, J, OUT, false, true>);

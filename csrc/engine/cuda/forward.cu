@@ -163,11 +163,6 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, const Lay
   p.workspace = s.ws->attn.as<float>();
   p.dtype = attnDType(s.dtype);
   p.pdl = true;
-  // The output projection and the first half of mlp_up (the part its first wave of blocks reads) come into
-  // L2 while attention runs; mlp_up's own blocks prefetch the rest (kernels/gemm/gemm_skinny.cu).
-  const int64_t e = int64_t(dtypeSize(s.dtype));
-  p.l2_prefetch[0] = L2Range{w.wout, int64_t(c.d_model) * c.d_model * e};
-  p.l2_prefetch[1] = L2Range{w.wup, int64_t(c.d_ff / 2) * c.d_model * e};
   CUDA_CHECK(decode_attention(p, stream));
 }
 
