@@ -12,8 +12,6 @@
 #include <cstdint>
 #include <cuda_runtime.h>
 
-#include "kernels/common/l2_prefetch.h"
-
 namespace flashmpt {
 
 enum class AttnDType : int { F16 = 1, BF16 = 2 };
@@ -52,8 +50,6 @@ struct DecodeAttentionParams {
   float* workspace;  // decode_attention_workspace_floats(...) floats, 16-byte aligned, contents arbitrary:
                      // partial outputs and LSEs of the splits (about 2 MB at batch 1, 16 heads x 128)
   AttnDType dtype;
-  // Bytes a later kernel reads (e.g. the next GEMMs' weights), pulled into L2 while this stage runs; a hint only.
-  L2Range l2_prefetch[2];
   bool pdl;  // launch programmatically dependent on the previous kernel (a kernel, not a copy; pdl.cuh)
 };
 size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, int max_seq_len);

@@ -9,9 +9,8 @@
 // The split count is fixed at launch from the GPU's occupancy and bounded by max_seq_len (so a captured graph
 // stays valid); each CTA sizes its slice from the sequence's actual length, so every split gets work.
 // With params.pdl the split kernel is a programmatically dependent launch (kernels/common/pdl.cuh; the merge
-// always is, on the split kernel): its CTAs start while the previous kernel (the QKV epilogue) runs and first
-// pull the caller's l2_prefetch ranges (the weights of the GEMMs after attention) into L2, so HBM works while
-// this latency-bound stage would leave it idle.
+// always is, on the split kernel): its CTAs launch while the previous kernel (the QKV epilogue) runs, and the
+// merge lets the next kernel launch as soon as it starts.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -20,7 +19,6 @@
 
 #include "alibi.cuh"
 #include "attention_params.h"
-#include "kernels/common/l2_prefetch.cuh"
 #include "kernels/common/pdl.cuh"
 #include "mma.cuh"
 #include "softmax.cuh"
@@ -65,9 +63,6 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   using Tr = DecodeTraits<kHeadDim>;
   constexpr int TPR = Tr::kThreadsPerRow, RPP = Tr::kRowsPerPass, P = Tr::kPasses;
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const int64_t thread = ((int64_t(b) * gridDim.y + h) * gridDim.x + split) * blockDim.x + threadIdx.x;
-  const int64_t threads = int64_t(gridDim.x) * gridDim.y * gridDim.z * blockDim.x;
-  for (const L2Range& r : p.l2_prefetch) l2Prefetch(r.ptr, r.bytes, thread, threads);
   pdlWait();  // q, the new key and value, seq_len: written by the kernels before
   // Let the merge kernel launch now (it waits for this grid before reading): hides its launch latency.
   pdlLaunchDependents();

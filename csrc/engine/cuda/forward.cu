@@ -120,7 +120,7 @@ void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t
   CUDA_CHECK(naive_attention(p, s.ws->naive.get(), stream));
 }
 
-void runAttention(const ForwardState& s, const PassRows& r, int layer, const LayerWeights& w, cudaStream_t stream) {
+void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
   const bool fused = fusedAttention(c);
@@ -249,7 +249,7 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
     qp.pdl = true;
     CUDA_CHECK(qkvEpilogue(qp, stream));
 
-    runAttention(s, r, layer, w, stream);
+    runAttention(s, r, layer, stream);
     runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
     runNormGemm(s, x, rows, w.ln2_w, w.ln2_b, w.wup, w.bup, ws.u.get(), c.d_ff, GemmOut::HalfGelu, true, stream);
     runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream);
