@@ -5,7 +5,7 @@
 #                           (see bench/RESULTS-engine.md); linked here into one engine_bench per variant.
 #                           With $BINS/<variant>.overlay (naming another variant), only the objects that differ:
 #                           unpacked over that variant's
-#   $BINS/gemm.xz           dev/gemm.cu (GEMM checks, the folded LayerNorm included, and GEMV timings)
+#   $BINS/gemm.xz           dev/gemm.cu (GEMM checks and GEMV timings)
 #   $BINS/<variant>.node.xz the addon of a variant, for the GPU jest suites and `flash-mpt bench` (needs
 #                           ../.gpu-bundle and dist/)
 # STAGES (default "gemm bench tests cli"; "nsys" adds a profile of the decode step) picks what runs; VARIANTS the

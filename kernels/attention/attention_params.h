@@ -50,7 +50,6 @@ struct DecodeAttentionParams {
   float* workspace;  // decode_attention_workspace_floats(...) floats, 16-byte aligned, contents arbitrary:
                      // partial outputs and LSEs of the splits (about 2 MB at batch 1, 16 heads x 128)
   AttnDType dtype;
-  bool pdl;  // launch programmatically dependent on the previous kernel (a kernel, not a copy; pdl.cuh)
 };
 size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, int max_seq_len);
 cudaError_t decode_attention(const DecodeAttentionParams& params, cudaStream_t stream);

@@ -8,9 +8,6 @@
 //   merge kernel: grid (head, batch), combines the splits with their log-sum-exp weights.
 // The split count is fixed at launch from the GPU's occupancy and bounded by max_seq_len (so a captured graph
 // stays valid); each CTA sizes its slice from the sequence's actual length, so every split gets work.
-// With params.pdl the split kernel is a programmatically dependent launch (kernels/common/pdl.cuh; the merge
-// always is, on the split kernel): its CTAs launch while the previous kernel (the QKV epilogue) runs, and the
-// merge lets the next kernel launch as soon as it starts.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -19,7 +16,6 @@
 
 #include "alibi.cuh"
 #include "attention_params.h"
-#include "kernels/common/pdl.cuh"
 #include "mma.cuh"
 #include "softmax.cuh"
 #include "static_switch.h"
@@ -62,10 +58,11 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     decode_split_kernel(const DecodeAttentionParams p, int n_splits) {
   using Tr = DecodeTraits<kHeadDim>;
   constexpr int TPR = Tr::kThreadsPerRow, RPP = Tr::kRowsPerPass, P = Tr::kPasses;
-  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  pdlWait();  // q, the new key and value, seq_len: written by the kernels before
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   // Let the merge kernel launch now (it waits for this grid before reading): hides its launch latency.
-  pdlLaunchDependents();
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int len = min(p.seq_len[b], p.max_seq_len);
   if (len <= 0) return;
   const int keys = cdiv(len, n_splits);  // each split's slice of this sequence
@@ -186,8 +183,9 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
 // flight per thread.
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeAttentionParams p, int n_splits) {
-  pdlWait();  // the split kernel's results are complete and visible
-  pdlLaunchDependents();  // the next kernel (output projection) starts streaming its weights
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");  // the split kernel's results are complete and visible
+#endif
   constexpr int kQuads = kHeadDim / 4, kLanes = kMergeThreads / kQuads;  // kLanes split subsets
   extern __shared__ float s_w[];  // [n_splits] merge weights
   __shared__ float s_red[kMergeThreads / 32];
@@ -249,7 +247,7 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const Decod
 }
 
 template <typename T, int kHeadDim>
-cudaError_t run_decode(const DecodeAttentionParams& p, int sm_count, cudaStream_t stream) {
+cudaError_t run_decode(const DecodeAttentionParams& p, int sm_count, bool pdl, cudaStream_t stream) {
   const int max_splits = decode_max_splits(p.batch, p.n_heads, kHeadDim, p.max_seq_len);
   return BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
     auto split_kernel = decode_split_kernel<T, kHeadDim, kAlibi>;
@@ -262,10 +260,23 @@ cudaError_t run_decode(const DecodeAttentionParams& p, int sm_count, cudaStream_
     const int want = (per_sm * sm_count) / (p.batch * p.n_heads);
     const int n_splits = want < 1 ? 1 : (want > max_splits ? max_splits : want);
 
-    err = launchPdl(p.pdl, split_kernel, dim3(n_splits, p.n_heads, p.batch), dim3(kThreads), 0, stream, p, n_splits);
+    split_kernel<<<dim3(n_splits, p.n_heads, p.batch), kThreads, 0, stream>>>(p, n_splits);
+    err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    return launchPdl(true, decode_merge_kernel<T, kHeadDim>, dim3(p.n_heads, p.batch), dim3(kMergeThreads),
-                     size_t(n_splits) * sizeof(float), stream, p, n_splits);
+
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(p.n_heads, p.batch);
+    cfg.blockDim = dim3(kMergeThreads);
+    cfg.dynamicSmemBytes = size_t(n_splits) * sizeof(float);
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl ? 1 : 0;
+    err = cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, kHeadDim>, p, n_splits);
+    if (err != cudaSuccess) return err;
+    return cudaGetLastError();
   });
 }
 
@@ -293,12 +304,14 @@ cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream
     return cudaErrorInvalidValue;
   if (p.slot_stride % 8 != 0 || p.row_stride % 8 != 0 || p.head_stride % 8 != 0) return cudaErrorInvalidValue;
 
-  int dev = 0, sms = 0;
+  int dev = 0, sms = 0, major = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   if (err != cudaSuccess) return err;
+  const bool pdl = major >= 9;  // programmatic dependent launch: sm_90+
   return DTYPE_SWITCH(p.dtype, T, [&] {
-    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, sms, stream); });
+    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, sms, pdl, stream); });
   });
 }
 

@@ -16,7 +16,6 @@ cudaError_t gemm(const GemmParams& p, cudaStream_t stream) {
       p.ldw < p.K || p.ldc < p.N || !aligned16(p.a) || !aligned16(p.w) || (reinterpret_cast<uintptr_t>(p.c) & 7) != 0) {
     return cudaErrorInvalidValue;
   }
-  if (p.norm_weight) return skinnyNormFits(p.M, p.K) ? gemmSkinny(p, stream) : cudaErrorInvalidValue;
   return p.M <= kSkinnyMaxRows ? gemmSkinny(p, stream) : gemmTiled(p, stream);
 }
 

@@ -32,22 +32,10 @@ struct GemmParams {
   // Programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh), honored by the skinny kernel: its weights
   // start streaming while the previous kernel in the stream finishes.
   bool pdl = false;
-  // LayerNorm folded into the skinny kernel (skinnyNormFits(M, K)): with norm_weight set, a is fp32 and the
-  // GEMM multiplies LayerNorm(a) = (a − mean) / sqrt(var + norm_eps) · norm_weight (+ norm_bias) over each row's
-  // K values (fp32 two-pass statistics, biased variance, rounded to dtype), as layerNorm would hand it over.
-  const float* norm_weight = nullptr;  // [K] or nullptr: a is dtype, used as is
-  const float* norm_bias = nullptr;    // [K] or nullptr
-  float norm_eps = 1e-5f;
 };
 
 // Largest M the skinny kernel takes; larger M goes to the tiled kernel.
 constexpr int kSkinnyMaxRows = 64;
-// Whether a folded LayerNorm (GemmParams::norm_weight) takes M rows of K: one activation tile (one warp per
-// row), the normalized rows in at most 96 KB of shared memory (two blocks per SM on sm_80 and sm_90).
-constexpr int kSkinnyNormMaxRows = 8;
-constexpr bool skinnyNormFits(int m, int k) {
-  return m <= kSkinnyNormMaxRows && int64_t(m) * (k + 4) * 4 <= 96 * 1024;
-}
 
 // Picks the kernel from M. Returns cudaErrorInvalidValue for unsupported shapes or alignment.
 cudaError_t gemm(const GemmParams& params, cudaStream_t stream);

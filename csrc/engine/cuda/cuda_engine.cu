@@ -169,11 +169,11 @@ class CudaEngine final : public Engine {
       if (all_logits) {
         for (int row0 = 0; row0 < rows; row0 += kDecodeRows) {
           const int group = std::min(kDecodeRows, rows - row0);
-          enqueueHead(state_, row0, group, row0 == 0, stream);  // later groups follow a copy
+          enqueueHead(state_, row0, group, stream);
           copyLogits(ws_.logits, 0, out + (done + row0) * vocab, group);
         }
       } else if (done + rows == n) {
-        enqueueHead(state_, rows - 1, 1, true, stream);
+        enqueueHead(state_, rows - 1, 1, stream);
         copyLogits(ws_.logits, 0, out, 1);
       }
       synchronize();  // the pinned ids buffer is reused by the next chunk
@@ -359,7 +359,7 @@ class CudaEngine final : public Engine {
       pass.host_slots = hSlots;
       pass.host_seq_lens = hLens;
       enqueueLayers(state_, pass, stream);
-      enqueueHead(state_, 0, rows, true, stream);
+      enqueueHead(state_, 0, rows, stream);
     };
     if (fusedAttention(config_)) {
       graphs_.run(bucket, stream, enqueue);

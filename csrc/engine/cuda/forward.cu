@@ -55,39 +55,6 @@ void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* 
   CUDA_CHECK(layerNorm(p, stream));
 }
 
-// c = LayerNorm(x)·Wᵀ (+ bias) for the fp32 residual rows x. For a few rows (decode steps) the skinny GEMM
-// normalizes its own input, which saves a LayerNorm launch and its boundary; more rows go through the LayerNorm
-// kernel into ws.h first. pdl: as for runLayerNorm.
-void runNormGemm(const ForwardState& s, const float* x, int rows, const float* norm_weight, const float* norm_bias,
-                 const void* w, const float* bias, void* c, int n, GemmOut out, bool pdl, cudaStream_t stream,
-                 float alpha = 1.f) {
-  const int d = s.config->d_model;
-  if (!skinnyNormFits(rows, d)) {
-    runLayerNorm(s, x, rows, norm_weight, norm_bias, s.ws->h.get(), pdl, stream);
-    runGemm(s, s.ws->h.get(), d, w, bias, c, n, rows, n, d, out, stream, alpha);
-    return;
-  }
-  GemmParams p;
-  p.a = x;
-  p.w = w;
-  p.c = c;
-  p.lda = d;
-  p.ldw = d;
-  p.ldc = n;
-  p.M = rows;
-  p.N = n;
-  p.K = d;
-  p.alpha = alpha;
-  p.bias = bias;
-  p.out = out;
-  p.dtype = s.dtype;
-  p.pdl = pdl;
-  p.norm_weight = norm_weight;
-  p.norm_bias = norm_bias;
-  p.norm_eps = s.config->ln_eps;
-  CUDA_CHECK(gemm(p, stream));
-}
-
 // Attention of `rows` queries of one sequence (slot), the last at position kv_len − 1, into o.
 FlashAttentionParams chunkAttention(const ForwardState& s, int layer, const void* q, void* o, int rows, int slot,
                                     int kv_len) {
@@ -162,7 +129,6 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
   p.alibi_slopes = s.alibi_slopes;
   p.workspace = s.ws->attn.as<float>();
   p.dtype = attnDType(s.dtype);
-  p.pdl = true;
   CUDA_CHECK(decode_attention(p, stream));
 }
 
@@ -221,7 +187,8 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const LayerWeights& w = s.weights->layers[size_t(layer)];
-    runNormGemm(s, x, rows, w.ln1_w, w.ln1_b, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, GemmOut::Half, true, stream);
+    runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), true, stream);
+    runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, stream);
 
     QkvEpilogueParams qp;
     qp.qkv = ws.qkv.get();
@@ -251,15 +218,20 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
 
     runAttention(s, r, layer, stream);
     runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
-    runNormGemm(s, x, rows, w.ln2_w, w.ln2_b, w.wup, w.bup, ws.u.get(), c.d_ff, GemmOut::HalfGelu, true, stream);
+    runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
+    runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, stream);
     runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream);
   }
 }
 
-void enqueueHead(const ForwardState& s, int row0, int rows, bool pdl, cudaStream_t stream) {
+void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
-  runNormGemm(s, s.ws->x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b,
-              s.weights->wte, nullptr, s.ws->logits.get(), c.vocab_size, GemmOut::Float, pdl, stream, c.logit_scale);
+  const Workspace& ws = *s.ws;
+  // Not programmatic: with all_logits it follows the copy of the previous group's logits.
+  runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
+               false, stream);
+  runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
+          c.d_model, GemmOut::Float, stream, c.logit_scale);
 }
 
 }  // namespace flashmpt
