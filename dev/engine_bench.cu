@@ -4,6 +4,7 @@
 //            a GEMM rate given as argv[1] (TFLOP/s measured in the same run; 0 to skip MFU);
 //   decode:  ms per token at batch 1 (forward of one token: the CUDA-graph path) and tokens/s for batches of
 //            decodeBatch, the batch-1 figure as a multiple of weight bytes ÷ copy bandwidth.
+// Usage: engine_bench <GEMM TFLOP/s> [decode batch sizes...: decode only, e.g. under a profiler]
 // Built from the addon's object files plus this file (see bench/RESULTS-engine.md for the command).
 #include <cuda_runtime.h>
 
@@ -71,6 +72,11 @@ ModelConfig seedModel() {
 
 int main(int argc, char** argv) {
   const double gemmTflops = argc > 1 ? std::atof(argv[1]) : 0;
+  // Further arguments: decode batch sizes only, no prefill (e.g. `engine_bench 0 1` under a profiler).
+  std::vector<int> batches;
+  for (int i = 2; i < argc; ++i) batches.push_back(std::atoi(argv[i]));
+  const bool prefill = batches.empty();
+  if (prefill) batches = {1, 8, 16, 64};
   try {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 2;
@@ -91,8 +97,8 @@ int main(int argc, char** argv) {
     const double bodyParams = double(c.n_layers) * (4.0 * c.d_model * c.d_model + 2.0 * c.d_model * c.d_ff);
     std::vector<float> logits(size_t(64) * c.vocab_size);
 
-    std::printf("\n| prefill tokens | ms | tokens/s | TFLOP/s | MFU |\n| ---: | ---: | ---: | ---: | ---: |\n");
-    for (int n : {128, 512, 2048}) {
+    if (prefill) std::printf("\n| prefill tokens | ms | tokens/s | TFLOP/s | MFU |\n| ---: | ---: | ---: | ---: | ---: |\n");
+    for (int n : prefill ? std::vector<int>{128, 512, 2048} : std::vector<int>{}) {
       std::vector<int32_t> ids(static_cast<size_t>(n));
       for (int i = 0; i < n; ++i) ids[size_t(i)] = (i * 7919 + 13) % c.vocab_size;
       std::vector<double> ms;
@@ -114,7 +120,7 @@ int main(int argc, char** argv) {
     const double floorMs = engine->weightBytes() / bw * 1e3;
     std::printf("\n| decode batch | ms/step | tokens/s | ms/step ÷ weight floor (%.3f ms) |\n| ---: | ---: | ---: | ---: |\n",
                 floorMs);
-    for (int batch : {1, 8, 16, 64}) {
+    for (int batch : batches) {
       std::vector<int> seqs;
       std::vector<int32_t> prompt(32), next(static_cast<size_t>(batch));
       for (int i = 0; i < 32; ++i) prompt[size_t(i)] = i + 1;
