@@ -9,9 +9,9 @@
  *    precision that misses too. float32: the fp32 CPU engine (the reference the CPU suite holds to 1e-4) misses
  *    the bound as well; the GPU's worst row may then be at most twice the CPU's worst. Half: the float32 engine
  *    on the weights rounded to the dtype (to nearest, as the engine holds them, and PERTURBATIONS seeded copies
- *    with some weights then moved by one unit of the dtype: RMS half a unit) misses 2e-2 on some row; the GPU's worst row may
- *    then be at most twice the largest of those. A greedy parting is excused where such a reference parts at the
- *    same step or earlier. A well-conditioned checkpoint gets no excuse, and an error past 2× still fails.
+ *    with some weights then moved by one unit of the dtype: RMS half a unit) misses 2e-2 on some row; the GPU's
+ *    worst row may then be at most twice the largest of those. A greedy parting is excused where such a reference
+ *    parts at the same step or earlier. A well-conditioned checkpoint gets no excuse, and an error past 2× still fails.
  * Worst rows are compared case by case, not row by row: in an ill-conditioned model a rounding flips near-tied
  * attention scores at rows that differ from one perturbation to the next. Every case prints a [precision] line
  * (before its assertions) and every parting a [greedy] line: the report. Folders made by mpt_oracle.py elsewhere
@@ -116,7 +116,8 @@ function halfBits(bits: Uint32Array, values: Float32Array, dtype: HalfDType): Ui
 /**
  * The checkpoint in `dir` with every matrix (Linear weights, the embedding) rounded to `dtype` and, for seed > 0,
  * each element then moved by −1, 0 or +1 unit of the dtype (seeded), saved in the dtype: a perturbation of the
- * size of the dtype's rounding (RMS half a unit). Seed 0 of a checkpoint whose matrices are stored in `dtype` is `dir` itself.
+ * size of the dtype's rounding (RMS half a unit). Seed 0 of a checkpoint whose matrices are stored in `dtype` is
+ * `dir` itself.
  * Written tensor by tensor (a 1B checkpoint fits no single buffer).
  */
 async function perturbedWeights(dir: string, dtype: HalfDType, seed: number): Promise<string> {
