@@ -198,8 +198,8 @@ void check_prefill(AttnDType t, int d, bool causal, bool alibi, int B, int H, in
 
   FlashAttentionParams pn = p;
   pn.o = don.ptr;
-  DevBuf scratch(naive_attention_scratch_bytes(pn));
-  CHECK(naive_attention(pn, scratch.ptr, 0));
+  DevBuf scratch(naive_attention_scratch_bytes(pn, NaiveScores::Input));
+  CHECK(naive_attention(pn, NaiveScores::Input, scratch.ptr, 0));
   CHECK(cudaDeviceSynchronize());
 
   std::vector<float> ref(q.size());
@@ -285,7 +285,7 @@ void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, 
     pn.alibi_slopes = p.alibi_slopes;
     pn.causal = true;
     pn.dtype = t;
-    CHECK(naive_attention(pn, scratch.ptr, 0));
+    CHECK(naive_attention(pn, NaiveScores::Input, scratch.ptr, 0));
     CHECK(cudaDeviceSynchronize());
     attention_ref(q.data() + size_t(b) * H * d, kimg[b].data(), vimg[b].data(), ref.data() + size_t(b) * H * d, 1, 1,
                   lens[b], H, d, p.softmax_scale, alibi ? slopes.data() : nullptr, true);

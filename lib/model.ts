@@ -21,7 +21,11 @@ const DeviceSchema = z.union([z.enum(['cpu', 'cuda', 'auto']), z.string().regex(
 export const LoadModelOptionsSchema = z
   .object({
     device: DeviceSchema.default('auto'),
-    dtype: z.enum(['bf16', 'f16']).default('bf16'),
+    /**
+     * CUDA compute precision. 'f32' is the correctness mode: fp32 weights, KV cache and activations, plain fp32
+     * GEMMs and attention (no tensor cores, no decode graph), several times slower. The CPU engine always uses fp32.
+     */
+    dtype: z.enum(['bf16', 'f16', 'f32']).default('bf16'),
     /** KV cache length per sequence; defaults to the config's max_seq_len (ALiBi lets it go past). */
     maxContext: z.number().int().positive().optional(),
     /** Sequences that can be in flight at once. */

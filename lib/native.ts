@@ -45,8 +45,8 @@ export interface NativeEngineOptions {
   seed: number;
   /** -1 = CPU, else a CUDA device ordinal */
   device: number;
-  /** CUDA compute precision; the CPU engine always computes in fp32 */
-  computeDType: 'bf16' | 'f16';
+  /** CUDA compute precision (f32: the correctness mode); the CPU engine always computes in fp32 */
+  computeDType: 'bf16' | 'f16' | 'f32';
   /** Context length: the most tokens one sequence holds */
   kvTokens: number;
   maxSequences: number;

@@ -278,10 +278,10 @@ EngineOptions parseOptions(const Napi::Value& value) {
   options.seed = uint64_t(integerArg(object.Get("seed"), "options.seed", 0, kMaxSafeInteger));
   options.device = int(integerArg(object.Get("device"), "options.device", -1, kMaxInt32));
   const std::string compute = stringArg(object.Get("computeDType"), "options.computeDType");
-  if (compute != "bf16" && compute != "f16") {
-    fail("E_INVALID_ARGUMENT", "options.computeDType must be 'bf16' or 'f16', got '" + compute + "'");
+  if (compute != "bf16" && compute != "f16" && compute != "f32") {
+    fail("E_INVALID_ARGUMENT", "options.computeDType must be 'bf16', 'f16' or 'f32', got '" + compute + "'");
   }
-  options.compute_dtype = compute == "bf16" ? DType::BF16 : DType::F16;
+  options.compute_dtype = compute == "bf16" ? DType::BF16 : compute == "f16" ? DType::F16 : DType::F32;
   options.kv_tokens = integerArg(object.Get("kvTokens"), "options.kvTokens", 1, kMaxInt32);
   options.max_sequences = int(integerArg(object.Get("maxSequences"), "options.maxSequences", 1, kMaxInt32));
   options.kv_blocks = integerArg(object.Get("kvBlocks"), "options.kvBlocks", 0, kMaxInt32);

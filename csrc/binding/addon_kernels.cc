@@ -216,8 +216,8 @@ Napi::Value attention(const Napi::CallbackInfo& info, bool naive) {
       p.causal = a.causal;
       p.dtype = attnDType(q);
       if (naive) {
-        const DeviceBuffer scratch(naive_attention_scratch_bytes(p));
-        finish(naive_attention(p, scratch.get(), nullptr));
+        const DeviceBuffer scratch(naive_attention_scratch_bytes(p, NaiveScores::Input));
+        finish(naive_attention(p, NaiveScores::Input, scratch.get(), nullptr));
       } else {
         finish(flash_attention_prefill(p, nullptr));
       }
@@ -419,8 +419,8 @@ Napi::Value jsMatmul(const Napi::CallbackInfo& info) {
       expectSameDevice(a, acc, "accumulate");
     }
     if (outType != a->dtype() && outType != DType::F32) fail("E_INVALID_ARGUMENT", "outDtype must be 'f32' or a's dtype");
-    if (a->cuda() && withGelu && outType == DType::F32) {
-      fail("E_INVALID_ARGUMENT", "the CUDA GEMM fuses gelu only into a bf16/f16 output");
+    if (a->cuda() && withGelu && outType != a->dtype()) {
+      fail("E_INVALID_ARGUMENT", "the CUDA GEMM fuses gelu only into an output of a's dtype");
     }
     Storage c = acc ? acc : std::make_shared<TensorStorage>(a->cuda(), outType, std::vector<int64_t>{M, N});
     if (a->cuda()) {
@@ -436,7 +436,10 @@ Napi::Value jsMatmul(const Napi::CallbackInfo& info) {
       p.K = int(K);
       p.alpha = alpha;
       p.bias = bias ? static_cast<const float*>(bias->data()) : nullptr;
-      p.out = acc ? GemmOut::AddFloat : outType == DType::F32 ? GemmOut::Float : withGelu ? GemmOut::HalfGelu : GemmOut::Half;
+      p.out = acc                       ? GemmOut::AddFloat
+              : outType != a->dtype() ? GemmOut::Float
+              : withGelu              ? GemmOut::HalfGelu
+                                      : GemmOut::Half;
       p.dtype = a->dtype();
       finish(gemm(p, nullptr));
 #else

@@ -16,7 +16,8 @@
 
 namespace flashmpt {
 
-enum class AttnDType : int { F16 = 1, BF16 = 2 };
+// F32 only for the naive kernel (naive_attention.h); the fused kernels take F16 and BF16.
+enum class AttnDType : int { F32 = 0, F16 = 1, BF16 = 2 };
 
 // Prefill / extend: seqlen_q queries against seqlen_k keys per (batch, head). With causal, query i (0-based)
 // sits at absolute position seqlen_k - seqlen_q + i and sees keys j <= that position (bottom-right aligned),

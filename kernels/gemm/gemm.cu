@@ -1,5 +1,5 @@
-// GEMM entry point: checks the layout contract once, then sends decode-sized M to the skinny kernel and
-// everything else to the wgmma kernel where gemmPrepare found it usable, else to the tiled one.
+// GEMM entry point: checks the layout contract once, then sends fp32 to the SIMT kernel, decode-sized M to the
+// skinny kernel and everything else to the wgmma kernel where gemmPrepare found it usable, else to the tiled one.
 #include <cstdint>
 
 #include "kernels/gemm/gemm.h"
@@ -16,6 +16,7 @@ cudaError_t gemm(const GemmParams& p, cudaStream_t stream) {
       p.ldw < p.K || p.ldc < p.N || !aligned16(p.a) || !aligned16(p.w) || (reinterpret_cast<uintptr_t>(p.c) & 7) != 0) {
     return cudaErrorInvalidValue;
   }
+  if (p.dtype == DType::F32) return gemmSimt(p, stream);
   if (p.M <= kSkinnyMaxRows) return gemmSkinny(p, stream);
   return gemmWgmmaReady() ? gemmWgmma(p, stream) : gemmTiled(p, stream);
 }

@@ -1,9 +1,10 @@
-// C = epilogue(alpha · A·Wᵀ) on tensor cores, W in PyTorch's Linear layout [N, K] row-major.
-// Three kernels behind one entry point: for prefill (M > 64) a TMA + wgmma GEMM on compute capability 9.0 when
+// C = epilogue(alpha · A·Wᵀ), W in PyTorch's Linear layout [N, K] row-major. bf16 / f16 run on tensor cores, in
+// three kernels behind one entry point: for prefill (M > 64) a TMA + wgmma GEMM on compute capability 9.0 when
 // the binary carries sm_90a code, else a tiled mma.sync GEMM; for decode (M ≤ 64) a weight-streaming skinny
-// GEMM that reads each weight byte once with 16-byte loads. The skinny kernel (long K) and the wgmma kernel (grids
-// short of the SM count) split K of an AddFloat output over blocks that accumulate atomically, so that update
-// is not bitwise reproducible from run to run (every other output is).
+// GEMM that reads each weight byte once with 16-byte loads. fp32 (the engine's float32 correctness mode) runs a
+// plain SIMT kernel with fp32 FMAs, no TF32. The skinny kernel (long K) and the wgmma kernel (grids short of the
+// SM count) split K of an AddFloat output over blocks that accumulate atomically, so that update is not bitwise
+// reproducible from run to run (every other output is).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -14,7 +15,7 @@
 namespace flashmpt {
 
 enum class GemmOut : int {
-  Half = 0,       // c (dtype) = v
+  Half = 0,       // c (dtype) = v (fp32 when dtype is F32)
   HalfGelu = 1,   // c (dtype) = gelu_erf(v)
   Float = 2,      // c (fp32) = v
   AddFloat = 3,   // c (fp32) += v: the residual stream update, in place
@@ -29,7 +30,7 @@ struct GemmParams {
   float alpha = 1.f;          // v = alpha · (A·Wᵀ)[m, n] + bias[n]
   const float* bias = nullptr;  // [N] or nullptr
   GemmOut out = GemmOut::Half;
-  DType dtype = DType::BF16;  // of a and w: BF16 or F16
+  DType dtype = DType::BF16;  // of a and w: BF16, F16 or F32
   // Programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh), honored by the skinny kernel: its weights
   // start streaming while the previous kernel in the stream finishes.
   bool pdl = false;
@@ -38,10 +39,12 @@ struct GemmParams {
 // Largest M the skinny kernel takes; larger M goes to the tiled kernel.
 constexpr int kSkinnyMaxRows = 64;
 
-// Picks the kernel from M and the device. Returns cudaErrorInvalidValue for unsupported shapes or alignment.
+// Picks the kernel from the dtype, M and the device. Returns cudaErrorInvalidValue for unsupported shapes or
+// alignment.
 cudaError_t gemm(const GemmParams& params, cudaStream_t stream);
 cudaError_t gemmTiled(const GemmParams& params, cudaStream_t stream);
 cudaError_t gemmSkinny(const GemmParams& params, cudaStream_t stream);
+cudaError_t gemmSimt(const GemmParams& params, cudaStream_t stream);  // F32 only; ignores pdl
 // cudaErrorNotSupported unless gemmPrepare found the wgmma kernel usable on the current device.
 cudaError_t gemmWgmma(const GemmParams& params, cudaStream_t stream);
 // Raises the dynamic shared-memory limits of the tiled and wgmma kernels and finds out whether the current device

@@ -79,7 +79,7 @@ cudaError_t qkvEpilogue(const QkvEpilogueParams& p, cudaStream_t stream) {
   }
   if (p.rows == 0) return cudaSuccess;
   const size_t smem = size_t(2) * p.d_model * sizeof(float);
-  return switchHalf(p.dtype, [&](auto t) {
+  return switchAny(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     if (smem > 48 * 1024) {
       const cudaError_t err =

@@ -35,7 +35,7 @@ struct QkvEpilogueParams {
   int rows = 0, d_model = 0;
   float clip = 0.f;  // <= 0: no clipping
   float eps = 1e-5f;
-  DType dtype = DType::BF16;  // of qkv, q and the caches: BF16 or F16
+  DType dtype = DType::BF16;  // of qkv, q and the caches: BF16, F16 or F32
   bool pdl = false;           // programmatic dependent launch (kernels/common/pdl.cuh)
 };
 

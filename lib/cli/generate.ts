@@ -5,7 +5,7 @@ import { optionalNumber, parseCommandArgs, parseIdList } from './args';
 import { loadProgressBar } from './progress';
 
 export const generateUsage = `flash-mpt generate --model DIR [PROMPT | --ids 1,2,3] [options]
-  --device cpu|cuda|cuda:N|auto   --dtype bf16|f16      --max-context N
+  --device cpu|cuda|cuda:N|auto   --dtype bf16|f16|f32  --max-context N
   --max-tokens N   --temperature T   --top-k K   --top-p P   --min-p P   --seed S
   --repetition-penalty R   --presence-penalty P   --frequency-penalty F
   --logit-bias ID:BIAS,...   --stop STR (repeatable)   --stop-token-ids 0,1   --ignore-eos

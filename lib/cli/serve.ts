@@ -8,7 +8,7 @@ import { loadProgressBar } from './progress';
 
 export const serveUsage = `flash-mpt serve --model DIR [--host 127.0.0.1] [--port 8080] [options]
   OpenAI-compatible server: POST /v1/completions, GET /v1/models, GET /health, GET /metrics
-  --device cpu|cuda|cuda:N|auto   --dtype bf16|f16   --max-context N   --name ID (default: the folder's name)
+  --device cpu|cuda|cuda:N|auto   --dtype bf16|f16|f32   --max-context N   --name ID (default: the folder's name)
   --max-sequences N (default 64)  --max-queue N (default 256)   --queue-timeout-ms MS (default 60000, 0 = none)
   --kv-cache-tokens N   KV cache shared by the sequences (paged; default 8 × the context: 8 at full length, or
                         up to --max-sequences shorter ones)

@@ -1,7 +1,8 @@
 /**
  * Memory pressure on a CUDA device: weights or a KV budget larger than the card are E_OUT_OF_MEMORY before anything is
  * allocated, the message naming weights, KV cache and workspace and the device's free and total memory; the
- * process stays usable and a model that fits loads and generates after it.
+ * process stays usable and a model that fits loads and generates after it. The float32 mode's figures (4-byte
+ * weights and KV) go through the same check.
  */
 import { createRandomModel, FlashMptError, parseConfig } from '../../lib';
 import { SEED_MODEL_SHAPE } from '../../lib/bench/engine';
@@ -66,6 +67,29 @@ describeGpu('memory pressure on cuda:0', () => {
       expect((await model.generate({ ids: [5, 6] }, { maxTokens: 4, temperature: 0, ignoreEos: true })).tokenIds).toHaveLength(4);
     } finally {
       await model.dispose();
+    }
+  }, 300_000);
+
+  test('float32 mode: twice the bytes of weights and KV cache, and the same check names them', async () => {
+    const error = await createRandomModel(config, { device: 'cuda:0', dtype: 'f32', maxSequences: 1024, maxContext: 65536 }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect((error as FlashMptError).code).toBe('E_OUT_OF_MEMORY');
+    expect((error as FlashMptError).message).toContain(`(${(1024 * 65536) / 64} blocks × 64 tokens × 24 layers × 2 (K, V) × d_model 2048 × 4 bytes)`);
+    const half = await createRandomModel(config, { device: 'cuda:0', maxContext: 64 });
+    const full = await createRandomModel(config, { device: 'cuda:0', dtype: 'f32', maxContext: 64 });
+    try {
+      expect((error as FlashMptError).message).toContain(`it needs ${gib(full.memory().weightBytes)} of weights (f32)`);
+      expect(full.memory().kvCacheBytes).toBe(2 * half.memory().kvCacheBytes);
+      // Matrices double; the fp32 LayerNorm weights do not.
+      expect(full.memory().weightBytes / half.memory().weightBytes).toBeGreaterThan(1.99);
+      expect(full.memory().weightBytes).toBeLessThan(2 * half.memory().weightBytes);
+      const result = await full.generate({ ids: [1, 2, 3] }, { maxTokens: 4, temperature: 0, ignoreEos: true });
+      expect(result.tokenIds).toHaveLength(4);
+    } finally {
+      await half.dispose();
+      await full.dispose();
     }
   }, 300_000);
 });

@@ -1,11 +1,11 @@
 /**
- * LayerNorm, GELU, GEMM (tiled and skinny, every epilogue), QKV epilogue and top-K on the GPU against the same
- * call on CPU tensors (each kernel's fp32 reference), on identical (already rounded) inputs.
+ * LayerNorm, GELU, GEMM (tiled and skinny, every epilogue; the SIMT kernel for f32), QKV epilogue and top-K on the
+ * GPU against the same call on CPU tensors (each kernel's fp32 reference), on identical (already rounded) inputs.
  */
 import { kernels, Tensor, TensorDType } from '../../lib/tensor';
 import { describeGpu, maxAbsDiff, randomValues, relativeL2 } from './gpu';
 
-const DTYPES = ['bf16', 'f16'] as const;
+const DTYPES = ['bf16', 'f16', 'f32'] as const;
 /** One rounding of the output to the dtype, relative: 2^-8 (bf16), 2^-11 (f16), with some headroom. */
 const OUTPUT_TOL: Record<TensorDType, number> = { bf16: 8e-3, f16: 1.5e-3, f32: 1e-5 };
 

@@ -52,8 +52,8 @@ class Stream {
 
 void validate(const EngineOptions& o) {
   const ModelConfig& c = o.config;
-  if (o.compute_dtype != DType::BF16 && o.compute_dtype != DType::F16) {
-    fail("E_INVALID_ARGUMENT", "the CUDA engine computes in bf16 or f16");
+  if (o.compute_dtype != DType::BF16 && o.compute_dtype != DType::F16 && o.compute_dtype != DType::F32) {
+    fail("E_INVALID_ARGUMENT", "the CUDA engine computes in bf16, f16 or f32");
   }
   validateModelConfig(c);
   const int headDim = c.d_model / c.n_heads;
@@ -283,7 +283,7 @@ class CudaEngine final : public Engine {
       advice = "lower kvCacheTokens to about " + std::to_string(tokensFit) +
                " (its default is maxSequences × maxContext), or " + advice;
     }
-    const std::string dtype = dtype_ == DType::F16 ? "f16" : "bf16";  // as loadModel's dtype option spells it
+    const std::string dtype = dtype_ == DType::F32 ? "f32" : dtype_ == DType::F16 ? "f16" : "bf16";  // as loadModel spells it
     fail("E_OUT_OF_MEMORY",
          device + " cannot hold this model: it needs " + formatGiB(weights) + " of weights (" + dtype + ") + " +
              formatGiB(kv) + " of KV cache (" + std::to_string(kvBlocks) + " blocks × " +
@@ -377,7 +377,7 @@ class CudaEngine final : public Engine {
       enqueueLayers(state_, pass, stream);
       enqueueHead(state_, 0, rows, stream);
     };
-    if (fusedAttention(config_)) {
+    if (fusedAttention(config_, dtype_)) {
       graphs_.run(bucket, stream, enqueue);
     } else {
       enqueue(bucket);

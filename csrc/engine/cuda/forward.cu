@@ -13,7 +13,14 @@
 namespace flashmpt {
 namespace {
 
-AttnDType attnDType(DType dtype) { return dtype == DType::F16 ? AttnDType::F16 : AttnDType::BF16; }
+AttnDType attnDType(DType dtype) {
+  switch (dtype) {
+    case DType::F32: return AttnDType::F32;
+    case DType::F16: return AttnDType::F16;
+    case DType::BF16: return AttnDType::BF16;
+  }
+  return AttnDType::BF16;
+}
 
 uint8_t* offsetBytes(const DeviceBuffer& buffer, int64_t elements, DType dtype) {
   return buffer.as<uint8_t>() + elements * int64_t(dtypeSize(dtype));
@@ -98,14 +105,16 @@ void gatherSequence(const ForwardState& s, int layer, const int32_t* table, int 
 }
 
 void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t stream) {
-  if (naive_attention_scratch_bytes(p) > s.ws->naive.bytes()) fail("E_INTERNAL", "naive attention scratch too small");
-  CUDA_CHECK(naive_attention(p, s.ws->naive.get(), stream));
+  if (naive_attention_scratch_bytes(p, NaiveScores::Float) > s.ws->naive.bytes()) {
+    fail("E_INTERNAL", "naive attention scratch too small");
+  }
+  CUDA_CHECK(naive_attention(p, NaiveScores::Float, s.ws->naive.get(), stream));
 }
 
 void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
-  const bool fused = fusedAttention(c);
+  const bool fused = fusedAttention(c, s.dtype);
   if (!r.decode) {
     // The QKV epilogue wrote the chunk's own keys to k_seq / v_seq; a cached prefix comes from the blocks.
     if (r.position0 > 0) gatherSequence(s, layer, r.block_tables, r.position0, stream);
@@ -152,15 +161,16 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
 
 }  // namespace
 
-bool fusedAttention(const ModelConfig& c) {
+bool fusedAttention(const ModelConfig& c, DType dtype) {
   const int headDim = c.d_model / c.n_heads;
-  return headDim == 64 || headDim == 128;
+  return dtype != DType::F32 && (headDim == 64 || headDim == 128);
 }
 
 namespace {
 
-size_t naiveScratchBytes(const ModelConfig& c, int rows, int64_t kv_tokens) {
-  return fusedAttention(c) ? 0 : size_t(c.n_heads) * size_t(rows) * size_t(kv_tokens) * 2;
+// fp32 scores (NaiveScores::Float) of every head of a chunk of `rows` queries against the whole cache.
+size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
+  return fusedAttention(c, dtype) ? 0 : size_t(c.n_heads) * size_t(rows) * size_t(kv_tokens) * sizeof(float);
 }
 
 }  // namespace
@@ -169,7 +179,7 @@ size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_to
   const size_t e = dtypeSize(dtype), n = size_t(rows), d = size_t(c.d_model);
   const size_t attn = decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens));
   return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
-         size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, rows, kv_tokens) +
+         size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, dtype, rows, kv_tokens) +
          2 * size_t(kv_tokens) * d * e;
 }
 
@@ -185,7 +195,7 @@ Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t
   ws.logits = DeviceBuffer(size_t(kDecodeRows) * size_t(c.vocab_size) * 4);
   ws.attn = DeviceBuffer(
       decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens)) * 4);
-  ws.naive = DeviceBuffer(naiveScratchBytes(c, rows, kv_tokens));
+  ws.naive = DeviceBuffer(naiveScratchBytes(c, dtype, rows, kv_tokens));
   ws.k_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
   ws.v_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
   return ws;

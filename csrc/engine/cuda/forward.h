@@ -33,14 +33,15 @@ struct Workspace {
   DeviceBuffer u;       // [rows, d_ff]: GELU(mlp_up)
   DeviceBuffer logits;  // [kDecodeRows, vocab] fp32
   DeviceBuffer attn;    // decode attention's split partials for kDecodeRows rows
-  DeviceBuffer naive;   // scores of the naive attention, only for head dims the fused kernels lack
+  DeviceBuffer naive;   // fp32 scores of the naive attention, only where fusedAttention is false
   // [kv_tokens, d_model] each: one sequence's keys and values in one piece, as the prefill attention takes them
   DeviceBuffer k_seq, v_seq;
 };
 
-// The fused attention kernels take head_dim 64 and 128; other head dims (small test models) run the naive
-// kernel, eagerly: its launch shape depends on host-side sequence lengths, so no decode graph.
-bool fusedAttention(const ModelConfig& config);
+// The fused attention kernels take head_dim 64 and 128 in bf16 / f16; other head dims (small test models) and
+// the float32 mode run the naive kernel with fp32 scores, eagerly: its launch shape depends on host-side
+// sequence lengths, so no decode graph.
+bool fusedAttention(const ModelConfig& config, DType dtype);
 
 struct ForwardState {
   const ModelConfig* config = nullptr;
