@@ -4,8 +4,9 @@
 #   gpu-session.sh tests   build (or unpack FLASH_MPT_PREBUILT), extra oracle goldens (odd head counts, head_dim
 #                          64 and 80, fp16, .bin, both layouts, the 1B shape), `flash-mpt bench` on the embedded
 #                          1B shape, the GPU jest suite, the CPU golden suite on the extra goldens
-#   gpu-session.sh bench   `flash-mpt bench --model` on the oracle's 1B folder, `flash-mpt bench serving` (concurrency 1, 8, 32,
-#                          64; greedy, then temperature 0.8), then the Python peers (bench/peers.py, attention included)
+#   gpu-session.sh bench   build (or unpack) unless built, `flash-mpt bench --model` on the oracle's 1B folder,
+#                          `flash-mpt bench serving` (concurrency 1, 8, 32, 64; greedy, then temperature 0.8), then the
+#                          Python peers (bench/peers.py, attention included)
 #   gpu-session.sh verify  build (or unpack), `flash-mpt bench` on the embedded 1B shape, the GPU jest suite on
 #                          the shared goldens (no oracle run)
 #   gpu-session.sh prebuild  `npm run prebuilds` with CUDA for sm_80 and sm_90, the cubins it holds, then with no build/:
@@ -61,7 +62,7 @@ tests() {
   embedded_bench
   wait $oracle_pid
   stamp "oracle exit $?: $(ls "$data/golden" | tr '\n' ' ')"
-  FLASH_MPT_TEST_DATA="$data" FLASH_MPT_GOLDEN_DIRS=/tmp/m1b FLASH_MPT_ORACLE_1B=/tmp/m1b FLASH_MPT_REQUIRE_GPU=1 timeout 240 npx jest test/gpu --runInBand > "$OUT/gpu-tests.log" 2>&1
+  FLASH_MPT_TEST_DATA="$data" FLASH_MPT_GOLDEN_DIRS=/tmp/m1b FLASH_MPT_ORACLE_1B=/tmp/m1b FLASH_MPT_REQUIRE_GPU=1 timeout "${GPU_TESTS_S:-240}" npx jest test/gpu --runInBand > "$OUT/gpu-tests.log" 2>&1
   stamp "GPU tests: $(grep -E '^Tests:' "$OUT/gpu-tests.log")"
   FLASH_MPT_TEST_DATA="$data" timeout 90 npx jest test/golden-cpu > "$OUT/cpu-goldens.log" 2>&1
   stamp "CPU goldens: $(grep -E '^Tests:' "$OUT/cpu-goldens.log")"
@@ -126,7 +127,7 @@ prebuild() {
 }
 
 bench() {
-  [ -f dist/cli/index.js ] || npm run prepare > "$OUT/build.log" 2>&1
+  [ -f build/Release/flash_mpt.node ] || install_addon
   timeout 150 node dist/cli/index.js bench --model /tmp/m1b 2>&1 | tee -a "$OUT/session.log"
   timeout 150 node dist/cli/index.js bench serving 2>&1 | tee -a "$OUT/session.log"
   timeout 90 node dist/cli/index.js bench serving --temperature 0.8 --concurrency 8,64 2>&1 | tee -a "$OUT/session.log"
