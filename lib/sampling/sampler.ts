@@ -187,7 +187,11 @@ export class Sampler {
     if (!Number.isFinite(logSumExp) || !(rawMax > -Infinity)) return null;
     if (this.needsFullRow && this.raisesUnseen(ids)) return null;
 
-    // Split the sampleable candidates: the head ranks before every unseen token; the tail may not.
+    // Split the sampleable candidates: the head ranks before every unseen token; the tail may not. Greedy needs
+    // only the head's best (ties to the lower id): no arrays, no sort — it runs for every row of every step.
+    const greedy = this.temperature === 0;
+    let bestId = -1;
+    let bestLogit = -Infinity;
     const headIds: number[] = [];
     const headLogits: number[] = [];
     const tailLogits: number[] = [];
@@ -199,27 +203,31 @@ export class Sampler {
       const raw = logits[j];
       const logit = this.processedLogit(raw, id);
       if (logit > floor || (logit === floor && raw === floor)) {
-        headIds.push(id);
-        headLogits.push(logit);
+        if (bestId < 0 || logit > bestLogit || (logit === bestLogit && id < bestId)) {
+          bestId = id;
+          bestLogit = logit;
+        }
+        if (!greedy) {
+          headIds.push(id);
+          headLogits.push(logit);
+        }
       } else if (logit === floor) {
         return null; // lowered exactly onto the floor: unseen tokens tied there may rank either side of it
-      } else {
+      } else if (!greedy) {
         tailLogits.push(logit);
       }
     }
-    if (headIds.length === 0) return null;
+    if (bestId < 0 || !(bestLogit > -Infinity)) return null;
+    if (greedy) {
+      this.takeUniform();
+      return bestId;
+    }
 
     const order = headIds.map((_, j) => j).sort((a, b) => headLogits[b] - headLogits[a] || headIds[a] - headIds[b]);
     const rankedIds = Int32Array.from(order, (j) => headIds[j]);
     const rankedLogits = Float64Array.from(order, (j) => headLogits[j]);
     const maxLogit = rankedLogits[0];
-    if (!(maxLogit > -Infinity)) return null;
-
     const uniform = this.peekUniform();
-    if (this.temperature === 0) {
-      this.takeUniform();
-      return rankedIds[0];
-    }
 
     // Past the walked head the draw goes by id, so head candidates beyond it only add to the bound.
     const known = Math.min(rankedIds.length, HEAD_RANKS);
