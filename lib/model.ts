@@ -360,6 +360,31 @@ async function openEngine(options: NativeEngineOptions, onProgress?: (progress: 
   }
 }
 
+/** The engine for `config` on the options' device, with weights from `tensors` or made from `seed`, as a Model. */
+async function openModel(
+  config: MptConfig,
+  opts: ResolvedLoadModelOptions,
+  weights: Pick<NativeEngineOptions, 'tensors' | 'randomWeights' | 'seed'>,
+  tokenizer: Tokenizer | undefined,
+): Promise<Model> {
+  const device = resolveDevice(opts.device);
+  const maxContext = opts.maxContext ?? config.maxSeqLen;
+  const engine = await openEngine(
+    {
+      config: nativeConfig(config),
+      ...weights,
+      device,
+      computeDType: opts.dtype,
+      kvTokens: maxContext,
+      maxSequences: opts.maxSequences,
+      kvBlocks: kvBlocksFor(opts.kvCacheTokens),
+      threads: opts.threads,
+    },
+    opts.onProgress,
+  );
+  return new Model(engine, config, tokenizer, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);
+}
+
 /** Loads a Hub-style MPT folder: config.json, weights (safetensors or .bin, sharded or not), tokenizer.json if present. */
 export async function loadModel(dir: string, options: LoadModelOptions = {}): Promise<Model> {
   const opts = parseLoadOptions(options);
@@ -371,8 +396,6 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
   const index = await loadTensorIndex(root, config);
   const tokenizerPath = path.join(root, 'tokenizer.json');
   const tokenizer = fs.existsSync(tokenizerPath) ? await Tokenizer.fromFile(tokenizerPath) : undefined;
-  const device = resolveDevice(opts.device);
-  const maxContext = opts.maxContext ?? config.maxSeqLen;
   const tensors: NativeTensorSource[] = [...index.tensors.values()].map((t) => ({
     name: t.name,
     file: t.file,
@@ -381,38 +404,11 @@ export async function loadModel(dir: string, options: LoadModelOptions = {}): Pr
     dtype: t.dtype,
     shape: t.shape,
   }));
-  const engine = await openEngine({
-    config: nativeConfig(config),
-    tensors,
-    randomWeights: false,
-    seed: 0,
-    device,
-    computeDType: opts.dtype,
-    kvTokens: maxContext,
-    maxSequences: opts.maxSequences,
-    kvBlocks: kvBlocksFor(opts.kvCacheTokens),
-    threads: opts.threads,
-  }, opts.onProgress);
-  return new Model(engine, config, tokenizer, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);
+  return openModel(config, opts, { tensors, randomWeights: false, seed: 0 }, tokenizer);
 }
 
 /** A model of the given shape with seeded random weights made by the engine itself (no file): the benchmark default. */
 export async function createRandomModel(config: MptConfig, options: LoadModelOptions & { seed?: number } = {}): Promise<Model> {
   const { seed = 1234, ...rest } = options;
-  const opts = parseLoadOptions(rest);
-  const device = resolveDevice(opts.device);
-  const maxContext = opts.maxContext ?? config.maxSeqLen;
-  const engine = await openEngine({
-    config: nativeConfig(config),
-    tensors: [],
-    randomWeights: true,
-    seed,
-    device,
-    computeDType: opts.dtype,
-    kvTokens: maxContext,
-    maxSequences: opts.maxSequences,
-    kvBlocks: kvBlocksFor(opts.kvCacheTokens),
-    threads: opts.threads,
-  });
-  return new Model(engine, config, undefined, device < 0 ? 'cpu' : `cuda:${device}`, maxContext, opts);
+  return openModel(config, parseLoadOptions(rest), { tensors: [], randomWeights: true, seed }, undefined);
 }
