@@ -187,19 +187,19 @@ size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv
 
 // Split-K workspace: what the skinny kernel's splits of a decode step (≤ 16 of kDecodeRows × d_model) and the
 // wgmma kernel's (≤ 2 blocks per SM of 64 × 128 outputs) need at most; a split that does not fit is not made.
-size_t splitPartialFloats(const ModelConfig& c) {
+size_t multiprocessors() {
   int device = 0, sms = 0;
   CUDA_CHECK(cudaGetDevice(&device));
   CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return std::max(size_t(16) * kDecodeRows * size_t(c.d_model), size_t(sms) * 2 * 64 * 128);
+  return size_t(sms);
 }
 
-size_t splitCounters(const ModelConfig& c) {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return std::max(size_t(c.d_model) / 16 + 1, size_t(sms) * 2);
+size_t splitPartialFloats(const ModelConfig& c) {
+  return std::max(size_t(16) * kDecodeRows * size_t(c.d_model), multiprocessors() * 2 * 64 * 128);
 }
+
+// Tickets: one per skinny block of 16 outputs of a d_model-wide output, or per wgmma output tile.
+size_t splitCounters(const ModelConfig& c) { return std::max(size_t(c.d_model) / 16 + 1, multiprocessors() * 2); }
 
 }  // namespace
 
