@@ -50,19 +50,43 @@ const char* outName(GemmOut o) {
   return "?";
 }
 
-// Rounded random values (their float images feed the reference, so only the GEMM's own error remains).
+// Rounded random values (their float images, when asked for, feed the reference, so only the GEMM's own error
+// remains).
 std::vector<uint16_t> randomHalf(size_t n, DType t, std::mt19937& rng, float scale, std::vector<float>* image) {
   std::uniform_real_distribution<float> u(-scale, scale);
   std::vector<uint16_t> bits(n);
-  image->resize(n);
+  if (image) image->resize(n);
   for (size_t i = 0; i < n; ++i) {
     bits[i] = toHalfBits(u(rng), t);
-    (*image)[i] = fromHalfBits(bits[i], t);
+    if (image) (*image)[i] = fromHalfBits(bits[i], t);
   }
   return bits;
 }
 
 int failures = 0;
+
+// A split-K workspace as the engine gives one (kernels/gemm/gemm.h): room for 32 splits of an M × N output.
+struct SplitWorkspace {
+  float* partials = nullptr;
+  unsigned* counters = nullptr;
+  size_t floats = 0;
+  static constexpr int kCounters = 4096;
+  explicit SplitWorkspace(size_t outputs) : floats(32 * outputs) {
+    CHECK(cudaMalloc(&partials, floats * sizeof(float)));
+    CHECK(cudaMalloc(&counters, kCounters * sizeof(unsigned)));
+    CHECK(cudaMemset(counters, 0, kCounters * sizeof(unsigned)));
+  }
+  ~SplitWorkspace() {
+    cudaFree(partials);
+    cudaFree(counters);
+  }
+  void attach(GemmParams& p) const {
+    p.split_partials = partials;
+    p.split_partial_floats = floats;
+    p.split_counters = counters;
+    p.split_counter_count = kCounters;
+  }
+};
 
 struct Kernel {
   const char* name;
@@ -109,7 +133,9 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
   CHECK(cudaMemcpy(dA, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dBias, biasValues.data(), size_t(N) * 4, cudaMemcpyHostToDevice));
+  SplitWorkspace split(size_t(M) * N);
   GemmParams p;
+  split.attach(p);
   p.a = dA;
   p.w = dW;
   p.c = dC;
@@ -161,6 +187,54 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
   CHECK(cudaFree(dW));
   CHECK(cudaFree(dC));
   CHECK(cudaFree(dBias));
+}
+
+// Batch invariance of the decode kernel: row r of an M-row product is bitwise the same for every M ≥ r + 1
+// (the engine's decode step then gives a sequence the same logits alone or in a batch), and a repeated launch
+// gives the same bits (no order-dependent atomics), for the 1B model's decode shapes and epilogues.
+void checkBatchInvariance(DType t, std::mt19937& rng) {
+  struct Shape { int N, K; GemmOut out; const char* name; };
+  for (const Shape& s : {Shape{6144, 2048, GemmOut::Half, "Wqkv"}, Shape{2048, 2048, GemmOut::AddFloat, "out_proj"},
+                         Shape{8192, 2048, GemmOut::HalfGelu, "mlp_up"}, Shape{2048, 8192, GemmOut::AddFloat, "mlp_down"},
+                         Shape{50432, 2048, GemmOut::Float, "lm_head"}}) {
+    const int maxM = kSkinnyMaxRows;
+    const std::vector<uint16_t> aBits = randomHalf(size_t(maxM) * s.K, t, rng, 1.f, nullptr);
+    const std::vector<uint16_t> wBits = randomHalf(size_t(s.N) * s.K, t, rng, 1.f / std::sqrt(float(s.K)), nullptr);
+    const bool half = s.out == GemmOut::Half || s.out == GemmOut::HalfGelu;
+    const size_t elem = half ? 2 : 4, cBytes = size_t(maxM) * s.N * elem;
+    void *dA, *dW, *dC;
+    CHECK(cudaMalloc(&dA, aBits.size() * 2));
+    CHECK(cudaMalloc(&dW, wBits.size() * 2));
+    CHECK(cudaMalloc(&dC, cBytes));
+    CHECK(cudaMemcpy(dA, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
+    SplitWorkspace split(size_t(maxM) * s.N);
+    GemmParams p;
+    split.attach(p);
+    p.a = dA, p.w = dW, p.c = dC, p.lda = p.ldw = s.K, p.ldc = s.N, p.N = s.N, p.K = s.K, p.out = s.out, p.dtype = t;
+    // An AddFloat output starts from zeros each time, so its bits are comparable.
+    auto run = [&](int M) {
+      CHECK(cudaMemset(dC, 0, cBytes));
+      p.M = M;
+      CHECK(gemmSkinny(p, nullptr));
+      CHECK(cudaDeviceSynchronize());
+      std::vector<uint8_t> out(size_t(M) * s.N * elem);
+      CHECK(cudaMemcpy(out.data(), dC, out.size(), cudaMemcpyDeviceToHost));
+      return out;
+    };
+    const std::vector<uint8_t> full = run(maxM);
+    bool ok = run(maxM) == full;  // reproducible
+    for (int M : {1, 2, 5, 8, 9, 16, 17, 33, 63}) {
+      const std::vector<uint8_t> part = run(M);
+      ok = ok && std::equal(part.begin(), part.end(), full.begin());
+    }
+    if (!ok) ++failures;
+    std::printf("%s batch invariance %-8s %-5s N=%-6d K=%-5d: rows of M = 1 … 64 bitwise equal, repeat equal\n",
+                ok ? "PASS" : "FAIL", s.name, t == DType::BF16 ? "bf16" : "f16", s.N, s.K);
+    CHECK(cudaFree(dA));
+    CHECK(cudaFree(dW));
+    CHECK(cudaFree(dC));
+  }
 }
 
 double copyBandwidth() {
@@ -413,6 +487,7 @@ int main() {
         check(s[0], s[1], s[2], t, out, out != GemmOut::Float, rng);
       }
     }
+    checkBatchInvariance(t, rng);
   }
   const double bw = copyBandwidth();
   std::printf("\ndevice-to-device copy: %.0f GB/s (bytes read + written)\n", bw / 1e9);

@@ -6,8 +6,9 @@
 //     keeps its own running (max, sum, acc) in fp32, and the groups are merged once at the end. The CTA writes
 //     its unnormalized output and (max, sum) to the workspace.
 //   merge kernel: grid (head, batch), combines the splits with their log-sum-exp weights.
-// The split count is fixed at launch from the GPU's occupancy and bounded by max_seq_len (so a captured graph
-// stays valid); each CTA sizes its slice from the sequence's actual length, so every split gets work.
+// A sequence's keys are cut into splits of a fixed size that depends on max_seq_len alone (decode_split_keys), so
+// its partition, and with it every sum, is the same whatever batch it runs in (batch invariance) and a captured
+// graph stays valid; splits past a sequence's length exit at once.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -32,17 +33,17 @@ struct DecodeTraits {
   static constexpr int kTileKeys = kRowsPerPass * kPasses;        // 32 (hd128) or 64 (hd64)
 };
 constexpr int kMergeThreads = 256;
-constexpr int kMaxSplitCTAs = 4096;  // bounds the workspace whatever the GPU
+constexpr int kSplitKeys = 128;  // keys per split at least: a multiple of every tile's keys
+constexpr int kMaxSplits = 64;   // bounds the workspace: longer contexts get longer splits
 
 __host__ __device__ constexpr int cdiv(int a, int b) { return (a + b - 1) / b; }
 
-// Most splits a launch may use (sizes the workspace): enough for kMaxSplitCTAs CTAs, at most one per tile.
-inline int decode_max_splits(int batch, int n_heads, int head_dim, int max_seq_len) {
-  const int tile = head_dim == 64 ? DecodeTraits<64>::kTileKeys : DecodeTraits<128>::kTileKeys;
-  const int want = cdiv(kMaxSplitCTAs, batch * n_heads);
-  const int tiles = cdiv(max_seq_len, tile);
-  return want < 1 ? 1 : (want > tiles ? tiles : want);
+// Keys per split for an engine of max_seq_len tokens, and the splits of the longest sequence.
+inline int decode_split_keys(int max_seq_len) {
+  const int keys = cdiv(cdiv(max_seq_len, kMaxSplits), kSplitKeys) * kSplitKeys;
+  return keys > kSplitKeys ? keys : kSplitKeys;
 }
+inline int decode_max_splits(int max_seq_len) { return cdiv(max_seq_len, decode_split_keys(max_seq_len)); }
 
 __device__ __forceinline__ uint4 load_nc(const void* ptr) {
   uint4 r;
@@ -55,7 +56,7 @@ __device__ __forceinline__ uint4 load_nc(const void* ptr) {
 
 template <typename T, int kHeadDim, bool kAlibi>
 __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
-    decode_split_kernel(const DecodeAttentionParams p, int n_splits) {
+    decode_split_kernel(const DecodeAttentionParams p, int n_splits, int split_keys) {
   using Tr = DecodeTraits<kHeadDim>;
   constexpr int TPR = Tr::kThreadsPerRow, RPP = Tr::kRowsPerPass, P = Tr::kPasses;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -65,9 +66,8 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
   const int len = min(p.seq_len[b], p.max_seq_len);
   if (len <= 0) return;
-  const int keys = cdiv(len, n_splits);  // each split's slice of this sequence
-  const int start = split * keys, end = min(len, start + keys);
-  if (start >= end) return;  // the merge reads only splits below cdiv(len, keys)
+  const int start = split * split_keys, end = min(len, start + split_keys);
+  if (start >= end) return;  // the merge reads only splits below cdiv(len, split_keys)
 
   const int tid = threadIdx.x, group = tid / TPR, col = (tid % TPR) * 8;
   const KvRows rows = p.kv.sequence(b);
@@ -184,7 +184,8 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
 // the work as (4-float column quad) x (split subset) so every load is a 16-byte vector and several are in
 // flight per thread.
 template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeAttentionParams p, int n_splits) {
+__global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeAttentionParams p, int n_splits,
+                                                                    int split_keys) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");  // the split kernel's results are complete and visible
 #endif
@@ -199,7 +200,7 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const Decod
     if (tid < kHeadDim) o[tid] = T(0.f);
     return;
   }
-  const int n_active = cdiv(len, cdiv(len, n_splits));
+  const int n_active = cdiv(len, split_keys);
   const int64_t first = (int64_t(b) * p.n_heads + h) * n_splits;
   const float* part = p.workspace + first * kHeadDim;
   const float* ml = p.workspace + int64_t(p.batch) * p.n_heads * n_splits * kHeadDim + first * 2;
@@ -249,21 +250,13 @@ __global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const Decod
 }
 
 template <typename T, int kHeadDim>
-cudaError_t run_decode(const DecodeAttentionParams& p, int sm_count, bool pdl, cudaStream_t stream) {
-  const int max_splits = decode_max_splits(p.batch, p.n_heads, kHeadDim, p.max_seq_len);
+cudaError_t run_decode(const DecodeAttentionParams& p, bool pdl, cudaStream_t stream) {
+  const int split_keys = decode_split_keys(p.max_seq_len), n_splits = decode_max_splits(p.max_seq_len);
   return BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
-    auto split_kernel = decode_split_kernel<T, kHeadDim, kAlibi>;
     constexpr int kThreads = DecodeTraits<kHeadDim>::kThreads;
-    // One wave: as many CTAs as fit on the GPU at once, each looping over its slice with loads in flight.
-    // More CTAs than that only adds a ragged second wave.
-    int per_sm = 0;
-    cudaError_t err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, split_kernel, kThreads, 0);
-    if (err != cudaSuccess) return err;
-    const int want = (per_sm * sm_count) / (p.batch * p.n_heads);
-    const int n_splits = want < 1 ? 1 : (want > max_splits ? max_splits : want);
-
-    split_kernel<<<dim3(n_splits, p.n_heads, p.batch), kThreads, 0, stream>>>(p, n_splits);
-    err = cudaGetLastError();
+    decode_split_kernel<T, kHeadDim, kAlibi><<<dim3(n_splits, p.n_heads, p.batch), kThreads, 0, stream>>>(
+        p, n_splits, split_keys);
+    cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
 
     cudaLaunchConfig_t cfg = {};
@@ -276,7 +269,7 @@ cudaError_t run_decode(const DecodeAttentionParams& p, int sm_count, bool pdl, c
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = pdl ? 1 : 0;
-    err = cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, kHeadDim>, p, n_splits);
+    err = cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, kHeadDim>, p, n_splits, split_keys);
     if (err != cudaSuccess) return err;
     return cudaGetLastError();
   });
@@ -286,7 +279,7 @@ cudaError_t run_decode(const DecodeAttentionParams& p, int sm_count, bool pdl, c
 
 size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, int max_seq_len) {
   if (batch <= 0 || n_heads <= 0 || max_seq_len <= 0 || (head_dim != 64 && head_dim != 128)) return 0;
-  const size_t splits = size_t(attn::decode_max_splits(batch, n_heads, head_dim, max_seq_len));
+  const size_t splits = size_t(attn::decode_max_splits(max_seq_len));
   return size_t(batch) * n_heads * splits * (head_dim + 2);
 }
 
@@ -307,14 +300,13 @@ cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream
   if (p.kv.batch_stride % 8 != 0 || p.kv.block_stride % 8 != 0 || p.kv.row_stride % 8 != 0 || p.head_stride % 8 != 0)
     return cudaErrorInvalidValue;
 
-  int dev = 0, sms = 0, major = 0;
+  int dev = 0, major = 0;
   cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
   if (err != cudaSuccess) return err;
   const bool pdl = major >= 9;  // programmatic dependent launch: sm_90+
   return DTYPE_SWITCH(p.dtype, T, [&] {
-    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, sms, pdl, stream); });
+    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, pdl, stream); });
   });
 }
 

@@ -52,11 +52,32 @@ __device__ __forceinline__ void epilogueStorePair(const GemmParams& p, int m, in
   }
 }
 
-// One split-K block's partial sum added into the fp32 output (AddFloat only); the split that starts at k = 0 adds
-// the bias. The order of the additions varies from run to run, so the sum is not bitwise reproducible.
-__device__ __forceinline__ void epilogueAddPartial(const GemmParams& p, int m, int n, float acc, bool first) {
-  const float bias = first && p.bias ? p.bias[n] : 0.f;
-  atomicAdd(static_cast<float*>(p.c) + int64_t(m) * p.ldc + n, p.alpha * acc + bias);
+// Deterministic split-K for an AddFloat output (no atomics on c, so the residual stream is bitwise reproducible and
+// does not depend on which split finishes first): each split stores its raw sums to p.split_partials
+// [splits][M][N]; the block that finishes an output tile last (a ticket on p.split_counters[tile]) adds
+// alpha·Σ + bias to c, summing the splits in order, and resets the ticket for the next launch.
+__device__ __forceinline__ void storeSplitPartial(const GemmParams& p, int split, int m, int n, float acc) {
+  __stcg(p.split_partials + (int64_t(split) * p.M + m) * p.N + n, acc);
+}
+
+// One thread per block, after every thread stored its partials, ran __threadfence() and met a barrier.
+__device__ __forceinline__ bool takeLastTicket(const GemmParams& p, int tile, int splits) {
+  const bool last = atomicAdd(p.split_counters + tile, 1u) == unsigned(splits - 1);
+  if (last) p.split_counters[tile] = 0;  // every split has taken its ticket by now
+  return last;
+}
+
+__device__ __forceinline__ void addSplitPartials(const GemmParams& p, int splits, int m, int n) {
+  float sum = 0.f;
+  for (int s = 0; s < splits; ++s) sum += __ldcg(p.split_partials + (int64_t(s) * p.M + m) * p.N + n);
+  static_cast<float*>(p.c)[int64_t(m) * p.ldc + n] += p.alpha * sum + (p.bias ? p.bias[n] : 0.f);
+}
+
+// The most splits of K a launch of `tiles` output tiles may use: what p's split workspace holds (1 without one).
+inline int splitCapacity(const GemmParams& p, int64_t tiles) {
+  if (!p.split_partials || !p.split_counters || tiles > p.split_counter_count) return 1;
+  const int64_t fit = int64_t(p.split_partial_floats / (size_t(p.M) * size_t(p.N)));
+  return fit < 1 ? 1 : int(fit < (1 << 20) ? fit : (1 << 20));
 }
 
 // Runs f with GemmOut as a template constant.

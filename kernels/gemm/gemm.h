@@ -3,8 +3,9 @@
 // the binary carries sm_90a code, else a tiled mma.sync GEMM; for decode (M ≤ 64) a weight-streaming skinny
 // GEMM that reads each weight byte once with 16-byte loads. fp32 (the engine's float32 correctness mode) runs a
 // plain SIMT kernel with fp32 FMAs, no TF32. The skinny kernel (long K) and the wgmma kernel (grids short of the
-// SM count) split K of an AddFloat output over blocks that accumulate atomically, so that update is not bitwise
-// reproducible from run to run (every other output is).
+// SM count) split K of an AddFloat output when given a split workspace, reducing the splits in a fixed order. Every
+// output is bitwise reproducible, and the skinny kernel's sums for a row do not depend on how many rows it runs
+// (batch invariance: a sequence decodes the same alone or in a batch).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -34,6 +35,12 @@ struct GemmParams {
   // Programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh), honored by the skinny kernel: its weights
   // start streaming while the previous kernel in the stream finishes.
   bool pdl = false;
+  // Workspace for splitting K of an AddFloat output over blocks (epilogue.cuh): split_partial_floats floats and
+  // split_counter_count zeroed counters, left zeroed after each launch. Without it K is not split.
+  float* split_partials = nullptr;
+  size_t split_partial_floats = 0;
+  unsigned* split_counters = nullptr;
+  int split_counter_count = 0;
 };
 
 // Largest M the skinny kernel takes; larger M goes to the tiled kernel.

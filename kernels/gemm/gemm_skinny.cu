@@ -8,13 +8,20 @@
 // 4-7 of a second. Fragments then come straight from registers: no shared memory, no shuffles, and each
 // load instruction covers whole 32-byte sectors (4 lanes × 16 bytes of a row).
 //
-// The 8 warps of a block split K and meet in shared memory; the block then applies the epilogue, so the result
-// is deterministic. Long K with an fp32 residual output (mlp_down) is also split over several blocks, which add
-// their sums atomically: one warp step per warp keeps many loads in flight instead of a chain of round trips.
+// The 8 warps of a block split K and meet in shared memory; the block then applies the epilogue. Long K with an
+// fp32 residual output (mlp_down) is also split over several blocks (one warp step per warp keeps many loads in
+// flight instead of a chain of round trips), reduced in a fixed order by the last block (epilogue.cuh).
+//
+// Batch invariance: a row's sums must not depend on how many rows run with it. Every tile count uses the same
+// k partition (J = 8 loads of 16 bytes per lane per warp step) and the same split count, and a tile's mma
+// sequence runs over k in the same order; the activation fragments of larger batches are loaded one j at a
+// time so their registers stay bounded.
 //
 // The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
 // launch they stream in while the previous kernel (LayerNorm, attention) finishes.
 #include <cuda_runtime.h>
+
+#include <algorithm>
 
 #include "kernels/common/dispatch.h"
 #include "kernels/common/pdl.cuh"
@@ -29,12 +36,14 @@ constexpr int kWarps = 8;
 constexpr int kRowsPerBlock = 16;  // output features
 constexpr int kMaxSplits = 16;
 
-// NT n-tiles of 8 activation rows; J 16-byte loads per lane per row and step (a warp step covers 32·J of k).
-// Block (x, y) computes features [16x, 16x + 16) over k in [y·slice_k, (y + 1)·slice_k); kSplit: y > 0 exists and
-// the output is an fp32 accumulation.
-template <class T, int NT, int J, GemmOut OUT, bool kSplit>
+// NT n-tiles of 8 activation rows; kJ 16-byte loads per lane per weight row and step (a warp step covers 32·kJ of
+// k). Block (x, y) computes features [16x, 16x + 16) over k in [y·slice_k, (y + 1)·slice_k); kSplit: y > 0 exists
+// and the output is an fp32 accumulation, reduced through the split workspace.
+constexpr int kJ = 8;
+constexpr int kStepK = 32 * kJ;
+
+template <class T, int NT, GemmOut OUT, bool kSplit>
 __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k) {
-  constexpr int kStepK = 32 * J;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
   const int n0 = blockIdx.x * kRowsPerBlock;
@@ -46,13 +55,20 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
   const T* wHi = W + int64_t(okHi ? n0 + g + 8 : 0) * p.ldw;
   const uint4 zero = make_uint4(0, 0, 0, 0);
 
-  uint4 aLo[J], aHi[J];
+  uint4 aLo[kJ], aHi[kJ];
   auto loadWeights = [&](int k0) {
 #pragma unroll
-    for (int j = 0; j < J; ++j) {
+    for (int j = 0; j < kJ; ++j) {
       const int k = k0 + 32 * j + 8 * q;
       aLo[j] = okLo && k < kEnd ? loadStreaming16(wLo + k) : zero;
       aHi[j] = okHi && k < kEnd ? loadStreaming16(wHi + k) : zero;
+    }
+  };
+  auto loadActivations = [&](uint4 (&b)[NT], int k) {
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const int m = t * 8 + g;
+      b[t] = m < p.M && k < kEnd ? *reinterpret_cast<const uint4*>(A + int64_t(m) * p.lda + k) : zero;
     }
   };
 
@@ -67,24 +83,24 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
   pdlWait();
   pdlLaunchDependents();
   for (; k0 < kEnd; k0 += kWarps * kStepK) {
-    uint4 b[NT][J];
+    // Small batches load all their activation fragments up front (loads in flight); larger ones keep two j steps
+    // in flight, the next one loading while the current one multiplies (unrolled: every index is a constant).
+    constexpr int kBuffers = NT <= 2 ? kJ : 2;
+    uint4 b[kBuffers][NT];
 #pragma unroll
-    for (int j = 0; j < J; ++j) {
-      const int k = k0 + 32 * j + 8 * q;
+    for (int j = 0; j < (kBuffers == kJ ? kJ : 1); ++j) loadActivations(b[j], k0 + 32 * j + 8 * q);
 #pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        const int m = t * 8 + g;
-        b[t][j] = m < p.M && k < kEnd ? *reinterpret_cast<const uint4*>(A + int64_t(m) * p.lda + k) : zero;
+    for (int j = 0; j < kJ; ++j) {
+      if constexpr (kBuffers == 2) {
+        if (j + 1 < kJ) loadActivations(b[(j + 1) % 2], k0 + 32 * (j + 1) + 8 * q);
       }
-    }
-#pragma unroll
-    for (int j = 0; j < J; ++j) {
+      const uint4(&bj)[NT] = b[j % kBuffers];
       const uint32_t a0[4] = {aLo[j].x, aHi[j].x, aLo[j].y, aHi[j].y};
       const uint32_t a1[4] = {aLo[j].z, aHi[j].z, aLo[j].w, aHi[j].w};
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
-        mma16816<T>(acc[t], a0, b[t][j].x, b[t][j].y);
-        mma16816<T>(acc[t], a1, b[t][j].z, b[t][j].w);
+        mma16816<T>(acc[t], a0, bj[t].x, bj[t].y);
+        mma16816<T>(acc[t], a1, bj[t].z, bj[t].w);
       }
     }
     if (k0 + kWarps * kStepK < kEnd) loadWeights(k0 + kWarps * kStepK);
@@ -107,27 +123,37 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
     if constexpr (kSplit) {
-      epilogueAddPartial(p, m, n, sum, blockIdx.y == 0);
+      storeSplitPartial(p, blockIdx.y, m, n, sum);
     } else {
       epilogueStore<T, OUT>(p, m, n, sum);
     }
   }
+  if constexpr (kSplit) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = takeLastTicket(p, blockIdx.x, gridDim.y);
+    __syncthreads();
+    if (!last) return;
+    for (int i = threadIdx.x; i < p.M * kRowsPerBlock; i += kWarps * 32) {
+      const int m = i / kRowsPerBlock, n = n0 + i % kRowsPerBlock;
+      if (n < p.N) addSplitPartials(p, gridDim.y, m, n);
+    }
+  }
 }
 
-// Fewer loads per lane as the activation tiles grow, to keep registers (and occupancy) in check.
 template <class T, int NT, GemmOut OUT>
 cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
-  constexpr int J = NT == 1 ? 8 : NT == 2 ? 4 : 2;
-  constexpr int kBlockK = kWarps * 32 * J;  // k one block covers in one step of all its warps
+  constexpr int kBlockK = kWarps * kStepK;  // k one block covers in one step of all its warps
   const int blocks = (p.N + kRowsPerBlock - 1) / kRowsPerBlock;
-  // Only an fp32 accumulation can take partial sums from several blocks.
+  // Only an fp32 accumulation can take partial sums from several blocks; the count depends on K alone.
   int splits = OUT == GemmOut::AddFloat ? (p.K + kBlockK - 1) / kBlockK : 1;
-  splits = splits < kMaxSplits ? splits : kMaxSplits;
-  const int steps = (p.K + 32 * J - 1) / (32 * J);
-  const int sliceK = (steps + splits - 1) / splits * 32 * J;
+  splits = std::min({splits, kMaxSplits, splitCapacity(p, blocks)});
+  const int steps = (p.K + kStepK - 1) / kStepK;
+  const int sliceK = (steps + splits - 1) / splits * kStepK;
   const dim3 grid(blocks, splits);
   return switchBool(splits > 1, [&](auto split) {
-    return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, J, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
+    return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
                      stream, p, sliceK);
   });
 }

@@ -7,11 +7,13 @@
 // (setmaxnreg) in the one-block-per-SM tile. Consumer warpgroup c owns rows (c / kWgN)·64 and columns
 // (c % kWgN)·WN of the block tile: the 128×256 tile splits M between them, the 64×128 tile splits N.
 // TMA zero-fills past M, N and K, so ragged edges need no code in the main loop. An AddFloat output whose grid
-// leaves SMs idle (few rows) is also split along K over blockIdx.z, the splits adding atomically.
+// leaves SMs idle (few rows) is also split along K over blockIdx.z when the caller gives a split workspace, the last
+// split of each tile reducing them in order (epilogue.cuh).
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 
 #include "kernels/common/dispatch.h"
@@ -122,10 +124,23 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     const int m = m0 + wgm * 64 + warp * 16 + row, n = n0 + wgn * WN + col;
     if (m >= p.M) continue;
     if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
-      if (n < p.N) epilogueAddPartial(p, m, n, v.x, blockIdx.z == 0);
-      if (n + 1 < p.N) epilogueAddPartial(p, m, n + 1, v.y, blockIdx.z == 0);
+      if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
+      if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
     } else {
       epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
+    }
+  }
+  if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
+    // The last split of this output tile adds every split's partials in order (epilogue.cuh).
+    __shared__ bool last;
+    __threadfence();
+    namedBarrierSync<1, 2 * 128>();
+    if (threadIdx.x == 128) last = takeLastTicket(p, blockIdx.y * gridDim.x + blockIdx.x, gridDim.z);
+    namedBarrierSync<1, 2 * 128>();
+    if (!last) return;
+    for (int i = threadIdx.x - 128; i < BM * BN; i += 2 * 128) {
+      const int m = m0 + i / BN, n = n0 + i % BN;
+      if (m < p.M && n < p.N) addSplitPartials(p, gridDim.z, m, n);
     }
   }
 #endif
@@ -201,10 +216,12 @@ cudaError_t launchWgmma(const GemmParams& p, int sms, cudaStream_t stream) {
   cudaError_t err = tileMap(&mapA, p.dtype, p.a, p.M, p.K, p.lda, S::kBM);
   if (err == cudaSuccess) err = tileMap(&mapW, p.dtype, p.w, p.N, p.K, p.ldw, S::kBN);
   if (err != cudaSuccess) return err;
-  // Split K (AddFloat only) into as many parts as the grid leaves resident blocks free, each at least 4 k-tiles.
+  // Split K (AddFloat only) into as many parts as the grid leaves resident blocks free, each at least 4 k-tiles,
+  // as far as the split workspace holds them.
   const int kTiles = (p.K + kBK - 1) / kBK;
-  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / tiles(p, S::kBM, S::kBN) : 1;
-  splits = splits < kTiles / 4 ? splits : kTiles / 4;
+  const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
+  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
+  splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
   const int perSplit = splits > 1 ? int((kTiles + splits - 1) / splits) : kTiles;
   const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
   wgmmaKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);

@@ -144,6 +144,27 @@ describeGpu('CUDA engine vs the CPU reference engine', () => {
       gs.forEach((s) => gpu.releaseSequence(s));
     });
 
+    it('decode is batch invariant: each row of a decodeBatch of 5 equals its sequence decoded alone, bit for bit', async () => {
+      const alone = await native.createEngine(options(c, 0, { kvTokens: 512, maxSequences: 5, computeDType: dtype }));
+      const batched = await native.createEngine(options(c, 0, { kvTokens: 512, maxSequences: 5, computeDType: dtype }));
+      try {
+        const prompts = [1, 9, 40, 77, 130].map((n, i) => ids(n, 30 + i, c.vocabSize));
+        const a = prompts.map(() => alone.createSequence());
+        const b = prompts.map(() => batched.createSequence());
+        for (let i = 0; i < prompts.length; i++) {
+          expect(await batched.forward(b[i], prompts[i], false)).toEqual(await alone.forward(a[i], prompts[i], false));
+        }
+        for (let step = 0; step < 4; step++) {
+          const next = Int32Array.from(prompts, (_, i) => (step * 13 + i * 7 + 1) % c.vocabSize);
+          const got = rows(await batched.decodeBatch(Int32Array.from(b), next), c.vocabSize);
+          for (let i = 0; i < prompts.length; i++) expect(got[i]).toEqual(await alone.forward(a[i], next.subarray(i, i + 1), false));
+        }
+      } finally {
+        alone.dispose();
+        batched.dispose();
+      }
+    });
+
     it('the paged KV cache: blocks reused out of order, an extend over a cached prefix, a mixed batch', async () => {
       const small = { kvTokens: 512, maxSequences: 4, kvBlocks: 6 };
       const pagedCpu = await native.createEngine(options(c, -1, small));

@@ -1,5 +1,7 @@
 #include "csrc/engine/cuda/forward.h"
 
+#include <algorithm>
+
 #include "csrc/engine/weights.h"
 #include "csrc/runtime/cuda_check.h"
 #include "kernels/attention/attention_params.h"
@@ -43,6 +45,10 @@ void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, c
   p.out = out;
   p.dtype = s.dtype;
   p.pdl = true;
+  p.split_partials = s.ws->split_partials.as<float>();
+  p.split_partial_floats = s.ws->split_partials.bytes() / sizeof(float);
+  p.split_counters = s.ws->split_counters.as<unsigned>();
+  p.split_counter_count = int(s.ws->split_counters.bytes() / sizeof(unsigned));
   CUDA_CHECK(gemm(p, stream));
 }
 
@@ -179,6 +185,22 @@ size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv
   return fusedAttention(c, dtype) ? 0 : size_t(c.n_heads) * size_t(rows) * size_t(kv_tokens) * sizeof(float);
 }
 
+// Split-K workspace: what the skinny kernel's splits of a decode step (≤ 16 of kDecodeRows × d_model) and the
+// wgmma kernel's (≤ 2 blocks per SM of 64 × 128 outputs) need at most; a split that does not fit is not made.
+size_t multiprocessors() {
+  int device = 0, sms = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return size_t(sms);
+}
+
+size_t splitPartialFloats(const ModelConfig& c) {
+  return std::max(size_t(16) * kDecodeRows * size_t(c.d_model), multiprocessors() * 2 * 64 * 128);
+}
+
+// Tickets: one per skinny block of 16 outputs of a d_model-wide output, or per wgmma output tile.
+size_t splitCounters(const ModelConfig& c) { return std::max(size_t(c.d_model) / 16 + 1, multiprocessors() * 2); }
+
 }  // namespace
 
 size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
@@ -186,7 +208,7 @@ size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_to
   const size_t attn = decodeAttentionFloats(c, dtype, kv_tokens);
   return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
          size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, dtype, rows, kv_tokens) +
-         2 * size_t(kv_tokens) * d * e;
+         2 * size_t(kv_tokens) * d * e + (splitPartialFloats(c) + splitCounters(c)) * 4;
 }
 
 Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
@@ -203,6 +225,9 @@ Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t
   ws.naive = DeviceBuffer(naiveScratchBytes(c, dtype, rows, kv_tokens));
   ws.k_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
   ws.v_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
+  ws.split_partials = DeviceBuffer(splitPartialFloats(c) * sizeof(float));
+  ws.split_counters = DeviceBuffer(splitCounters(c) * sizeof(unsigned));
+  CUDA_CHECK(cudaMemset(ws.split_counters.get(), 0, ws.split_counters.bytes()));
   return ws;
 }
 

@@ -36,6 +36,8 @@ struct Workspace {
   DeviceBuffer naive;   // fp32 scores of the naive attention, only where fusedAttention is false
   // [kv_tokens, d_model] each: one sequence's keys and values in one piece, as the prefill attention takes them
   DeviceBuffer k_seq, v_seq;
+  // The GEMMs' split-K workspace (kernels/gemm/gemm.h): partial sums, and tickets kept at zero between launches
+  DeviceBuffer split_partials, split_counters;
 };
 
 // The fused attention kernels take head_dim 64 and 128 in bf16 / f16; other head dims (small test models) and
