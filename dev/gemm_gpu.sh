@@ -16,7 +16,7 @@ nvcc() { command nvcc -O3 -std=c++17 --expt-relaxed-constexpr -gencode=arch=comp
 
 t0=$(date +%s)
 (
-  for f in dev/engine_bench.cu csrc/engine/cuda/*.cu csrc/runtime/*.cu kernels/{attention,embedding,norm,qkv,random,sampling}/*.cu \
+  for f in dev/engine_bench.cu csrc/engine/cuda/*.cu csrc/runtime/*.cu kernels/{attention,embedding,kv,norm,qkv,random,sampling}/*.cu \
            csrc/engine/{model_config,sequence_slots,weights}.cc csrc/engine/cpu/*.cc; do
     nvcc -I. -c "$f" -o "$obj/engine/$(echo "$f" | tr / _).o" &
   done
