@@ -20,6 +20,13 @@ function promptOf(length: number, salt: number): { ids: number[] } {
   return { ids: Array.from({ length }, (_, i) => (i * 131 + salt * 17 + 3) % config.vocabSize) };
 }
 
+/** The engine gives a released sequence's blocks back once a step still running for it has landed. */
+async function waitForFreeBlocks(model: Model): Promise<void> {
+  for (const deadline = Date.now() + 10_000; model.schedulerMetrics().kvBlocksInUse > 0 && Date.now() < deadline; ) {
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
 async function codeOf(promise: Promise<unknown>): Promise<string> {
   try {
     await promise;
@@ -122,6 +129,8 @@ describe('batching on the CPU engine', () => {
     expect(busy.runningSequences).toBe(1);
     expect(busy.kvBlocksInUse).toBe(1); // 40 prompt tokens, or 41 once the queued step ran
     await stream.return(undefined);
+    expect(model.schedulerMetrics().runningSequences).toBe(0);
+    await waitForFreeBlocks(model);
     expect(model.schedulerMetrics()).toMatchObject({ runningSequences: 0, kvBlocksInUse: 0 });
     expect(busy.generatedTokensTotal).toBeGreaterThan(idle.generatedTokensTotal);
   });
@@ -188,13 +197,15 @@ describe('queue and release', () => {
     }
   });
 
-  test('aborting a running sequence frees its slot and KV blocks at once', async () => {
+  test('aborting a running sequence frees its slot at once and its KV blocks when its last step lands', async () => {
     const controller = new AbortController();
     const stream = model.stream(promptOf(20, 5), { maxTokens: 50, temperature: 0, signal: controller.signal });
     await stream.next();
     expect(model.schedulerMetrics().kvBlocksInUse).toBeGreaterThan(0);
     controller.abort();
     // Before the consumer resumes: the scheduler let the sequence go when the signal fired.
+    expect(model.schedulerMetrics().runningSequences).toBe(0);
+    await waitForFreeBlocks(model);
     expect(model.schedulerMetrics()).toMatchObject({ runningSequences: 0, kvBlocksInUse: 0 });
     const rest = await stream.next();
     expect(rest.done).toBe(true);

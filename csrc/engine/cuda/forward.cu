@@ -168,6 +168,12 @@ bool fusedAttention(const ModelConfig& c, DType dtype) {
 
 namespace {
 
+// Split partials of the fused decode attention; the naive path needs none.
+size_t decodeAttentionFloats(const ModelConfig& c, DType dtype, int64_t kv_tokens) {
+  if (!fusedAttention(c, dtype)) return 0;
+  return decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens));
+}
+
 // fp32 scores (NaiveScores::Float) of every head of a chunk of `rows` queries against the whole cache.
 size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
   return fusedAttention(c, dtype) ? 0 : size_t(c.n_heads) * size_t(rows) * size_t(kv_tokens) * sizeof(float);
@@ -177,7 +183,7 @@ size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv
 
 size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
   const size_t e = dtypeSize(dtype), n = size_t(rows), d = size_t(c.d_model);
-  const size_t attn = decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens));
+  const size_t attn = decodeAttentionFloats(c, dtype, kv_tokens);
   return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
          size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, dtype, rows, kv_tokens) +
          2 * size_t(kv_tokens) * d * e;
@@ -193,8 +199,7 @@ Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t
   ws.q = DeviceBuffer(n * d * e);
   ws.u = DeviceBuffer(n * size_t(c.d_ff) * e);
   ws.logits = DeviceBuffer(size_t(kDecodeRows) * size_t(c.vocab_size) * 4);
-  ws.attn = DeviceBuffer(
-      decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens)) * 4);
+  ws.attn = DeviceBuffer(decodeAttentionFloats(c, dtype, kv_tokens) * 4);
   ws.naive = DeviceBuffer(naiveScratchBytes(c, dtype, rows, kv_tokens));
   ws.k_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
   ws.v_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
