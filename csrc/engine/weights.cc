@@ -212,12 +212,12 @@ void CheckpointReader::read(const std::string& name, const std::vector<int64_t>&
 }
 
 void CheckpointReader::stream(const std::string& name, const std::vector<int64_t>& shape, DType dst_dtype,
-                              size_t chunk_elements, const std::function<void(const void*, size_t, size_t)>& sink) {
-  std::vector<uint8_t> chunk;
+                              size_t chunk_elements, const std::function<void*()>& staging,
+                              const std::function<void(const void*, size_t, size_t)>& sink) {
   forEachChunk(name, shape, chunk_elements, [&](const uint8_t* src, DType src_dtype, size_t first, size_t count) {
-    chunk.resize(count * dtypeSize(dst_dtype));
-    convertElements(src, src_dtype, chunk.data(), dst_dtype, count);
-    sink(chunk.data(), first, count);
+    void* chunk = staging();
+    convertElements(src, src_dtype, chunk, dst_dtype, count);
+    sink(chunk, first, count);
   });
 }
 

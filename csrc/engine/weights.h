@@ -55,9 +55,11 @@ class CheckpointReader {
 
   // Converts the whole tensor into dst (elements of dst_dtype), chunk by chunk.
   void read(const std::string& name, const std::vector<int64_t>& shape, DType dst_dtype, void* dst);
-  // Converts the tensor in chunks of at most chunk_elements and hands each to `sink(data, first, count)`,
-  // for destinations that are not host memory (a device upload buffer).
+  // For destinations that are not host memory (a device upload): converts the tensor in chunks of at most
+  // chunk_elements, each into the buffer `staging()` returns (room for chunk_elements of dst_dtype, e.g. pinned
+  // memory free for reuse), then hands it to `sink(data, first, count)`.
   void stream(const std::string& name, const std::vector<int64_t>& shape, DType dst_dtype, size_t chunk_elements,
+              const std::function<void*()>& staging,
               const std::function<void(const void* data, size_t first, size_t count)>& sink);
 
  private:

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <functional>
+#include <memory>
 
 #include "csrc/engine/cpu/cpu_ops.h"
 #include "csrc/engine/weights.h"
 #include "csrc/runtime/cuda_check.h"
+#include "csrc/runtime/device_buffer.h"
 #include "kernels/random/random_init.h"
 
 namespace flashmpt {
@@ -14,6 +16,46 @@ namespace {
 constexpr size_t kAlign = 256;
 constexpr float kRandomStddev = 0.02f;
 constexpr size_t kUploadChunkElements = size_t(4) << 20;
+
+// Host → device upload through two pinned buffers: the host converts the next chunk into one while the previous
+// chunk's copy out of the other is in flight (a copy from pageable memory would be staged by the driver and, waited
+// for chunk by chunk, serialize reading and copying).
+class PinnedUploader {
+ public:
+  PinnedUploader(size_t bytes, cudaStream_t stream) : stream_(stream) {
+    for (int i = 0; i < 2; ++i) {
+      buffers_[i] = PinnedBuffer(bytes);
+      CUDA_CHECK(cudaEventCreateWithFlags(&copied_[i], cudaEventDisableTiming));
+    }
+  }
+  ~PinnedUploader() {
+    for (cudaEvent_t e : copied_) {
+      if (e) cudaEventDestroy(e);
+    }
+  }
+  PinnedUploader(const PinnedUploader&) = delete;
+  PinnedUploader& operator=(const PinnedUploader&) = delete;
+
+  // The buffer to fill next, once the copy that last read it has finished.
+  void* staging() {
+    if (used_[next_]) CUDA_CHECK(cudaEventSynchronize(copied_[next_]));
+    return buffers_[next_].get();
+  }
+  // Copies `bytes` of the buffer staging() returned to dst, asynchronously.
+  void upload(void* dst, size_t bytes) {
+    CUDA_CHECK(cudaMemcpyAsync(dst, buffers_[next_].get(), bytes, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaEventRecord(copied_[next_], stream_));
+    used_[next_] = true;
+    next_ ^= 1;
+  }
+
+ private:
+  cudaStream_t stream_;
+  PinnedBuffer buffers_[2];
+  cudaEvent_t copied_[2] = {nullptr, nullptr};
+  bool used_[2] = {false, false};
+  int next_ = 0;
+};
 
 enum class Role { Matrix, NormWeight, Bias };
 
@@ -112,6 +154,8 @@ ModelWeights loadModelWeights(const EngineOptions& o, cudaStream_t stream) {
   }
   w.arena = DeviceBuffer(bytes);
   auto* base = w.arena.as<uint8_t>();
+  std::unique_ptr<PinnedUploader> uploader;
+  if (!o.random_weights) uploader = std::make_unique<PinnedUploader>(kUploadChunkElements * sizeof(float), stream);
   for (const WeightSlot& s : slots) {
     void* dst = base + s.offset;
     s.bind(dst);
@@ -121,13 +165,11 @@ ModelWeights loadModelWeights(const EngineOptions& o, cudaStream_t stream) {
     }
     const DType dtype = deviceDType(s.role, o.compute_dtype);
     const size_t elementBytes = dtypeSize(dtype);
-    // The reader converts each chunk on the host into a reused buffer; the copy is synchronous, so the
-    // buffer is free again when the sink returns.
-    reader.stream(s.name, s.shape, dtype, kUploadChunkElements, [&](const void* data, size_t first, size_t count) {
-      CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(dst) + first * elementBytes, data, count * elementBytes,
-                                 cudaMemcpyHostToDevice, stream));
-      CUDA_CHECK(cudaStreamSynchronize(stream));
-    });
+    reader.stream(
+        s.name, s.shape, dtype, kUploadChunkElements, [&] { return uploader->staging(); },
+        [&](const void*, size_t first, size_t count) {
+          uploader->upload(static_cast<uint8_t*>(dst) + first * elementBytes, count * elementBytes);
+        });
   }
   CUDA_CHECK(cudaStreamSynchronize(stream));
   return w;
