@@ -2,7 +2,8 @@
 // reference with FlashAttention's rule (max error of the kernel <= 2x the max error of the naive kernel in the
 // same precision, both vs the reference), then times prefill (TFLOP/s, causal counted as 4*B*H*S^2*D/2) and
 // decode (GB/s over the KV bytes read) beside the measured device-to-device copy bandwidth.
-//   nvcc -O3 -std=c++17 -arch=sm_90 -I. dev/attention.cu kernels/attention/*.cu kernels/attention/attention_ref.cc -o /tmp/attn
+//   nvcc -O3 -std=c++17 -arch=sm_90 -I. dev/attention.cu kernels/attention/*.cu kernels/attention/attention_ref.cc \
+//     csrc/engine/cpu/cpu_ops.cc -o /tmp/attn
 //   /tmp/attn [--json] [--no-check] [--no-bench] [--small]
 // Exits non-zero when a check fails.
 #include <cuda_bf16.h>
@@ -26,6 +27,7 @@
 #include "kernels/attention/attention_ref.h"
 #include "kernels/attention/flash_prefill_kernel.cuh"  // tile configurations compared in the benchmark
 #include "kernels/attention/naive_attention.h"
+#include "kernels/qkv/qkv_epilogue_ref.h"
 
 #include "dev/dev_check.h"
 
@@ -212,51 +214,87 @@ void check_prefill(AttnDType t, int d, bool causal, bool alibi, int B, int H, in
 // Paged KV cache [block][row][head][dim] (kernels/kv/paged_kv.h): sequence b's blocks are a random permutation of
 // the pool, one block unused; rows past a sequence's length, and the unused block, hold NaN, and so does the
 // workspace before the call. The naive yardstick reads each sequence from a contiguous copy.
-void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, int max_len, std::mt19937& rng) {
-  const int B = int(lens.size()), H = 3;
+// new_token: the engine's decode step. Each row's last key and value, and its query, come from a raw Wqkv row
+// (clipped, QK-LayerNorm; reference: kernels/qkv/qkv_epilogue_ref.h) instead of the cache, whose row there holds
+// NaN until the kernel writes it; an extra padding row (position −1, one key) must attend to its own new token
+// and write nothing.
+void check_decode(AttnDType t, int d, bool alibi, std::vector<int> lens, int max_len, std::mt19937& rng,
+                  bool new_token = false) {
+  const int H = 3, d_model = H * d;
+  if (new_token) lens.push_back(1);  // the padding row
+  const int B = int(lens.size());
   const std::vector<float> slopes = alibi_slopes(H);
   const int table_stride = (max_len + kKvBlockTokens - 1) / kKvBlockTokens, n_blocks = B * table_stride + 1;
   std::vector<int32_t> table(size_t(B) * table_stride);
   std::iota(table.begin(), table.end(), 1);
   std::shuffle(table.begin(), table.end(), rng);
-  const int64_t row_stride = int64_t(H) * d, block_stride = int64_t(kKvBlockTokens) * row_stride;
+  const int64_t row_stride = d_model, block_stride = int64_t(kKvBlockTokens) * row_stride;
   const size_t cache_elems = size_t(n_blocks) * block_stride, seq_elems = size_t(max_len) * row_stride;
   std::vector<uint16_t> kbits(cache_elems, kNaNBits), vbits(cache_elems, kNaNBits);
   std::vector<uint16_t> kseq(size_t(B) * seq_elems, kNaNBits), vseq(size_t(B) * seq_elems, kNaNBits);
   std::vector<std::vector<float>> kimg(B), vimg(B);  // [len][H][d] per sequence
+  std::vector<float> q = random_image(size_t(B) * d_model, t, rng);
+
+  // The new tokens: raw rows with some entries past the clip, LayerNorm weights near 1.
+  const float clip = 3.f, eps = 1e-5f;
+  std::vector<float> qkv, ln(4 * size_t(d_model)), k_new(size_t(B) * d_model), v_new(size_t(B) * d_model);
+  std::vector<int> positions(B);
+  if (new_token) {
+    qkv = random_image(size_t(B) * 3 * d_model, t, rng);
+    for (float& x : qkv) x = from_bits(to_bits(2.f * x + 0.5f, t), t);
+    std::uniform_real_distribution<float> u(-0.5f, 0.5f);
+    for (size_t i = 0; i < ln.size(); ++i) ln[i] = (i / d_model) % 2 == 0 ? 1.f + u(rng) : 0.2f * u(rng);
+    ref::qkvEpilogue(qkv.data(), B, d_model, clip, ln.data(), ln.data() + d_model, ln.data() + 2 * d_model,
+                     ln.data() + 3 * d_model, eps, q.data(), k_new.data(), v_new.data());
+    for (float* x : {q.data(), k_new.data(), v_new.data()})
+      for (size_t i = 0; i < size_t(B) * d_model; ++i) x[i] = from_bits(to_bits(x[i], t), t);  // stored as T
+    for (int b = 0; b < B; ++b) positions[b] = b == B - 1 ? -1 : lens[b] - 1;
+  }
   for (int b = 0; b < B; ++b) {
-    kimg[b] = random_image(size_t(lens[b]) * H * d, t, rng);
-    vimg[b] = random_image(size_t(lens[b]) * H * d, t, rng);
+    kimg[b] = random_image(size_t(lens[b]) * d_model, t, rng);
+    vimg[b] = random_image(size_t(lens[b]) * d_model, t, rng);
     const KvRows rows{table.data() + size_t(b) * table_stride, 0, block_stride, row_stride};
     for (size_t i = 0; i < kimg[b].size(); ++i) {
       const int64_t pos = int64_t(i) / row_stride, at = rows.offset(pos) + int64_t(i) % row_stride;
-      kbits[at] = kseq[b * seq_elems + i] = to_bits(kimg[b][i], t);
-      vbits[at] = vseq[b * seq_elems + i] = to_bits(vimg[b][i], t);
+      if (new_token && pos == lens[b] - 1) {  // the kernel brings this row itself
+        kimg[b][i] = k_new[size_t(b) * d_model + i % row_stride];
+        vimg[b][i] = v_new[size_t(b) * d_model + i % row_stride];
+      } else {
+        kbits[at] = to_bits(kimg[b][i], t);
+        vbits[at] = to_bits(vimg[b][i], t);
+      }
+      kseq[b * seq_elems + i] = to_bits(kimg[b][i], t);
+      vseq[b * seq_elems + i] = to_bits(vimg[b][i], t);
     }
   }
-  const std::vector<float> q = random_image(size_t(B) * H * d, t, rng);
-  std::vector<uint16_t> qbits(q.size());
+  std::vector<uint16_t> qbits(q.size()), qkvbits(qkv.size());
   for (size_t i = 0; i < q.size(); ++i) qbits[i] = to_bits(q[i], t);
+  for (size_t i = 0; i < qkv.size(); ++i) qkvbits[i] = to_bits(qkv[i], t);
 
   DevBuf dk(cache_elems * 2), dv(cache_elems * 2), dq(q.size() * 2), dof(q.size() * 2), don(q.size() * 2);
-  DevBuf dkseq(kseq.size() * 2), dvseq(vseq.size() * 2);
-  DevBuf dtable(table.size() * sizeof(int32_t)), dlen(B * sizeof(int)), dslopes(H * sizeof(float));
+  DevBuf dkseq(kseq.size() * 2), dvseq(vseq.size() * 2), dqkv(std::max<size_t>(qkv.size(), 1) * 2);
+  DevBuf dtable(table.size() * sizeof(int32_t)), dlen(B * sizeof(int)), dpos(B * sizeof(int)), dslopes(H * sizeof(float));
+  DevBuf dln(ln.size() * sizeof(float)), dcounters(size_t(B) * H * sizeof(unsigned));
   const size_t ws_floats = decode_attention_workspace_floats(B, H, d, max_len);
   DevBuf dws(ws_floats * sizeof(float));
   CHECK(cudaMemcpy(dk.ptr, kbits.data(), cache_elems * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dv.ptr, vbits.data(), cache_elems * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dq.ptr, qbits.data(), q.size() * 2, cudaMemcpyHostToDevice));
+  if (new_token) CHECK(cudaMemcpy(dqkv.ptr, qkvbits.data(), qkv.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dkseq.ptr, kseq.data(), kseq.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dvseq.ptr, vseq.data(), vseq.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dtable.ptr, table.data(), table.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dlen.ptr, lens.data(), B * sizeof(int), cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dpos.ptr, positions.data(), B * sizeof(int), cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(dln.ptr, ln.data(), ln.size() * sizeof(float), cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dslopes.ptr, slopes.data(), H * sizeof(float), cudaMemcpyHostToDevice));
   CHECK(cudaMemset(dof.ptr, 0xff, q.size() * 2));
   CHECK(cudaMemset(don.ptr, 0xff, q.size() * 2));
   CHECK(cudaMemset(dws.ptr, 0xff, ws_floats * sizeof(float)));
+  CHECK(cudaMemset(dcounters.ptr, 0, size_t(B) * H * sizeof(unsigned)));
 
   DecodeAttentionParams p{};
-  p.q = dq.ptr, p.o = dof.ptr, p.k_cache = dk.ptr, p.v_cache = dv.ptr;
+  p.q = new_token ? nullptr : dq.ptr, p.o = dof.ptr, p.k_cache = dk.ptr, p.v_cache = dv.ptr;
   p.seq_len = dlen.as<int>();
   p.kv.block_table = dtable.as<int32_t>(), p.kv.table_stride = table_stride;
   p.kv.block_stride = block_stride, p.kv.row_stride = row_stride, p.head_stride = d;
@@ -264,6 +302,15 @@ void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, 
   p.softmax_scale = 1.f / std::sqrt(float(d));
   p.alibi_slopes = alibi ? dslopes.as<float>() : nullptr;
   p.workspace = dws.as<float>();
+  p.split_counters = dcounters.as<unsigned>();
+  if (new_token) {
+    p.new_token.qkv = dqkv.ptr;
+    p.new_token.positions = dpos.as<int>();
+    const float* w = dln.as<float>();
+    p.new_token.q_ln_weight = w, p.new_token.q_ln_bias = w + d_model;
+    p.new_token.k_ln_weight = w + 2 * d_model, p.new_token.k_ln_bias = w + 3 * d_model;
+    p.new_token.clip = clip, p.new_token.eps = eps;
+  }
   p.dtype = t;
   CHECK(decode_attention(p, 0));
 
@@ -273,11 +320,11 @@ void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, 
   std::vector<float> ref(q.size());
   for (int b = 0; b < B; ++b) {
     FlashAttentionParams pn{};
-    pn.q = dq.as<uint16_t>() + size_t(b) * H * d;
+    pn.q = dq.as<uint16_t>() + size_t(b) * d_model;
     pn.k = dkseq.as<uint16_t>() + b * seq_elems;
     pn.v = dvseq.as<uint16_t>() + b * seq_elems;
-    pn.o = don.as<uint16_t>() + size_t(b) * H * d;
-    pn.q_row_stride = pn.o_row_stride = int64_t(H) * d;
+    pn.o = don.as<uint16_t>() + size_t(b) * d_model;
+    pn.q_row_stride = pn.o_row_stride = d_model;
     pn.q_head_stride = pn.o_head_stride = pn.k_head_stride = pn.v_head_stride = d;
     pn.k_row_stride = pn.v_row_stride = row_stride;
     pn.batch = 1, pn.n_heads = H, pn.seqlen_q = 1, pn.seqlen_k = lens[b], pn.head_dim = d;
@@ -287,19 +334,46 @@ void check_decode(AttnDType t, int d, bool alibi, const std::vector<int>& lens, 
     pn.dtype = t;
     CHECK(naive_attention(pn, NaiveScores::Input, scratch.ptr, 0));
     CHECK(cudaDeviceSynchronize());
-    attention_ref(q.data() + size_t(b) * H * d, kimg[b].data(), vimg[b].data(), ref.data() + size_t(b) * H * d, 1, 1,
+    attention_ref(q.data() + size_t(b) * d_model, kimg[b].data(), vimg[b].data(), ref.data() + size_t(b) * d_model, 1, 1,
                   lens[b], H, d, p.softmax_scale, alibi ? slopes.data() : nullptr, true);
   }
   CHECK(cudaDeviceSynchronize());
-  auto download = [&](const DevBuf& buf) {
-    std::vector<uint16_t> bits(q.size());
-    CHECK(cudaMemcpy(bits.data(), buf.ptr, q.size() * 2, cudaMemcpyDeviceToHost));
-    std::vector<float> x(q.size());
+  auto download = [&](const DevBuf& buf, size_t n) {
+    std::vector<uint16_t> bits(n);
+    CHECK(cudaMemcpy(bits.data(), buf.ptr, n * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> x(n);
     for (size_t i = 0; i < x.size(); ++i) x[i] = from_bits(bits[i], t);
     return x;
   };
-  report_check("decode", t, d, true, alibi, B, H, 1, maxlen_seen, max_err(download(dof), ref),
-               max_err(download(don), ref));
+  report_check(new_token ? "decode+new" : "decode", t, d, true, alibi, B, H, 1, maxlen_seen,
+               max_err(download(dof, q.size()), ref), max_err(download(don, q.size()), ref));
+  if (!new_token) return;
+  // The new rows in the cache: the reference's values up to one rounding step (fp32 statistics summed in another
+  // order), and nothing else written (the padding row's table points at blocks no one else owns).
+  const std::vector<float> kc = download(dk, cache_elems), vc = download(dv, cache_elems);
+  const float ulp = t == AttnDType::BF16 ? 1.f / 128 : 1.f / 1024;
+  int wrong = 0, written = 0;
+  for (int b = 0; b < B; ++b) {
+    const KvRows rows{table.data() + size_t(b) * table_stride, 0, block_stride, row_stride};
+    for (int pos = 0; pos < max_len; ++pos) {
+      for (int c = 0; c < d_model; ++c) {
+        const int64_t at = rows.offset(pos) + c;
+        const bool fresh = pos == lens[b] - 1 && positions[b] >= 0;
+        if (!fresh) {
+          wrong += kbits[at] == kNaNBits ? !std::isnan(kc[at]) || !std::isnan(vc[at]) : kc[at] != kimg[b][size_t(pos) * d_model + c];
+          continue;
+        }
+        ++written;
+        const float kr = k_new[size_t(b) * d_model + c], vr = v_new[size_t(b) * d_model + c];
+        wrong += !(std::fabs(kc[at] - kr) <= ulp * std::fabs(kr) + 1e-6f) || vc[at] != vr;
+      }
+    }
+  }
+  const bool ok = wrong == 0 && written == (B - 1) * d_model;
+  if (!ok) ++g_failures;
+  if (!g_json)
+    std::printf("decode+new cache %-4s hd%-3d B%-2d: %d new-token elements written, %d wrong or stray  %s\n", dtype_name(t), d, B,
+                written, wrong, ok ? "ok" : "FAIL");
 }
 
 // Parameters must be refused, not misread.
@@ -343,6 +417,7 @@ void run_checks() {
     for (int d : {128, 64})
       for (int alibi = 0; alibi < 2; ++alibi) {
         check_decode(t, d, alibi, {1, 7, 128, 1000}, 1100, rng);
+        check_decode(t, d, alibi, {1, 2, 129, 1000}, 1100, rng, true);
         if (!g_small) check_decode(t, d, alibi, {4096, 2049, 16384}, 16400, rng);
       }
   // Many short sequences: more (batch, head) pairs than CTAs fit on the GPU, so one split each.
@@ -510,7 +585,8 @@ void run_bench() {
     DevBuf dtable(n_blocks * sizeof(int32_t)), dlens(s.B * sizeof(int));
     CHECK(cudaMemcpy(dtable.ptr, table.data(), n_blocks * sizeof(int32_t), cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(dlens.ptr, lens.data(), s.B * sizeof(int), cudaMemcpyHostToDevice));
-    DevBuf ws(decode_attention_workspace_floats(s.B, H, D, s.L) * sizeof(float));
+    DevBuf ws(decode_attention_workspace_floats(s.B, H, D, s.L) * sizeof(float)), counters(size_t(s.B) * H * 4);
+    CHECK(cudaMemset(counters.ptr, 0, size_t(s.B) * H * 4));
     DecodeAttentionParams p{};
     p.q = dq.ptr, p.o = dout.ptr, p.k_cache = kc.ptr, p.v_cache = vc.ptr;
     p.seq_len = dlens.as<int>();
@@ -520,6 +596,7 @@ void run_bench() {
     p.softmax_scale = 1.f / std::sqrt(float(D));
     p.alibi_slopes = dslopes.as<float>();
     p.workspace = ws.as<float>();
+    p.split_counters = counters.as<unsigned>();
     p.dtype = AttnDType::BF16;
     int it = 0;
     const double ms = time_ms(

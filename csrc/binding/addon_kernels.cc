@@ -272,6 +272,7 @@ Napi::Value jsDecodeAttention(const Napi::CallbackInfo& info) {
 #if FLASH_MPT_WITH_CUDA
       const DeviceBuffer slopes = upload(a.slopes), dLens = upload(lens);
       const DeviceBuffer workspace(decode_attention_workspace_floats(int(B), int(H), int(D), int(S)) * sizeof(float));
+      const DeviceBuffer counters = upload(std::vector<unsigned>(size_t(B * H), 0u));
       DecodeAttentionParams p{};
       p.q = q->data();
       p.o = o->data();
@@ -288,6 +289,7 @@ Napi::Value jsDecodeAttention(const Napi::CallbackInfo& info) {
       p.softmax_scale = a.scale;
       p.alibi_slopes = a.slopes.empty() ? nullptr : slopes.as<float>();
       p.workspace = workspace.as<float>();
+      p.split_counters = counters.as<unsigned>();
       p.dtype = attnDType(q);
       finish(decode_attention(p, nullptr));
 #else

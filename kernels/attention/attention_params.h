@@ -38,6 +38,21 @@ struct FlashAttentionParams {
 };
 cudaError_t flash_attention_prefill(const FlashAttentionParams& params, cudaStream_t stream);
 
+// The new token of an engine decode step, straight from the Wqkv projection: the decode kernel then does the QKV
+// epilogue's work for it (kernels/qkv/qkv_epilogue.h: clip, split, QK-LayerNorm over the full d_model, fp32
+// statistics), writes its key and value into the cache at position seq_len[b] − 1 and attends to them from
+// registers, so the step needs no epilogue kernel. DecodeAttentionParams::q is then unused.
+struct DecodeNewToken {
+  const void* qkv = nullptr;     // [batch][3 · n_heads · head_dim] dtype: q, k, v of each row's new token
+  const int* positions = nullptr;  // device [batch]: negative for a padding row (attends, caches nothing)
+  const float* q_ln_weight = nullptr;  // [n_heads · head_dim]; nullptr: no QK-LayerNorm
+  const float* q_ln_bias = nullptr;
+  const float* k_ln_weight = nullptr;
+  const float* k_ln_bias = nullptr;
+  float clip = 0.f;  // <= 0: no clipping
+  float eps = 1e-5f;
+};
+
 // Decode: one query per (batch, head) against that sequence's cached keys, split over the key axis
 // (flash-decoding) with a log-sum-exp merge. The query is at absolute position seq_len[b] - 1.
 struct DecodeAttentionParams {
@@ -46,14 +61,19 @@ struct DecodeAttentionParams {
   // Key (b, pos) at k_cache + kv.sequence(b).offset(pos) + h*head_stride (paged or contiguous: paged_kv.h).
   const void* k_cache; const void* v_cache;
   KvLayout kv;
-  const int* seq_len;  // device [batch]: keys to attend, the new token included (clamped to max_seq_len; 0 -> o = 0)
+  // device [batch]: keys to attend, the new token included (clamped to max_seq_len; 0 -> o = 0). Read before
+  // the programmatic wait: the kernel before this one must not write it.
+  const int* seq_len;
   int64_t head_stride;
   int batch, n_heads, head_dim, max_seq_len;  // max_seq_len bounds seq_len (sizes the split grid)
   float softmax_scale;
   const float* alibi_slopes;  // device or nullptr
-  float* workspace;  // decode_attention_workspace_floats(...) floats, 16-byte aligned, contents arbitrary:
+  float* workspace;  // decode_attention_workspace_floats(...) floats, contents arbitrary:
                      // partial outputs and LSEs of the splits (about 2 MB at batch 1, 16 heads x 128)
+  unsigned* split_counters;  // device [batch][n_heads], zero before the call and left zero after it
+  DecodeNewToken new_token;  // qkv nullptr: q and the cache hold everything
   AttnDType dtype;
+  bool pdl;  // programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh)
 };
 size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, int max_seq_len);
 cudaError_t decode_attention(const DecodeAttentionParams& params, cudaStream_t stream);

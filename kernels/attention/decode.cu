@@ -1,11 +1,16 @@
 // Decode attention (flash-decoding): one query per (batch, head) against its cached keys. Memory bound: every
-// K and V byte is read once, so the design is about bytes in flight, not arithmetic.
-//   split kernel: grid (split, head, batch), one wave of CTAs. A CTA walks its slice of the keys in tiles;
-//     each thread owns one 16-byte column of head_dim and loads that column of 4 key rows (K and V) per tile,
-//     two tiles in flight (register double buffering). Scores are reduced over the row's threads with shuffles; each group of threads sharing a row
-//     keeps its own running (max, sum, acc) in fp32, and the groups are merged once at the end. The CTA writes
-//     its unnormalized output and (max, sum) to the workspace.
-//   merge kernel: grid (head, batch), combines the splits with their log-sum-exp weights.
+// K and V byte is read once, so the design is about bytes in flight, not arithmetic. One kernel, grid
+// (split, head, batch), one wave of CTAs:
+//   A CTA walks its slice of the keys in tiles; each thread owns one 16-byte column of head_dim and loads that
+//   column of 4 key rows (K and V) per tile, two tiles in flight (register double buffering). Scores are reduced
+//   over the row's threads with shuffles; each group of threads sharing a row keeps its own running
+//   (max, sum, acc) in fp32, and the groups are merged once at the end.
+//   A sequence with one split writes its output at once. Otherwise each split writes its unnormalized output
+//   and (max, sum) to the workspace and takes a ticket; the last of a (batch, head) to finish combines the
+//   splits with their log-sum-exp weights, in split order, so the result does not depend on which came last.
+//   New-token mode (DecodeNewToken, the engine's decode step): every CTA computes the QK-LayerNorm statistics of
+//   its row over d_model (8 KB from L2, cheaper than a kernel boundary), normalizes its head of q, and the split
+//   holding the last key writes the new key and value into the cache and attends to them from registers.
 // A sequence's keys are cut into splits of a fixed size that depends on max_seq_len alone (decode_split_keys), so
 // its partition, and with it every sum, is the same whatever batch it runs in (batch invariance) and a captured
 // graph stays valid; splits past a sequence's length exit at once.
@@ -20,6 +25,7 @@
 #include "mma.cuh"
 #include "softmax.cuh"
 #include "static_switch.h"
+#include "kernels/common/pdl.cuh"
 
 namespace flashmpt {
 namespace attn {
@@ -32,7 +38,6 @@ struct DecodeTraits {
   static constexpr int kPasses = 4;                               // rows per thread per tile, loaded together
   static constexpr int kTileKeys = kRowsPerPass * kPasses;        // 32 (hd128) or 64 (hd64)
 };
-constexpr int kMergeThreads = 256;
 constexpr int kSplitKeys = 128;  // keys per split at least: a multiple of every tile's keys
 constexpr int kMaxSplits = 64;   // bounds the workspace: longer contexts get longer splits
 
@@ -54,32 +59,127 @@ __device__ __forceinline__ uint4 load_nc(const void* ptr) {
   return r;
 }
 
-template <typename T, int kHeadDim, bool kAlibi>
+// The new token's q (scaled for exp2), and its key and value at this thread's 8 columns of head h, from the raw
+// Wqkv row: clip, then QK-LayerNorm with fp32 two-pass statistics over d_model, each rounded to T as the cache
+// and the unfused epilogue store them.
+template <typename T, int kHeadDim>
+__device__ void new_token_columns(const DecodeAttentionParams& p, int b, int h, int col, float scale_log2,
+                                  float (&q)[8], uint4& k_new, uint4& v_new) {
+  const DecodeNewToken& nt = p.new_token;
+  const int d = p.n_heads * kHeadDim, tid = threadIdx.x;
+  const T* row = static_cast<const T*>(nt.qkv) + int64_t(b) * 3 * d;
+  auto clipped = [&](const T* at, float (&x)[8]) {
+    unpack8<T>(*reinterpret_cast<const uint4*>(at), x);
+    if (nt.clip > 0.f) {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x[e] = fminf(fmaxf(x[e], -nt.clip), nt.clip);
+    }
+  };
+  __shared__ float scratch[2][32];
+  // Block-wide (q, k) sums with one barrier pair.
+  auto block_sum2 = [&](float a, float c) {
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) {
+      a += __shfl_xor_sync(0xffffffffu, a, off);
+      c += __shfl_xor_sync(0xffffffffu, c, off);
+    }
+    __syncthreads();  // scratch may still be read by the previous reduction
+    if (tid % 32 == 0) scratch[0][tid / 32] = a, scratch[1][tid / 32] = c;
+    __syncthreads();
+    a = c = 0.f;
+    for (int w = 0; w < int(blockDim.x) / 32; ++w) a += scratch[0][w], c += scratch[1][w];
+    return make_float2(a, c);
+  };
+
+  float q_mean = 0.f, k_mean = 0.f, q_rstd = 1.f, k_rstd = 1.f;
+  if (nt.q_ln_weight) {
+    float qs = 0.f, ks = 0.f;
+    for (int i = tid * 8; i < d; i += blockDim.x * 8) {
+      float x[8], y[8];
+      clipped(row + i, x);
+      clipped(row + d + i, y);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) qs += x[e], ks += y[e];
+    }
+    const float2 sums = block_sum2(qs, ks);
+    q_mean = sums.x / d, k_mean = sums.y / d;
+    float qq = 0.f, kk = 0.f;
+    for (int i = tid * 8; i < d; i += blockDim.x * 8) {
+      float x[8], y[8];
+      clipped(row + i, x);
+      clipped(row + d + i, y);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        qq = fmaf(x[e] - q_mean, x[e] - q_mean, qq);
+        kk = fmaf(y[e] - k_mean, y[e] - k_mean, kk);
+      }
+    }
+    const float2 squares = block_sum2(qq, kk);
+    q_rstd = rsqrtf(squares.x / d + nt.eps), k_rstd = rsqrtf(squares.y / d + nt.eps);
+  }
+
+  const int c = h * kHeadDim + col;
+  float x[8], y[8], z[8];
+  clipped(row + c, x);
+  clipped(row + d + c, y);
+  clipped(row + 2 * d + c, z);
+  uint32_t kw[4], vw[4];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    if (nt.q_ln_weight) {
+      x[e] = (x[e] - q_mean) * q_rstd * nt.q_ln_weight[c + e] + (nt.q_ln_bias ? nt.q_ln_bias[c + e] : 0.f);
+      y[e] = (y[e] - k_mean) * k_rstd * nt.k_ln_weight[c + e] + (nt.k_ln_bias ? nt.k_ln_bias[c + e] : 0.f);
+    }
+    q[e] = static_cast<float>(T(x[e])) * scale_log2;
+  }
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    kw[e] = pack2<T>(y[2 * e], y[2 * e + 1]);
+    vw[e] = pack2<T>(z[2 * e], z[2 * e + 1]);
+  }
+  k_new = make_uint4(kw[0], kw[1], kw[2], kw[3]);
+  v_new = make_uint4(vw[0], vw[1], vw[2], vw[3]);
+}
+
+template <typename T, int kHeadDim, bool kAlibi, bool kNewToken>
 __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
-    decode_split_kernel(const DecodeAttentionParams p, int n_splits, int split_keys) {
+    decode_kernel(const DecodeAttentionParams p, int n_splits, int split_keys) {
   using Tr = DecodeTraits<kHeadDim>;
   constexpr int TPR = Tr::kThreadsPerRow, RPP = Tr::kRowsPerPass, P = Tr::kPasses;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Let the merge kernel launch now (it waits for this grid before reading): hides its launch latency.
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
   const int len = min(p.seq_len[b], p.max_seq_len);
-  if (len <= 0) return;
+  const int n_active = len > 0 ? cdiv(len, split_keys) : 1;
+  if (split >= n_active) return;  // before the wait: idle CTAs leave the SMs at once
+  pdlWait();                      // the projection (q or the new token) is complete and visible
+  pdlLaunchDependents();          // the next GEMM may start streaming its weights
+  T* o = static_cast<T*>(p.o) + (int64_t(b) * p.n_heads + h) * kHeadDim;
+  if (len <= 0) {  // no keys: output 0
+    if (tid < kHeadDim) o[tid] = T(0.f);
+    return;
+  }
   const int start = split * split_keys, end = min(len, start + split_keys);
-  if (start >= end) return;  // the merge reads only splits below cdiv(len, split_keys)
 
-  const int tid = threadIdx.x, group = tid / TPR, col = (tid % TPR) * 8;
+  const int group = tid / TPR, col = (tid % TPR) * 8;
   const KvRows rows = p.kv.sequence(b);
   const int64_t column = int64_t(h) * p.head_stride + col;
   const T* kp = static_cast<const T*>(p.k_cache) + column;
   const T* vp = static_cast<const T*>(p.v_cache) + column;
+  const float scale_log2 = p.softmax_scale * kLog2e;
 
   float q[8];
-  unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + (int64_t(b) * p.n_heads + h) * kHeadDim + col), q);
-  const float scale_log2 = p.softmax_scale * kLog2e;
+  uint4 k_new = make_uint4(0, 0, 0, 0), v_new = k_new;  // new-token mode: key len − 1, never read from the cache
+  if constexpr (kNewToken) {
+    new_token_columns<T, kHeadDim>(p, b, h, col, scale_log2, q, k_new, v_new);
+    if (end == len && p.new_token.positions[b] >= 0 && group == 0) {
+      const int64_t at = rows.offset(len - 1) + column;
+      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.k_cache)) + at) = k_new;
+      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.v_cache)) + at) = v_new;
+    }
+  } else {
+    unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + (int64_t(b) * p.n_heads + h) * kHeadDim + col), q);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) q[i] *= scale_log2;
+    for (int i = 0; i < 8; ++i) q[i] *= scale_log2;
+  }
   const float slope_log2 = kAlibi ? p.alibi_slopes[h] * kLog2e : 0.f;
   const int qpos = len - 1;
 
@@ -92,7 +192,10 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const int key = t0 + i * RPP + group;
-      if (key < end) {
+      if (kNewToken && key == len - 1) {
+        kv[i] = k_new;
+        vv[i] = v_new;
+      } else if (key < end) {
         const int64_t at = rows.offset(key);
         kv[i] = load_nc(kp + at);
         vv[i] = load_nc(vp + at);
@@ -149,9 +252,10 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     if (t2 >= end) break;
   }
 
-  // Merge the row groups of this CTA (each has its own max) and write the split's partial result.
+  // Merge the row groups of this CTA (each has its own max).
   __shared__ float s_acc[RPP][kHeadDim];
   __shared__ float s_m[RPP], s_l[RPP];
+  __shared__ bool s_last;
 #pragma unroll
   for (int e = 0; e < 8; ++e) s_acc[group][col + e] = acc[e];
   if (col == 0) {
@@ -159,119 +263,59 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     s_l[group] = l;
   }
   __syncthreads();
+  float out = 0.f, mx = -CUDART_INF_F, sum = 0.f;
   if (tid < kHeadDim) {
-    float mx = -CUDART_INF_F;
 #pragma unroll
     for (int g = 0; g < RPP; ++g) mx = fmaxf(mx, s_m[g]);  // finite: the split has at least one key
-    float o = 0.f, sum = 0.f;
 #pragma unroll
     for (int g = 0; g < RPP; ++g) {
       const float w = fast_exp2(s_m[g] - mx);
-      o = fmaf(w, s_acc[g][tid], o);
+      out = fmaf(w, s_acc[g][tid], out);
       sum = fmaf(w, s_l[g], sum);
     }
-    const int64_t idx = (int64_t(b) * p.n_heads + h) * n_splits + split;
-    p.workspace[idx * kHeadDim + tid] = o;
-    if (tid == 0) {
-      float* ml = p.workspace + int64_t(p.batch) * p.n_heads * n_splits * kHeadDim;
-      ml[idx * 2] = mx;
-      ml[idx * 2 + 1] = sum;
-    }
   }
-}
-
-// One CTA per (head, batch): LSE weights of the splits, then the weighted sum of their outputs. Threads split
-// the work as (4-float column quad) x (split subset) so every load is a 16-byte vector and several are in
-// flight per thread.
-template <typename T, int kHeadDim>
-__global__ void __launch_bounds__(kMergeThreads) decode_merge_kernel(const DecodeAttentionParams p, int n_splits,
-                                                                    int split_keys) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");  // the split kernel's results are complete and visible
-#endif
-  constexpr int kQuads = kHeadDim / 4, kLanes = kMergeThreads / kQuads;  // kLanes split subsets
-  extern __shared__ float s_w[];  // [n_splits] merge weights
-  __shared__ float s_red[kMergeThreads / 32];
-  __shared__ float4 s_acc[kLanes][kQuads];
-  const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
-  T* o = static_cast<T*>(p.o) + (int64_t(b) * p.n_heads + h) * kHeadDim;
-  const int len = min(p.seq_len[b], p.max_seq_len);
-  if (len <= 0) {  // no keys: output 0
-    if (tid < kHeadDim) o[tid] = T(0.f);
+  if (n_active == 1) {
+    if (tid < kHeadDim) o[tid] = T(out / sum);
     return;
   }
-  const int n_active = cdiv(len, split_keys);
+
+  // Several splits: publish this one's partial, then the last to arrive merges them all.
   const int64_t first = (int64_t(b) * p.n_heads + h) * n_splits;
-  const float* part = p.workspace + first * kHeadDim;
-  const float* ml = p.workspace + int64_t(p.batch) * p.n_heads * n_splits * kHeadDim + first * 2;
-
-  auto block_reduce = [&](float x, bool is_max) {
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float y = __shfl_xor_sync(0xffffffffu, x, off);
-      x = is_max ? fmaxf(x, y) : x + y;
-    }
-    if (tid % 32 == 0) s_red[tid / 32] = x;
-    __syncthreads();
-    x = s_red[0];
-#pragma unroll
-    for (int w = 1; w < kMergeThreads / 32; ++w) x = is_max ? fmaxf(x, s_red[w]) : x + s_red[w];
-    __syncthreads();  // s_red is reused by the next reduction
-    return x;
-  };
-
-  float mx = -CUDART_INF_F;
-  for (int s = tid; s < n_active; s += kMergeThreads) mx = fmaxf(mx, ml[s * 2]);
-  mx = block_reduce(mx, true);
-  float sum = 0.f;
-  for (int s = tid; s < n_active; s += kMergeThreads) {
-    const float w = fast_exp2(ml[s * 2] - mx);
-    s_w[s] = w;
-    sum = fmaf(w, ml[s * 2 + 1], sum);
-  }
-  sum = block_reduce(sum, false);  // its barrier also publishes s_w
-
-  const int quad = tid % kQuads, lane = tid / kQuads;
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 4
-  for (int s = lane; s < n_active; s += kLanes) {
-    const float w = s_w[s];
-    const float4 x = *reinterpret_cast<const float4*>(part + int64_t(s) * kHeadDim + quad * 4);
-    acc.x = fmaf(w, x.x, acc.x), acc.y = fmaf(w, x.y, acc.y), acc.z = fmaf(w, x.z, acc.z), acc.w = fmaf(w, x.w, acc.w);
-  }
-  s_acc[lane][quad] = acc;
-  __syncthreads();
+  float* part = p.workspace + first * kHeadDim;
+  float* ml = p.workspace + int64_t(p.batch) * p.n_heads * n_splits * kHeadDim + first * 2;
   if (tid < kHeadDim) {
-    float total = 0.f;
-#pragma unroll
-    for (int g = 0; g < kLanes; ++g) total += reinterpret_cast<const float*>(s_acc[g])[tid];
-    o[tid] = T(total / sum);
+    part[int64_t(split) * kHeadDim + tid] = out;
+    if (tid == 0) ml[split * 2] = mx, ml[split * 2 + 1] = sum;
   }
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    unsigned* ticket = p.split_counters + int64_t(b) * p.n_heads + h;
+    s_last = atomicAdd(ticket, 1u) == unsigned(n_active - 1);
+    if (s_last) *ticket = 0;  // every split of this launch has taken its ticket: ready for the next one
+  }
+  __syncthreads();
+  if (!s_last || tid >= kHeadDim) return;
+  __threadfence();
+  float top = -CUDART_INF_F;
+  for (int s = 0; s < n_active; ++s) top = fmaxf(top, __ldcg(ml + s * 2));
+  float total = 0.f, merged = 0.f;
+  for (int s = 0; s < n_active; ++s) {
+    const float w = fast_exp2(__ldcg(ml + s * 2) - top);
+    total = fmaf(w, __ldcg(ml + s * 2 + 1), total);
+    merged = fmaf(w, __ldcg(part + int64_t(s) * kHeadDim + tid), merged);
+  }
+  o[tid] = T(merged / total);
 }
 
 template <typename T, int kHeadDim>
-cudaError_t run_decode(const DecodeAttentionParams& p, bool pdl, cudaStream_t stream) {
+cudaError_t run_decode(const DecodeAttentionParams& p, cudaStream_t stream) {
   const int split_keys = decode_split_keys(p.max_seq_len), n_splits = decode_max_splits(p.max_seq_len);
   return BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
-    constexpr int kThreads = DecodeTraits<kHeadDim>::kThreads;
-    decode_split_kernel<T, kHeadDim, kAlibi><<<dim3(n_splits, p.n_heads, p.batch), kThreads, 0, stream>>>(
-        p, n_splits, split_keys);
-    cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(p.n_heads, p.batch);
-    cfg.blockDim = dim3(kMergeThreads);
-    cfg.dynamicSmemBytes = size_t(n_splits) * sizeof(float);
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = pdl ? 1 : 0;
-    err = cudaLaunchKernelEx(&cfg, decode_merge_kernel<T, kHeadDim>, p, n_splits, split_keys);
-    if (err != cudaSuccess) return err;
-    return cudaGetLastError();
+    return BOOL_SWITCH(p.new_token.qkv != nullptr, kNewToken, [&] {
+      return launchPdl(p.pdl, decode_kernel<T, kHeadDim, kAlibi, kNewToken>, dim3(n_splits, p.n_heads, p.batch),
+                       dim3(DecodeTraits<kHeadDim>::kThreads), 0, stream, p, n_splits, split_keys);
+    });
   });
 }
 
@@ -291,22 +335,18 @@ cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream
   if (p.batch == 0 || p.n_heads == 0) return cudaSuccess;
   if (p.n_heads > 65535 || p.batch > 65535 || p.max_seq_len <= 0 || p.max_seq_len > (1 << 24))
     return cudaErrorInvalidValue;
-  if (!p.q || !p.o || !p.k_cache || !p.v_cache || !p.seq_len || !p.workspace)
+  const DecodeNewToken& nt = p.new_token;
+  if ((!p.q && !nt.qkv) || !p.o || !p.k_cache || !p.v_cache || !p.seq_len || !p.workspace || !p.split_counters)
     return cudaErrorInvalidValue;
-  // 16-byte vectors of q, o and the cache; float4 reads of the workspace.
-  if (!aligned16(p.q) || !aligned16(p.o) || !aligned16(p.k_cache) || !aligned16(p.v_cache) ||
-      !aligned16(p.workspace))
+  if (nt.qkv && (!nt.positions || (nt.q_ln_weight != nullptr) != (nt.k_ln_weight != nullptr)))
+    return cudaErrorInvalidValue;
+  // 16-byte vectors of q (or the new token's row), o and the cache.
+  if (!aligned16(nt.qkv ? nt.qkv : p.q) || !aligned16(p.o) || !aligned16(p.k_cache) || !aligned16(p.v_cache))
     return cudaErrorInvalidValue;
   if (p.kv.batch_stride % 8 != 0 || p.kv.block_stride % 8 != 0 || p.kv.row_stride % 8 != 0 || p.head_stride % 8 != 0)
     return cudaErrorInvalidValue;
-
-  int dev = 0, major = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (err != cudaSuccess) return err;
-  const bool pdl = major >= 9;  // programmatic dependent launch: sm_90+
   return DTYPE_SWITCH(p.dtype, T, [&] {
-    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, pdl, stream); });
+    return HEADDIM_SWITCH(p.head_dim, kHeadDim, [&] { return attn::run_decode<T, kHeadDim>(p, stream); });
   });
 }
 

@@ -117,7 +117,8 @@ void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t
   CUDA_CHECK(naive_attention(p, NaiveScores::Float, s.ws->naive.get(), stream));
 }
 
-void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStream_t stream) {
+// Decode steps with the fused kernel take the new token straight from ws.qkv (no QKV epilogue kernel).
+void runAttention(const ForwardState& s, const PassRows& r, int layer, const LayerWeights& w, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
   const bool fused = fusedAttention(c, s.dtype);
@@ -144,8 +145,15 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
     return;
   }
   DecodeAttentionParams p{};
-  p.q = s.ws->q.get();
   p.o = s.ws->h.get();
+  p.new_token.qkv = s.ws->qkv.get();
+  p.new_token.positions = r.positions;
+  p.new_token.q_ln_weight = w.q_ln_w;
+  p.new_token.q_ln_bias = w.q_ln_b;
+  p.new_token.k_ln_weight = w.k_ln_w;
+  p.new_token.k_ln_bias = w.k_ln_b;
+  p.new_token.clip = c.clip_qkv;
+  p.new_token.eps = c.ln_eps;
   p.k_cache = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
   p.v_cache = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
   p.kv.block_table = r.block_tables;
@@ -161,8 +169,45 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, cudaStrea
   p.softmax_scale = c.softmax_scale;
   p.alibi_slopes = s.alibi_slopes;
   p.workspace = s.ws->attn.as<float>();
+  p.split_counters = s.ws->attn_counters.as<unsigned>();
   p.dtype = attnDType(s.dtype);
+  p.pdl = true;
   CUDA_CHECK(decode_attention(p, stream));
+}
+
+// Clip, split and QK-LayerNorm of the projection; k and v into the cache (and, for a chunk, into k_seq / v_seq).
+void runQkvEpilogue(const ForwardState& s, const PassRows& r, int layer, const LayerWeights& w, cudaStream_t stream) {
+  const ModelConfig& c = *s.config;
+  const Workspace& ws = *s.ws;
+  const int d = c.d_model;
+  QkvEpilogueParams qp;
+  qp.qkv = ws.qkv.get();
+  qp.q = ws.q.get();
+  qp.k_cache = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
+  qp.v_cache = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
+  qp.kv.block_table = r.block_tables;
+  qp.kv.table_stride = s.kv->table_stride;
+  qp.kv.block_stride = s.kv->block_stride;
+  qp.kv.row_stride = d;
+  if (r.decode) {
+    qp.sequences = r.table_rows;
+    qp.positions = r.positions;
+  } else {
+    qp.position0 = r.position0;
+    qp.k_seq = ws.k_seq.get();
+    qp.v_seq = ws.v_seq.get();
+  }
+  qp.q_ln_weight = w.q_ln_w;
+  qp.q_ln_bias = w.q_ln_b;
+  qp.k_ln_weight = w.k_ln_w;
+  qp.k_ln_bias = w.k_ln_b;
+  qp.rows = r.rows;
+  qp.d_model = d;
+  qp.clip = c.clip_qkv;
+  qp.eps = c.ln_eps;
+  qp.dtype = s.dtype;
+  qp.pdl = true;
+  CUDA_CHECK(qkvEpilogue(qp, stream));
 }
 
 }  // namespace
@@ -179,6 +224,9 @@ size_t decodeAttentionFloats(const ModelConfig& c, DType dtype, int64_t kv_token
   if (!fusedAttention(c, dtype)) return 0;
   return decode_attention_workspace_floats(kDecodeRows, c.n_heads, c.d_model / c.n_heads, int(kv_tokens));
 }
+
+// Tickets of the fused decode attention's splits: one per (decode row, head).
+size_t decodeAttentionCounters(const ModelConfig& c) { return size_t(kDecodeRows) * size_t(c.n_heads); }
 
 // fp32 scores (NaiveScores::Float) of every head of a chunk of `rows` queries against the whole cache.
 size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
@@ -208,7 +256,7 @@ size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_to
   const size_t attn = decodeAttentionFloats(c, dtype, kv_tokens);
   return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
          size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, dtype, rows, kv_tokens) +
-         2 * size_t(kv_tokens) * d * e + (splitPartialFloats(c) + splitCounters(c)) * 4;
+         2 * size_t(kv_tokens) * d * e + (splitPartialFloats(c) + splitCounters(c) + decodeAttentionCounters(c)) * 4;
 }
 
 Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
@@ -222,6 +270,8 @@ Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t
   ws.u = DeviceBuffer(n * size_t(c.d_ff) * e);
   ws.logits = DeviceBuffer(size_t(kDecodeRows) * size_t(c.vocab_size) * 4);
   ws.attn = DeviceBuffer(decodeAttentionFloats(c, dtype, kv_tokens) * 4);
+  ws.attn_counters = DeviceBuffer(decodeAttentionCounters(c) * sizeof(unsigned));
+  CUDA_CHECK(cudaMemset(ws.attn_counters.get(), 0, ws.attn_counters.bytes()));
   ws.naive = DeviceBuffer(naiveScratchBytes(c, dtype, rows, kv_tokens));
   ws.k_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
   ws.v_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
@@ -251,36 +301,9 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
     runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), true, stream);
     runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, stream);
 
-    QkvEpilogueParams qp;
-    qp.qkv = ws.qkv.get();
-    qp.q = ws.q.get();
-    qp.k_cache = offsetBytes(s.kv->k, layer * s.kv->layer_stride, s.dtype);
-    qp.v_cache = offsetBytes(s.kv->v, layer * s.kv->layer_stride, s.dtype);
-    qp.kv.block_table = r.block_tables;
-    qp.kv.table_stride = s.kv->table_stride;
-    qp.kv.block_stride = s.kv->block_stride;
-    qp.kv.row_stride = d;
-    if (r.decode) {
-      qp.sequences = r.table_rows;
-      qp.positions = r.positions;
-    } else {
-      qp.position0 = r.position0;
-      qp.k_seq = ws.k_seq.get();
-      qp.v_seq = ws.v_seq.get();
-    }
-    qp.q_ln_weight = w.q_ln_w;
-    qp.q_ln_bias = w.q_ln_b;
-    qp.k_ln_weight = w.k_ln_w;
-    qp.k_ln_bias = w.k_ln_b;
-    qp.rows = rows;
-    qp.d_model = d;
-    qp.clip = c.clip_qkv;
-    qp.eps = c.ln_eps;
-    qp.dtype = s.dtype;
-    qp.pdl = true;
-    CUDA_CHECK(qkvEpilogue(qp, stream));
-
-    runAttention(s, r, layer, stream);
+    // The fused decode kernel does the epilogue's work itself.
+    if (!r.decode || !fusedAttention(c, s.dtype)) runQkvEpilogue(s, r, layer, w, stream);
+    runAttention(s, r, layer, w, stream);
     runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
     runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
     runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, stream);

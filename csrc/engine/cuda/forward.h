@@ -33,6 +33,7 @@ struct Workspace {
   DeviceBuffer u;       // [rows, d_ff]: GELU(mlp_up)
   DeviceBuffer logits;  // [kDecodeRows, vocab] fp32
   DeviceBuffer attn;    // decode attention's split partials for kDecodeRows rows
+  DeviceBuffer attn_counters;  // its split tickets, one per (row, head), kept at zero between launches
   DeviceBuffer naive;   // fp32 scores of the naive attention, only where fusedAttention is false
   // [kv_tokens, d_model] each: one sequence's keys and values in one piece, as the prefill attention takes them
   DeviceBuffer k_seq, v_seq;
