@@ -15,7 +15,7 @@ printf '%s\n' "${sources[@]}" | xargs -P "${JOBS:-$(nproc)}" -I{} sh -c \
 cd "$obj"
 engine=$(ls | grep -vE '^dev_|attention_ref')
 nvcc -gencode=arch=compute_90a,code=sm_90a dev_engine_bench.cu.o $engine -o "$dest/engine_bench" -lpthread
-nvcc -gencode=arch=compute_90a,code=sm_90a dev_gemm.cu.o kernels_gemm_*.o kernels_norm_layernorm.cu.o kernels_random_random_init.cu.o -o "$dest/gemm"
+nvcc -gencode=arch=compute_90a,code=sm_90a dev_gemm.cu.o kernels_gemm_*.o kernels_random_random_init.cu.o -o "$dest/gemm"
 nvcc -gencode=arch=compute_90a,code=sm_90a dev_attention.cu.o kernels_attention_*.o csrc_engine_cpu_cpu_ops.cc.o -o "$dest/attention" -lpthread
 cd "$OLDPWD"
 rm -rf "$obj"

@@ -26,7 +26,7 @@ t0=$(date +%s)
     for f in "$BASELINE"/kernels/gemm/*.cu; do nvcc -I"$BASELINE" -c "$f" -o "$obj/base/$(basename "$f").o" & done
   fi
   wait
-  nvcc "$obj/dev/gemm.o" "$obj"/gemm/*.o "$obj/engine/kernels_norm_layernorm.cu.o" "$obj/engine/kernels_random_random_init.cu.o" -o /tmp/gemm
+  nvcc "$obj/dev/gemm.o" "$obj"/gemm/*.o "$obj/engine/kernels_random_random_init.cu.o" -o /tmp/gemm
   nvcc $(ls "$obj"/engine/*.o) "$obj"/gemm/*.o -o /tmp/engine_new
   [ -n "$BASELINE" ] && nvcc $(ls "$obj"/engine/*.o) "$obj"/base/*.o -o /tmp/engine_base
 ) > "$OUT/build.log" 2>&1 &

@@ -12,7 +12,6 @@
 #include <cstdint>
 
 #include "csrc/engine/engine.h"
-#include "kernels/norm/layernorm.h"
 
 namespace flashmpt {
 
@@ -42,17 +41,7 @@ struct GemmParams {
   size_t split_partial_floats = 0;
   unsigned* split_counters = nullptr;
   int split_counter_count = 0;
-  // Optional, AddFloat only: the LayerNorm of the updated rows that comes next (ln.y set; ln.x, rows and cols
-  // describe c as updated: c itself, M rows, N == ldc columns, F32). The skinny kernel folds it in for up to
-  // kLayerNormFoldRows rows: the last of its blocks to finish (ticket ln_ticket, zero before and after) normalizes
-  // the rows, with the LayerNorm kernel's own row code, so there is one kernel boundary less. Other shapes and
-  // kernels launch the LayerNorm kernel after the GEMM. Either way the result is the same, bit for bit.
-  LayerNormParams ln;
-  unsigned* ln_ticket = nullptr;
 };
-
-// Most rows whose LayerNorm the skinny kernel folds into its last block (one block normalizes them one by one).
-constexpr int kLayerNormFoldRows = 8;
 
 // Largest M the skinny kernel takes; larger M goes to the tiled kernel.
 constexpr int kSkinnyMaxRows = 64;
@@ -60,8 +49,6 @@ constexpr int kSkinnyMaxRows = 64;
 // Picks the kernel from the dtype, M and the device. Returns cudaErrorInvalidValue for unsupported shapes or
 // alignment.
 cudaError_t gemm(const GemmParams& params, cudaStream_t stream);
-// Whether the skinny kernel normalizes params.ln itself (else gemm() launches the LayerNorm kernel after it).
-bool layerNormFolds(const GemmParams& params);
 cudaError_t gemmTiled(const GemmParams& params, cudaStream_t stream);
 cudaError_t gemmSkinny(const GemmParams& params, cudaStream_t stream);
 cudaError_t gemmSimt(const GemmParams& params, cudaStream_t stream);  // F32 only; ignores pdl

@@ -17,9 +17,6 @@
 // sequence runs over k in the same order; the activation fragments of larger batches are loaded one j at a
 // time so their registers stay bounded.
 //
-// A LayerNorm of the updated rows that comes next (GemmParams::ln, up to kLayerNormFoldRows rows) is done by the
-// last block to finish, with the LayerNorm kernel's row code: one kernel boundary less per LayerNorm.
-//
 // The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
 // launch they stream in while the previous kernel (LayerNorm, attention) finishes.
 #include <cuda_runtime.h>
@@ -31,7 +28,6 @@
 #include "kernels/gemm/epilogue.cuh"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/gemm_ptx.cuh"
-#include "kernels/norm/layernorm_row.cuh"
 
 namespace flashmpt {
 namespace {
@@ -45,27 +41,6 @@ constexpr int kMaxSplits = 16;
 // and the output is an fp32 accumulation, reduced through the split workspace.
 constexpr int kJ = 8;
 constexpr int kStepK = 32 * kJ;
-
-// After a block's last outputs: the last block of the grid to get here (every output tile final) normalizes the M
-// updated rows of c into p.ln.y, one row after the other (gemm.h: GemmParams::ln).
-template <class T>
-__device__ void foldedLayerNorm(const GemmParams& p) {
-  static_assert(kWarps * 32 == kLayerNormThreads, "the LayerNorm kernel's block shape, for the same sums");
-  static_assert(kLayerNormFoldRows <= 8, "folded only in the one-n-tile kernels");
-  extern __shared__ float staged[];  // p.N floats
-  __shared__ float scratch[32];
-  __shared__ bool last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    last = atomicAdd(p.ln_ticket, 1u) == gridDim.x - 1;
-    if (last) *p.ln_ticket = 0;  // every tile has taken its ticket: ready for the next launch
-  }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int m = 0; m < p.M; ++m) layerNormRow<float, T>(p.ln, m, staged, scratch);
-}
 
 template <class T, int NT, GemmOut OUT, bool kSplit>
 __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k) {
@@ -165,9 +140,6 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
       if (n < p.N) addSplitPartials(p, gridDim.y, m, n);
     }
   }
-  if constexpr (OUT == GemmOut::AddFloat && NT == 1) {  // folding takes no more rows than one n-tile
-    if (p.ln.y) foldedLayerNorm<T>(p);
-  }
 }
 
 template <class T, int NT, GemmOut OUT>
@@ -181,15 +153,15 @@ cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
   const int sliceK = (steps + splits - 1) / splits * kStepK;
   const dim3 grid(blocks, splits);
   return switchBool(splits > 1, [&](auto split) {
-    return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, OUT, decltype(split)::value>, grid, dim3(kWarps * 32),
-                     p.ln.y ? size_t(p.N) * sizeof(float) : 0, stream, p, sliceK);
+    return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
+                     stream, p, sliceK);
   });
 }
 
 }  // namespace
 
 cudaError_t gemmSkinny(const GemmParams& p, cudaStream_t stream) {
-  if (p.M > kSkinnyMaxRows || (p.ln.y && !layerNormFolds(p))) return cudaErrorInvalidValue;
+  if (p.M > kSkinnyMaxRows) return cudaErrorInvalidValue;
   return switchHalf(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     return switchGemmOut(p.out, [&](auto o) {

@@ -1,21 +1,51 @@
-// One block per row (kernels/norm/layernorm_row.cuh).
+// One block per row. The row (s = x + residual) is staged in shared memory as fp32, so the mean and the
+// variance are exact two-pass statistics and global memory is read once.
 #include <cuda_runtime.h>
 
+#include "kernels/common/block_reduce.cuh"
 #include "kernels/common/dispatch.h"
+#include "kernels/common/half.cuh"
 #include "kernels/common/pdl.cuh"
 #include "kernels/norm/layernorm.h"
-#include "kernels/norm/layernorm_row.cuh"
 
 namespace flashmpt {
 namespace {
 
+constexpr int kThreads = 256;
+
 template <class X, class Y>
-__global__ void __launch_bounds__(kLayerNormThreads) layerNormKernel(const LayerNormParams p) {
+__global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormParams p) {
   extern __shared__ float row[];
   __shared__ float scratch[32];
   pdlWait();
   pdlLaunchDependents();
-  layerNormRow<X, Y>(p, blockIdx.x, row, scratch);
+  const int64_t base = int64_t(blockIdx.x) * p.cols;
+  const X* x = static_cast<const X*>(p.x) + base;
+  const X* res = p.residual ? static_cast<const X*>(p.residual) + base : nullptr;
+
+  float sum = 0.f;
+  for (int i = threadIdx.x; i < p.cols; i += kThreads) {
+    float v = toFloat<X>(x[i]);
+    if (res) v += toFloat<X>(res[i]);
+    row[i] = v;
+    sum += v;
+  }
+  const float mean = blockSum(sum, scratch) / p.cols;
+  float sq = 0.f;
+  for (int i = threadIdx.x; i < p.cols; i += kThreads) {
+    const float d = row[i] - mean;
+    sq += d * d;
+  }
+  const float rstd = rsqrtf(blockSum(sq, scratch) / p.cols + p.eps);
+
+  X* xOut = p.x_out ? static_cast<X*>(p.x_out) + base : nullptr;
+  Y* y = static_cast<Y*>(p.y) + base;
+  for (int i = threadIdx.x; i < p.cols; i += kThreads) {
+    float v = (row[i] - mean) * rstd * p.weight[i];
+    if (p.bias) v += p.bias[i];
+    if (xOut) xOut[i] = fromFloat<X>(row[i]);
+    y[i] = fromFloat<Y>(v);
+  }
 }
 
 }  // namespace
@@ -33,7 +63,7 @@ cudaError_t layerNorm(const LayerNormParams& p, cudaStream_t stream) {
             cudaFuncSetAttribute(layerNormKernel<X, Y>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
         if (err != cudaSuccess) return err;
       }
-      return launchPdl(p.pdl, layerNormKernel<X, Y>, dim3(p.rows), dim3(kLayerNormThreads), smem, stream, p);
+      return launchPdl(p.pdl, layerNormKernel<X, Y>, dim3(p.rows), dim3(kThreads), smem, stream, p);
     });
   });
 }

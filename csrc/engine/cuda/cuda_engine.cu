@@ -176,11 +176,11 @@ class CudaEngine final : public Engine {
       if (all_logits) {
         for (int row0 = 0; row0 < rows; row0 += kDecodeRows) {
           const int group = std::min(kDecodeRows, rows - row0);
-          enqueueHead(state_, row0, group, row0 > 0, stream);
+          enqueueHead(state_, row0, group, stream);
           readLogits(ws_.logits, 0, out + (done + row0) * vocab, group);
         }
       } else if (done + rows == n) {
-        enqueueHead(state_, rows - 1, 1, false, stream);
+        enqueueHead(state_, rows - 1, 1, stream);
         readLogits(ws_.logits, 0, out, 1);
       }
       synchronize();  // the pinned ids buffer is reused by the next chunk
@@ -307,7 +307,7 @@ class CudaEngine final : public Engine {
 
   // Copies `rows` ≤ kDecodeRows rows of logits from row `row0` of a device buffer to the host and waits for the
   // stream: through pinned memory, since a copy into pageable memory (a fresh JS buffer) costs the driver's
-  // staging on top (70 µs instead of 10 for one 200 KB row on an H100 host).
+  // staging on top (52-77 µs for one 200 KB row on an H100 host, bench/NOTES-decode.md).
   void readLogits(const DeviceBuffer& logits, int row0, float* out, int rows) {
     const size_t bytes = size_t(rows) * size_t(config_.vocab_size) * sizeof(float);
     CUDA_CHECK(cudaMemcpyAsync(host_logits_.get(), logits.as<float>() + size_t(row0) * config_.vocab_size, bytes,
@@ -377,7 +377,7 @@ class CudaEngine final : public Engine {
       pass.seq_lens = device + 3 * kDecodeRows;
       pass.host_seq_lens = hLens;
       enqueueLayers(state_, pass, stream);
-      enqueueHead(state_, 0, rows, false, stream);
+      enqueueHead(state_, 0, rows, stream);
     };
     if (fusedAttention(config_, dtype_)) {
       graphs_.run(bucket, stream, enqueue);

@@ -28,32 +28,8 @@ uint8_t* offsetBytes(const DeviceBuffer& buffer, int64_t elements, DType dtype) 
   return buffer.as<uint8_t>() + elements * int64_t(dtypeSize(dtype));
 }
 
-// pdl: launched as programmatically dependent on the previous kernel (which must be a kernel, not a copy).
-LayerNormParams layerNormParams(const ForwardState& s, const float* x, int rows, const float* weight, const float* bias,
-                                void* y, bool pdl) {
-  LayerNormParams p;
-  p.x = x;
-  p.y = y;
-  p.weight = weight;
-  p.bias = bias;
-  p.rows = rows;
-  p.cols = s.config->d_model;
-  p.eps = s.config->ln_eps;
-  p.x_dtype = DType::F32;
-  p.y_dtype = s.dtype;
-  p.pdl = pdl;
-  return p;
-}
-
-// The LayerNorm (weight, bias) of the residual stream ws.x into ws.h, for `rows` rows.
-LayerNormParams residualNorm(const ForwardState& s, int rows, const float* weight, const float* bias) {
-  return layerNormParams(s, s.ws->x.as<float>(), rows, weight, bias, s.ws->h.get(), true);
-}
-
-// ln: for an AddFloat update of ws.x, the LayerNorm that follows it (gemm.h: folded into the GEMM where it can be).
 void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, const float* bias, void* c, int64_t ldc,
-             int m, int n, int k, GemmOut out, cudaStream_t stream, float alpha = 1.f, const LayerNormParams* ln = nullptr,
-             bool pdl = true) {
+             int m, int n, int k, GemmOut out, cudaStream_t stream, float alpha = 1.f) {
   GemmParams p;
   p.a = a;
   p.w = w;
@@ -68,16 +44,29 @@ void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, c
   p.bias = bias;
   p.out = out;
   p.dtype = s.dtype;
-  p.pdl = pdl;
-  if (ln) {
-    p.ln = *ln;
-    p.ln_ticket = s.ws->ln_ticket.as<unsigned>();
-  }
+  p.pdl = true;
   p.split_partials = s.ws->split_partials.as<float>();
   p.split_partial_floats = s.ws->split_partials.bytes() / sizeof(float);
   p.split_counters = s.ws->split_counters.as<unsigned>();
   p.split_counter_count = int(s.ws->split_counters.bytes() / sizeof(unsigned));
   CUDA_CHECK(gemm(p, stream));
+}
+
+// pdl: launched as programmatically dependent on the previous kernel (which must be a kernel, not a copy).
+void runLayerNorm(const ForwardState& s, const float* x, int rows, const float* weight, const float* bias, void* y,
+                  bool pdl, cudaStream_t stream) {
+  LayerNormParams p;
+  p.x = x;
+  p.y = y;
+  p.weight = weight;
+  p.bias = bias;
+  p.rows = rows;
+  p.cols = s.config->d_model;
+  p.eps = s.config->ln_eps;
+  p.x_dtype = DType::F32;
+  p.y_dtype = s.dtype;
+  p.pdl = pdl;
+  CUDA_CHECK(layerNorm(p, stream));
 }
 
 // Attention of `rows` queries, the last at position kv_len − 1, over keys 0 .. kv_len − 1 of one sequence held in
@@ -267,7 +256,7 @@ size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_to
   const size_t attn = decodeAttentionFloats(c, dtype, kv_tokens);
   return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
          size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, dtype, rows, kv_tokens) +
-         2 * size_t(kv_tokens) * d * e + (splitPartialFloats(c) + splitCounters(c) + decodeAttentionCounters(c) + 1) * 4;
+         2 * size_t(kv_tokens) * d * e + (splitPartialFloats(c) + splitCounters(c) + decodeAttentionCounters(c)) * 4;
 }
 
 Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
@@ -282,8 +271,6 @@ Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t
   ws.logits = DeviceBuffer(size_t(kDecodeRows) * size_t(c.vocab_size) * 4);
   ws.attn = DeviceBuffer(decodeAttentionFloats(c, dtype, kv_tokens) * 4);
   ws.attn_counters = DeviceBuffer(decodeAttentionCounters(c) * sizeof(unsigned));
-  ws.ln_ticket = DeviceBuffer(sizeof(unsigned));
-  CUDA_CHECK(cudaMemset(ws.ln_ticket.get(), 0, ws.ln_ticket.bytes()));
   CUDA_CHECK(cudaMemset(ws.attn_counters.get(), 0, ws.attn_counters.bytes()));
   ws.naive = DeviceBuffer(naiveScratchBytes(c, dtype, rows, kv_tokens));
   ws.k_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
@@ -309,33 +296,29 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
   emb.dtype = s.dtype;
   CUDA_CHECK(embeddingGather(emb, stream));
 
-  const LayerWeights& first = s.weights->layers[0];
-  CUDA_CHECK(layerNorm(residualNorm(s, rows, first.ln1_w, first.ln1_b), stream));
-  // Every later LayerNorm follows a residual update and goes with its GEMM: ln_2 with out_proj, the next layer's
-  // ln_1 (after the last layer, the final norm_f for the LM head) with mlp_down. ws.h holds the result.
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const LayerWeights& w = s.weights->layers[size_t(layer)];
-    const bool last = layer + 1 == c.n_layers;
-    const LayerNormParams ln2 = residualNorm(s, rows, w.ln2_w, w.ln2_b);
-    const LayerNormParams next = last ? residualNorm(s, rows, s.weights->lnf_w, s.weights->lnf_b)
-                                      : residualNorm(s, rows, s.weights->layers[size_t(layer) + 1].ln1_w,
-                                                     s.weights->layers[size_t(layer) + 1].ln1_b);
+    runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), true, stream);
     runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, stream);
 
     // The fused decode kernel does the epilogue's work itself.
     if (!r.decode || !fusedAttention(c, s.dtype)) runQkvEpilogue(s, r, layer, w, stream);
     runAttention(s, r, layer, w, stream);
-    runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream, 1.f, &ln2);
+    runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
+    runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
     runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, stream);
-    runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream, 1.f, &next);
+    runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream);
   }
 }
 
-void enqueueHead(const ForwardState& s, int row0, int rows, bool after_copy, cudaStream_t stream) {
+void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
-  runGemm(s, offsetBytes(s.ws->h, int64_t(row0) * c.d_model, s.dtype), c.d_model, s.weights->wte, nullptr,
-          s.ws->logits.get(), c.vocab_size, rows, c.vocab_size, c.d_model, GemmOut::Float, stream, c.logit_scale,
-          nullptr, !after_copy);
+  const Workspace& ws = *s.ws;
+  // Not programmatic: with all_logits it follows the copy of the previous group's logits.
+  runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
+               false, stream);
+  runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
+          c.d_model, GemmOut::Float, stream, c.logit_scale);
 }
 
 }  // namespace flashmpt

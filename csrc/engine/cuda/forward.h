@@ -39,7 +39,6 @@ struct Workspace {
   DeviceBuffer k_seq, v_seq;
   // The GEMMs' split-K workspace (kernels/gemm/gemm.h): partial sums, and tickets kept at zero between launches
   DeviceBuffer split_partials, split_counters;
-  DeviceBuffer ln_ticket;  // the ticket of a LayerNorm folded into a GEMM (gemm.h), kept at zero between launches
 };
 
 // The fused attention kernels take head_dim 64 and 128 in bf16 / f16; other head dims (small test models) and
@@ -77,10 +76,10 @@ struct PassRows {
 size_t workspaceBytes(const ModelConfig& config, DType dtype, int rows, int64_t kv_tokens);
 Workspace allocateWorkspace(const ModelConfig& config, DType dtype, int rows, int64_t kv_tokens);
 
-// Embedding and every block: leaves the final residual stream of the rows in ws.x and its final LayerNorm in ws.h.
+// Embedding and every block: leaves the final residual stream of the rows in ws.x.
 void enqueueLayers(const ForwardState& state, const PassRows& rows, cudaStream_t stream);
-// The tied LM head for rows [row0, row0 + rows) of ws.h (rows ≤ kDecodeRows): fp32 logits in ws.logits, row-major.
-// after_copy: the stream's previous operation is a copy, not a kernel (no programmatic dependent launch).
-void enqueueHead(const ForwardState& state, int row0, int rows, bool after_copy, cudaStream_t stream);
+// Final LayerNorm and the tied LM head for rows [row0, row0 + rows) of ws.x (rows ≤ kDecodeRows):
+// fp32 logits in ws.logits, row-major.
+void enqueueHead(const ForwardState& state, int row0, int rows, cudaStream_t stream);
 
 }  // namespace flashmpt
