@@ -138,6 +138,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     if (threadIdx.x == 128) last = takeLastTicket(p, blockIdx.y * gridDim.x + blockIdx.x, gridDim.z);
     namedBarrierSync<1, 2 * 128>();
     if (!last) return;
+#pragma unroll 4
     for (int i = threadIdx.x - 128; i < BM * BN; i += 2 * 128) {
       const int m = m0 + i / BN, n = n0 + i % BN;
       if (m < p.M && n < p.N) addSplitPartials(p, gridDim.z, m, n);
