@@ -54,8 +54,9 @@ __device__ __forceinline__ void epilogueStorePair(const GemmParams& p, int m, in
 
 // Deterministic split-K for an AddFloat output (no atomics on c, so the residual stream is bitwise reproducible and
 // does not depend on which split finishes first): each split stores its raw sums to p.split_partials
-// [splits][M][N]; the block that finishes an output tile last (a ticket on p.split_counters[tile]) adds
-// alpha·Σ + bias to c, summing the splits in order, and resets the ticket for the next launch.
+// [splits][M][N]; then alpha·Σ + bias is added to c, the splits summed in order — in the skinny kernel by the block
+// that finishes an output tile last (a ticket on p.split_counters[tile], reset for the next launch), after the
+// wgmma kernel by a kernel of its own.
 __device__ __forceinline__ void storeSplitPartial(const GemmParams& p, int split, int m, int n, float acc) {
   __stcg(p.split_partials + (int64_t(split) * p.M + m) * p.N + n, acc);
 }

@@ -7,8 +7,8 @@
 // (setmaxnreg) in the one-block-per-SM tile. Consumer warpgroup c owns rows (c / kWgN)·64 and columns
 // (c % kWgN)·WN of the block tile: the 128×256 tile splits M between them, the 64×128 tile splits N.
 // TMA zero-fills past M, N and K, so ragged edges need no code in the main loop. An AddFloat output whose grid
-// leaves SMs idle (few rows) is also split along K over blockIdx.z when the caller gives a split workspace, the last
-// split of each tile reducing them in order (epilogue.cuh).
+// leaves SMs idle (few rows) is also split along K over blockIdx.z when the caller gives a split workspace; a second
+// kernel adds the splits' partials in order (epilogue.cuh), so the output is reproducible bit for bit.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
@@ -130,21 +130,15 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
     }
   }
-  if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
-    // The last split of this output tile adds every split's partials in order (epilogue.cuh).
-    __shared__ bool last;
-    __threadfence();
-    namedBarrierSync<1, 2 * 128>();
-    if (threadIdx.x == 128) last = takeLastTicket(p, blockIdx.y * gridDim.x + blockIdx.x, gridDim.z);
-    namedBarrierSync<1, 2 * 128>();
-    if (!last) return;
-#pragma unroll 4
-    for (int i = threadIdx.x - 128; i < BM * BN; i += 2 * 128) {
-      const int m = m0 + i / BN, n = n0 + i % BN;
-      if (m < p.M && n < p.N) addSplitPartials(p, gridDim.z, m, n);
-    }
-  }
 #endif
+}
+
+// The split-K fixup, a kernel of its own: every output element in parallel adds the splits' partials in split order
+// (epilogue.cuh). The last split of each tile doing it, as the skinny kernel does, left one block per tile with a
+// serial tail that made the small-M residual GEMMs of prefill ~2x slower (bench/NOTES-decode.md, session 3).
+__global__ void __launch_bounds__(256) splitReduceKernel(const GemmParams p, int splits) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < int64_t(p.M) * p.N) addSplitPartials(p, splits, int(i / p.N), int(i % p.N));
 }
 
 // Writes whether this device runs the sm_90a image (a plain sm_90 or PTX-JIT build has no wgmma).
@@ -226,6 +220,10 @@ cudaError_t launchWgmma(const GemmParams& p, int sms, cudaStream_t stream) {
   const int perSplit = splits > 1 ? int((kTiles + splits - 1) / splits) : kTiles;
   const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
   wgmmaKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);
+  err = cudaGetLastError();
+  if (err != cudaSuccess || grid.z == 1) return err;
+  const int64_t outputs = int64_t(p.M) * p.N;
+  splitReduceKernel<<<unsigned((outputs + 255) / 256), 256, 0, stream>>>(p, int(grid.z));
   return cudaGetLastError();
 }
 
