@@ -333,6 +333,9 @@ void timePrefill(std::mt19937& rng) {
   void* c;
   CHECK(cudaMalloc(&c, size_t(maxM) * 8192 * 4));
   CHECK(cudaMemset(c, 0, size_t(maxM) * 8192 * 4));
+  // The engine's split-K workspace (csrc/engine/cuda/forward.cu: 132 SMs × 2 blocks × 64 × 128 floats), so the
+  // residual GEMMs of few rows split over K as they do there.
+  SplitWorkspace split(size_t(132) * 2 * 64 * 128 / 32);
   for (int M : {128, 512, 2048}) {
     std::vector<double> ms(kernels.size(), 0.0);
     double flops = 0;
@@ -356,6 +359,7 @@ void timePrefill(std::mt19937& rng) {
                 p.N = s.N;
                 p.K = s.K;
                 p.out = s.out;
+                split.attach(p);
                 CHECK(kernels[k].run(p, st));
               }
             },

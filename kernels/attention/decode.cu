@@ -91,29 +91,27 @@ __device__ void new_token_columns(const DecodeAttentionParams& p, int b, int h, 
     return make_float2(a, c);
   };
 
+  // f(q_e, k_e) for every element of the row's clipped q and k, this thread's share.
+  auto each_pair = [&](auto&& f) {
+    for (int i = tid * 8; i < d; i += blockDim.x * 8) {
+      float x[8], y[8];
+      clipped(row + i, x);
+      clipped(row + d + i, y);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) f(x[e], y[e]);
+    }
+  };
   float q_mean = 0.f, k_mean = 0.f, q_rstd = 1.f, k_rstd = 1.f;
   if (nt.q_ln_weight) {
     float qs = 0.f, ks = 0.f;
-    for (int i = tid * 8; i < d; i += blockDim.x * 8) {
-      float x[8], y[8];
-      clipped(row + i, x);
-      clipped(row + d + i, y);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) qs += x[e], ks += y[e];
-    }
+    each_pair([&](float qv, float kv) { qs += qv, ks += kv; });
     const float2 sums = block_sum2(qs, ks);
     q_mean = sums.x / d, k_mean = sums.y / d;
     float qq = 0.f, kk = 0.f;
-    for (int i = tid * 8; i < d; i += blockDim.x * 8) {
-      float x[8], y[8];
-      clipped(row + i, x);
-      clipped(row + d + i, y);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        qq = fmaf(x[e] - q_mean, x[e] - q_mean, qq);
-        kk = fmaf(y[e] - k_mean, y[e] - k_mean, kk);
-      }
-    }
+    each_pair([&](float qv, float kv) {
+      qq = fmaf(qv - q_mean, qv - q_mean, qq);
+      kk = fmaf(kv - k_mean, kv - k_mean, kk);
+    });
     const float2 squares = block_sum2(qq, kk);
     q_rstd = rsqrtf(squares.x / d + nt.eps), k_rstd = rsqrtf(squares.y / d + nt.eps);
   }

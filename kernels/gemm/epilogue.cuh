@@ -68,22 +68,9 @@ __device__ __forceinline__ bool takeLastTicket(const GemmParams& p, int tile, in
   return last;
 }
 
-// The loads go out four at a time (one L2 round trip each, not one per split) and are then added in split order, so
-// the sum is the same bits as a plain loop over the splits.
 __device__ __forceinline__ void addSplitPartials(const GemmParams& p, int splits, int m, int n) {
-  const float* partial = p.split_partials + int64_t(m) * p.N + n;
-  const int64_t stride = int64_t(p.M) * p.N;
   float sum = 0.f;
-  int s = 0;
-  for (; s + 4 <= splits; s += 4) {
-    const float v0 = __ldcg(partial + s * stride), v1 = __ldcg(partial + (s + 1) * stride);
-    const float v2 = __ldcg(partial + (s + 2) * stride), v3 = __ldcg(partial + (s + 3) * stride);
-    sum += v0;
-    sum += v1;
-    sum += v2;
-    sum += v3;
-  }
-  for (; s < splits; ++s) sum += __ldcg(partial + s * stride);
+  for (int s = 0; s < splits; ++s) sum += __ldcg(p.split_partials + (int64_t(s) * p.M + m) * p.N + n);
   static_cast<float*>(p.c)[int64_t(m) * p.ldc + n] += p.alpha * sum + (p.bias ? p.bias[n] : 0.f);
 }
 
