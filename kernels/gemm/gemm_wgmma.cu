@@ -212,11 +212,13 @@ cudaError_t launchWgmma(const GemmParams& p, int sms, cudaStream_t stream) {
   if (err == cudaSuccess) err = tileMap(&mapW, p.dtype, p.w, p.N, p.K, p.ldw, S::kBN);
   if (err != cudaSuccess) return err;
   // Split K (AddFloat only) into as many parts as the grid leaves resident blocks free, each at least 4 k-tiles,
-  // as far as the split workspace holds them.
+  // as far as the split workspace holds them; not into fewer than 4, where the partials' traffic and the fixup cost
+  // more than the idle slots give (H100, session 3: 2 splits at M = 512 took out_proj 253 → 182 TFLOP/s).
   const int kTiles = (p.K + kBK - 1) / kBK;
   const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
   int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
   splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
+  if (splits < 4) splits = 1;
   const int perSplit = splits > 1 ? int((kTiles + splits - 1) / splits) : kTiles;
   const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
   wgmmaKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);
