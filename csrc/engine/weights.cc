@@ -120,6 +120,26 @@ constexpr size_t kChunkElements = size_t(1) << 20;
 
 }  // namespace
 
+namespace {
+
+// One loop per (source, destination) pair, the dtypes template constants: with the dtype switch inside the loop
+// the compiler could not vectorize it, and fp32 → bf16 ran at 1.3 GB/s of checkpoint (the .bin load's bottleneck).
+template <DType kSrc, DType kDst>
+void convertTyped(const uint8_t* in, uint8_t* out, size_t count) {
+  for (size_t i = 0; i < count; ++i) storeFloat(out, kDst, i, loadAsFloat(in, kSrc, i));
+}
+
+template <DType kDst>
+void convertTo(const uint8_t* in, DType src_dtype, uint8_t* out, size_t count) {
+  switch (src_dtype) {
+    case DType::F32: return convertTyped<DType::F32, kDst>(in, out, count);
+    case DType::F16: return convertTyped<DType::F16, kDst>(in, out, count);
+    case DType::BF16: return convertTyped<DType::BF16, kDst>(in, out, count);
+  }
+}
+
+}  // namespace
+
 void convertElements(const void* src, DType src_dtype, void* dst, DType dst_dtype, size_t count) {
   if (src_dtype == dst_dtype) {
     std::memcpy(dst, src, count * dtypeSize(src_dtype));
@@ -127,7 +147,11 @@ void convertElements(const void* src, DType src_dtype, void* dst, DType dst_dtyp
   }
   const auto* in = static_cast<const uint8_t*>(src);
   auto* out = static_cast<uint8_t*>(dst);
-  for (size_t i = 0; i < count; ++i) storeFloat(out, dst_dtype, i, loadAsFloat(in, src_dtype, i));
+  switch (dst_dtype) {
+    case DType::F32: return convertTo<DType::F32>(in, src_dtype, out, count);
+    case DType::F16: return convertTo<DType::F16>(in, src_dtype, out, count);
+    case DType::BF16: return convertTo<DType::BF16>(in, src_dtype, out, count);
+  }
 }
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
