@@ -59,11 +59,11 @@ struct DecodeAttentionParams {
   const void* q;  // [batch][n_heads][head_dim], contiguous
   void* o;        // [batch][n_heads][head_dim], contiguous
   // Key (b, pos) at k_cache + kv.sequence(b).offset(pos) + h*head_stride (paged or contiguous: paged_kv.h).
+  // seq_len, the block table and the cached keys and values are read before the programmatic wait (pdl): the
+  // kernel launched just before this one must not write them (the engine's is the Wqkv projection).
   const void* k_cache; const void* v_cache;
   KvLayout kv;
-  // device [batch]: keys to attend, the new token included (clamped to max_seq_len; 0 -> o = 0). Read before
-  // the programmatic wait: the kernel before this one must not write it.
-  const int* seq_len;
+  const int* seq_len;  // device [batch]: keys to attend, the new token included (clamped to max_seq_len; 0 -> o = 0)
   int64_t head_stride;
   int batch, n_heads, head_dim, max_seq_len;  // max_seq_len bounds seq_len (sizes the split grid)
   float softmax_scale;

@@ -148,13 +148,6 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   const int len = min(p.seq_len[b], p.max_seq_len);
   const int n_active = len > 0 ? cdiv(len, split_keys) : 1;
   if (split >= n_active) return;  // before the wait: idle CTAs leave the SMs at once
-  pdlWait();                      // the projection (q or the new token) is complete and visible
-  pdlLaunchDependents();          // the next GEMM may start streaming its weights
-  T* o = static_cast<T*>(p.o) + (int64_t(b) * p.n_heads + h) * kHeadDim;
-  if (len <= 0) {  // no keys: output 0
-    if (tid < kHeadDim) o[tid] = T(0.f);
-    return;
-  }
   const int start = split * split_keys, end = min(len, start + split_keys);
 
   const int group = tid / TPR, col = (tid % TPR) * 8;
@@ -166,18 +159,6 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
 
   float q[8];
   uint4 k_new = make_uint4(0, 0, 0, 0), v_new = k_new;  // new-token mode: key len − 1, never read from the cache
-  if constexpr (kNewToken) {
-    new_token_columns<T, kHeadDim>(p, b, h, col, scale_log2, q, k_new, v_new);
-    if (end == len && p.new_token.positions[b] >= 0 && group == 0) {
-      const int64_t at = rows.offset(len - 1) + column;
-      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.k_cache)) + at) = k_new;
-      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.v_cache)) + at) = v_new;
-    }
-  } else {
-    unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + (int64_t(b) * p.n_heads + h) * kHeadDim + col), q);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) q[i] *= scale_log2;
-  }
   const float slope_log2 = kAlibi ? p.alibi_slopes[h] * kLog2e : 0.f;
   const int qpos = len - 1;
 
@@ -237,9 +218,35 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     }
   };
 
-  // Two register stages: the next tile's loads are in flight while this one is consumed.
+  // The first tile's loads go out before the wait: cached rows come from earlier steps, which no kernel of this
+  // step writes, so they arrive while the projection finishes. The new key's slot, loaded as zeros, is filled in
+  // once the key exists.
   uint4 ka[P], va[P], kb[P], vb[P];
   load(ka, va, start);
+  pdlWait();              // the projection (q or the new token) is complete and visible
+  pdlLaunchDependents();  // the next GEMM may start streaming its weights
+  T* o = static_cast<T*>(p.o) + (int64_t(b) * p.n_heads + h) * kHeadDim;
+  if (len <= 0) {  // no keys: output 0
+    if (tid < kHeadDim) o[tid] = T(0.f);
+    return;
+  }
+  if constexpr (kNewToken) {
+    new_token_columns<T, kHeadDim>(p, b, h, col, scale_log2, q, k_new, v_new);
+#pragma unroll
+    for (int i = 0; i < P; ++i) {
+      if (start + i * RPP + group == len - 1) ka[i] = k_new, va[i] = v_new;
+    }
+    if (end == len && p.new_token.positions[b] >= 0 && group == 0) {
+      const int64_t at = rows.offset(len - 1) + column;
+      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.k_cache)) + at) = k_new;
+      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.v_cache)) + at) = v_new;
+    }
+  } else {
+    unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + (int64_t(b) * p.n_heads + h) * kHeadDim + col), q);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[i] *= scale_log2;
+  }
+  // Two register stages: the next tile's loads are in flight while this one is consumed.
   for (int t0 = start;; t0 += 2 * Tr::kTileKeys) {
     const int t1 = t0 + Tr::kTileKeys, t2 = t1 + Tr::kTileKeys;
     if (t1 < end) load(kb, vb, t1);
