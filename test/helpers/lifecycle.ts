@@ -34,6 +34,8 @@ export interface DropResult {
   collected: number;
   before: LifecycleReading;
   afterDrops: LifecycleReading;
+  /** Weights of one dropped model. */
+  weightMiB: number;
 }
 
 /** Runs a lifecycle scenario in a child `node --expose-gc` on `device` ('cpu' or 'cuda:N'). */
