@@ -223,6 +223,11 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   // once the key exists.
   uint4 ka[P], va[P], kb[P], vb[P];
   load(ka, va, start);
+  if (kNewToken && group == 0 && col % 32 == 0) {  // the head's QK-LayerNorm weights, a line (32 floats) each
+    const int c = h * kHeadDim + col;
+    for (const float* w : {p.new_token.q_ln_weight, p.new_token.q_ln_bias, p.new_token.k_ln_weight, p.new_token.k_ln_bias})
+      if (w) prefetchL2(w + c);
+  }
   pdlWait();              // the projection (q or the new token) is complete and visible
   pdlLaunchDependents();  // the next GEMM may start streaming its weights
   T* o = static_cast<T*>(p.o) + (int64_t(b) * p.n_heads + h) * kHeadDim;

@@ -17,6 +17,10 @@ template <class X, class Y>
 __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormParams p) {
   extern __shared__ float row[];
   __shared__ float scratch[32];
+  for (int i = threadIdx.x * 32; i < p.cols; i += kThreads * 32) {  // a line of each, 32 floats
+    prefetchL2(p.weight + i);
+    if (p.bias) prefetchL2(p.bias + i);
+  }
   pdlWait();
   pdlLaunchDependents();
   const int64_t base = int64_t(blockIdx.x) * p.cols;
