@@ -121,6 +121,9 @@ class CudaEngine final : public Engine {
     host_logits_ = PinnedBuffer(size_t(kDecodeRows) * config_.vocab_size * sizeof(float));
     top_k_workspace_ = DeviceBuffer(topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float));
     step_logits_ = DeviceBuffer(stepLogitsBytes());
+    // Read after every call (the binding's memory figures): fixed from here on, so computed once.
+    workspace_bytes_ = int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes() +
+                               candidates_.bytes() + top_k_workspace_.bytes() + step_logits_.bytes());
     CUDA_CHECK(cudaStreamSynchronize(stream));
 
     state_.config = &config_;
@@ -236,10 +239,7 @@ class CudaEngine final : public Engine {
   int64_t kvCacheBytes() const override { return int64_t(kv_.k.bytes() + kv_.v.bytes()); }
   int64_t kvBlocks() const override { return kv_.blocks; }
   int64_t freeKvBlocks() const override { return slots_.freeBlocks(); }
-  int64_t workspaceBytes() const override {
-    return int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes() +
-                   candidates_.bytes() + top_k_workspace_.bytes() + step_logits_.bytes());
-  }
+  int64_t workspaceBytes() const override { return workspace_bytes_; }
 
  private:
   void useDevice() const { CUDA_CHECK(cudaSetDevice(device_)); }
@@ -408,6 +408,7 @@ class CudaEngine final : public Engine {
   DeviceBuffer top_k_workspace_;
   DeviceBuffer step_logits_;  // stepLogitsBytes()
   DecodeGraphs graphs_;
+  int64_t workspace_bytes_ = 0;
   ForwardState state_;
 };
 

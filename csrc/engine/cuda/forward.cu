@@ -251,32 +251,58 @@ size_t splitCounters(const ModelConfig& c) { return std::max(size_t(c.d_model) /
 
 }  // namespace
 
-size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
+namespace {
+
+// Bytes of every workspace buffer: the one place their sizes are written, for allocateWorkspace and for the memory
+// check that runs before it.
+struct WorkspaceSizes {
+  size_t x, h, qkv, q, u, logits, attn, attn_counters, naive, k_seq, v_seq, split_partials, split_counters;
+  size_t total() const {
+    return x + h + qkv + q + u + logits + attn + attn_counters + naive + k_seq + v_seq + split_partials + split_counters;
+  }
+};
+
+WorkspaceSizes workspaceSizes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
   const size_t e = dtypeSize(dtype), n = size_t(rows), d = size_t(c.d_model);
-  const size_t attn = decodeAttentionFloats(c, dtype, kv_tokens);
-  return n * d * 4 + n * d * e * 2 + n * 3 * d * e + n * size_t(c.d_ff) * e +
-         size_t(kDecodeRows) * size_t(c.vocab_size) * 4 + attn * 4 + naiveScratchBytes(c, dtype, rows, kv_tokens) +
-         2 * size_t(kv_tokens) * d * e + (splitPartialFloats(c) + splitCounters(c) + decodeAttentionCounters(c)) * 4;
+  WorkspaceSizes z;
+  z.x = n * d * sizeof(float);
+  z.h = z.q = n * d * e;
+  z.qkv = n * 3 * d * e;
+  z.u = n * size_t(c.d_ff) * e;
+  z.logits = size_t(kDecodeRows) * size_t(c.vocab_size) * sizeof(float);
+  z.attn = decodeAttentionFloats(c, dtype, kv_tokens) * sizeof(float);
+  z.attn_counters = decodeAttentionCounters(c) * sizeof(unsigned);
+  z.naive = naiveScratchBytes(c, dtype, rows, kv_tokens);
+  z.k_seq = z.v_seq = size_t(kv_tokens) * d * e;
+  z.split_partials = splitPartialFloats(c) * sizeof(float);
+  z.split_counters = splitCounters(c) * sizeof(unsigned);
+  return z;
+}
+
+}  // namespace
+
+size_t workspaceBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
+  return workspaceSizes(c, dtype, rows, kv_tokens).total();
 }
 
 Workspace allocateWorkspace(const ModelConfig& c, DType dtype, int rows, int64_t kv_tokens) {
-  const size_t e = dtypeSize(dtype), n = size_t(rows), d = size_t(c.d_model);
+  const WorkspaceSizes z = workspaceSizes(c, dtype, rows, kv_tokens);
   Workspace ws;
   ws.rows = rows;
-  ws.x = DeviceBuffer(n * d * 4);
-  ws.h = DeviceBuffer(n * d * e);
-  ws.qkv = DeviceBuffer(n * 3 * d * e);
-  ws.q = DeviceBuffer(n * d * e);
-  ws.u = DeviceBuffer(n * size_t(c.d_ff) * e);
-  ws.logits = DeviceBuffer(size_t(kDecodeRows) * size_t(c.vocab_size) * 4);
-  ws.attn = DeviceBuffer(decodeAttentionFloats(c, dtype, kv_tokens) * 4);
-  ws.attn_counters = DeviceBuffer(decodeAttentionCounters(c) * sizeof(unsigned));
+  ws.x = DeviceBuffer(z.x);
+  ws.h = DeviceBuffer(z.h);
+  ws.qkv = DeviceBuffer(z.qkv);
+  ws.q = DeviceBuffer(z.q);
+  ws.u = DeviceBuffer(z.u);
+  ws.logits = DeviceBuffer(z.logits);
+  ws.attn = DeviceBuffer(z.attn);
+  ws.attn_counters = DeviceBuffer(z.attn_counters);
   CUDA_CHECK(cudaMemset(ws.attn_counters.get(), 0, ws.attn_counters.bytes()));
-  ws.naive = DeviceBuffer(naiveScratchBytes(c, dtype, rows, kv_tokens));
-  ws.k_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
-  ws.v_seq = DeviceBuffer(size_t(kv_tokens) * d * e);
-  ws.split_partials = DeviceBuffer(splitPartialFloats(c) * sizeof(float));
-  ws.split_counters = DeviceBuffer(splitCounters(c) * sizeof(unsigned));
+  ws.naive = DeviceBuffer(z.naive);
+  ws.k_seq = DeviceBuffer(z.k_seq);
+  ws.v_seq = DeviceBuffer(z.v_seq);
+  ws.split_partials = DeviceBuffer(z.split_partials);
+  ws.split_counters = DeviceBuffer(z.split_counters);
   CUDA_CHECK(cudaMemset(ws.split_counters.get(), 0, ws.split_counters.bytes()));
   return ws;
 }
