@@ -93,6 +93,21 @@ struct Kernel {
   cudaError_t (*run)(const GemmParams&, cudaStream_t);
 };
 
+// A GEMM over contiguous row-major buffers: a [M, K], w [N, K], c [M, N].
+GemmParams contiguousParams(const void* a, const void* w, void* c, int M, int N, int K, GemmOut out) {
+  GemmParams p;
+  p.a = a;
+  p.w = w;
+  p.c = c;
+  p.lda = p.ldw = K;
+  p.ldc = N;
+  p.M = M;
+  p.N = N;
+  p.K = K;
+  p.out = out;
+  return p;
+}
+
 // The kernels that serve M rows on this device (gemm() picks one of them).
 std::vector<Kernel> kernelsFor(int M) {
   if (M <= kSkinnyMaxRows) return {{"skinny", gemmSkinny}};
@@ -134,19 +149,10 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
   CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dBias, biasValues.data(), size_t(N) * 4, cudaMemcpyHostToDevice));
   SplitWorkspace split(size_t(M) * N);
-  GemmParams p;
+  GemmParams p = contiguousParams(dA, dW, dC, M, N, K, out);
   split.attach(p);
-  p.a = dA;
-  p.w = dW;
-  p.c = dC;
-  p.lda = p.ldw = K;
-  p.ldc = N;
-  p.M = M;
-  p.N = N;
-  p.K = K;
   p.alpha = alpha;
   p.bias = bias ? dBias : nullptr;
-  p.out = out;
   p.dtype = t;
   for (const Kernel& kernel : kernelsFor(M)) {
     if (out == GemmOut::AddFloat) {
@@ -209,9 +215,9 @@ void checkBatchInvariance(DType t, std::mt19937& rng) {
     CHECK(cudaMemcpy(dA, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
     SplitWorkspace split(size_t(maxM) * s.N);
-    GemmParams p;
+    GemmParams p = contiguousParams(dA, dW, dC, 0, s.N, s.K, s.out);
     split.attach(p);
-    p.a = dA, p.w = dW, p.c = dC, p.lda = p.ldw = s.K, p.ldc = s.N, p.N = s.N, p.K = s.K, p.out = s.out, p.dtype = t;
+    p.dtype = t;
     // An AddFloat output starts from zeros each time, so its bits are comparable.
     auto run = [&](int M) {
       CHECK(cudaMemset(dC, 0, cBytes));
@@ -349,16 +355,7 @@ void timePrefill(std::mt19937& rng) {
         const float t = timeGraph(
             [&](cudaStream_t st) {
               for (int i = 0; i < copies; ++i) {
-                GemmParams p;
-                p.a = a;
-                p.w = w[size_t(i)];
-                p.c = c;
-                p.lda = p.ldw = s.K;
-                p.ldc = s.N;
-                p.M = M;
-                p.N = s.N;
-                p.K = s.K;
-                p.out = s.out;
+                GemmParams p = contiguousParams(a, w[size_t(i)], c, M, s.N, s.K, s.out);
                 split.attach(p);
                 CHECK(kernels[k].run(p, st));
               }
@@ -408,30 +405,12 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
           for (int l = 0; l < layers; ++l) {
             for (int i = 0; i < 4; ++i) {
               const Shape& s = kShapes[i];
-              GemmParams p;
-              p.a = act;
-              p.w = weights[size_t(l) * 4 + i];
-              p.c = out;
-              p.lda = p.ldw = s.K;
-              p.ldc = s.N;
-              p.M = rows;
-              p.N = s.N;
-              p.K = s.K;
-              p.out = s.out;
+              GemmParams p = contiguousParams(act, weights[size_t(l) * 4 + i], out, rows, s.N, s.K, s.out);
               p.pdl = true;
               CHECK(gemm(p, st));
             }
           }
-          GemmParams p;
-          p.a = act;
-          p.w = head;
-          p.c = out;
-          p.lda = p.ldw = d;
-          p.ldc = vocab;
-          p.M = rows;
-          p.N = vocab;
-          p.K = d;
-          p.out = GemmOut::Float;
+          GemmParams p = contiguousParams(act, head, out, rows, vocab, d, GemmOut::Float);
           p.pdl = true;
           CHECK(gemm(p, st));
         },
@@ -445,16 +424,8 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
     const float t = timeGraph(
         [&](cudaStream_t st) {
           for (int l = 0; l < 8; ++l) {
-            GemmParams p;
-            p.a = act;
-            p.w = s == &lmHead ? head : weights[size_t(l) * 4 + size_t(s - kShapes)];
-            p.c = out;
-            p.lda = p.ldw = s->K;
-            p.ldc = s->N;
-            p.M = 1;
-            p.N = s->N;
-            p.K = s->K;
-            p.out = s->out;
+            const void* weight = s == &lmHead ? head : weights[size_t(l) * 4 + size_t(s - kShapes)];
+            GemmParams p = contiguousParams(act, weight, out, 1, s->N, s->K, s->out);
             p.pdl = true;
             CHECK(gemm(p, st));
           }

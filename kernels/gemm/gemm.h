@@ -43,7 +43,7 @@ struct GemmParams {
   int split_counter_count = 0;
 };
 
-// Largest M the skinny kernel takes; larger M goes to the tiled kernel.
+// Largest M the skinny kernel takes; larger M goes to the wgmma or the tiled kernel.
 constexpr int kSkinnyMaxRows = 64;
 
 // Picks the kernel from the dtype, M and the device. Returns cudaErrorInvalidValue for unsupported shapes or
