@@ -73,8 +73,8 @@ export interface NativeCandidates {
 }
 
 /**
- * One loaded model. Calls run one at a time, in order; forward, decodeBatch, decodeBatchCandidates and lastLogits
- * run off the JS thread.
+ * One loaded model. Calls run one at a time, in order; forward, decodeBatch, decodeBatchCandidates, decodeGreedy
+ * and lastLogits run off the JS thread.
  */
 export interface NativeEngine {
   /** A new, empty sequence; E_OUT_OF_MEMORY when all maxSequences slots are taken. */
@@ -91,6 +91,13 @@ export interface NativeEngine {
    * engine keeps the full rows for lastLogits.
    */
   decodeBatchCandidates(seqs: Int32Array, ids: Int32Array, k: number, sampleableVocab: number): Promise<NativeCandidates>;
+  /**
+   * `steps` greedy decode steps (1 ≤ steps ≤ 1024) for up to 64 sequences with no round trip to JS between them:
+   * each step feeds the row's previous pick — the sampler's greedy rule over ids below sampleableVocab, bannedId
+   * (≥ 0) excluded — and the picks come back steps × seqs.length, step-major; -1 (+Infinity logit) or -2 (no
+   * finite logit) marks a row the sampler would refuse. Every sequence grows by `steps` tokens.
+   */
+  decodeGreedy(seqs: Int32Array, ids: Int32Array, steps: number, sampleableVocab: number, bannedId: number): Promise<Int32Array>;
   /** Row `row` (vocabSize logits) of the latest decode step, until the next call; E_INVALID_ARGUMENT after a forward. */
   lastLogits(row: number): Promise<Float32Array>;
   memory(): NativeMemory;

@@ -160,6 +160,31 @@ class DecodeBatchCandidatesWorker final : public EngineWorker {
   HostArray<float> candidate_logits_, log_sum_exp_;
 };
 
+class DecodeGreedyWorker final : public EngineWorker {
+ public:
+  DecodeGreedyWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
+                     std::vector<int> seqs, std::vector<int32_t> ids, int steps, int sampleable_vocab, int banned_id)
+      : EngineWorker(env, "flash-mpt:decodeGreedy", std::move(state), self),
+        seqs_(std::move(seqs)),
+        ids_(std::move(ids)),
+        steps_(steps),
+        sampleable_vocab_(sampleable_vocab),
+        banned_id_(banned_id) {}
+
+ private:
+  void compute(Engine& engine) override {
+    const size_t n = seqs_.size();
+    engine.decodeGreedy(seqs_.data(), ids_.data(), int(n), steps_, sampleable_vocab_, banned_id_,
+                        picks_.allocate(n * size_t(steps_)));
+  }
+  Napi::Value result(Napi::Env env) override { return toTypedArray(env, std::move(picks_)); }
+
+  std::vector<int> seqs_;
+  std::vector<int32_t> ids_;
+  int steps_, sampleable_vocab_, banned_id_;
+  HostArray<int32_t> picks_;
+};
+
 class LastLogitsWorker final : public EngineWorker {
  public:
   LastLogitsWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self, int row)
@@ -314,7 +339,8 @@ Napi::Value queue(Napi::Env env, const std::shared_ptr<EngineState>& state, Make
   }
 }
 
-// The sequences and token ids of one decode step (decodeBatch's and decodeBatchCandidates' first arguments).
+// The sequences and token ids of one decode step (decodeBatch's, decodeBatchCandidates' and decodeGreedy's first
+// arguments).
 struct DecodeInputs {
   std::vector<int> seqs;
   std::vector<int32_t> ids;
@@ -343,6 +369,7 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
                                                InstanceMethod<&AddonEngine::DecodeBatch>("decodeBatch"),
                                                InstanceMethod<&AddonEngine::DecodeBatchCandidates>(
                                                    "decodeBatchCandidates"),
+                                               InstanceMethod<&AddonEngine::DecodeGreedy>("decodeGreedy"),
                                                InstanceMethod<&AddonEngine::LastLogits>("lastLogits"),
                                                InstanceMethod<&AddonEngine::Memory>("memory"),
                                                InstanceMethod<&AddonEngine::KvBlocks>("kvBlocks"),
@@ -431,6 +458,19 @@ Napi::Value AddonEngine::DecodeBatchCandidates(const Napi::CallbackInfo& info) {
     const int sampleable_vocab = int(integerArg(info[3], "sampleableVocab", 1, state_->vocab_size));
     return new DecodeBatchCandidatesWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs.seqs),
                                            std::move(inputs.ids), k, sampleable_vocab);
+  });
+}
+
+Napi::Value AddonEngine::DecodeGreedy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, state_, [&] {
+    live();
+    DecodeInputs inputs = decodeInputs(info, "decodeGreedy");
+    const int steps = int(integerArg(info[2], "steps", 1, kMaxGreedySteps));
+    const int sampleable_vocab = int(integerArg(info[3], "sampleableVocab", 1, state_->vocab_size));
+    const int banned_id = int(integerArg(info[4], "bannedId", -1, kMaxInt32));
+    return new DecodeGreedyWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs.seqs),
+                                  std::move(inputs.ids), steps, sampleable_vocab, banned_id);
   });
 }
 

@@ -44,6 +44,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value DecodeBatch(const Napi::CallbackInfo& info);
   Napi::Value DecodeBatchCandidates(const Napi::CallbackInfo& info);
+  Napi::Value DecodeGreedy(const Napi::CallbackInfo& info);
   Napi::Value LastLogits(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value KvBlocks(const Napi::CallbackInfo& info);

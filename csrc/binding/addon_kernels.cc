@@ -340,6 +340,10 @@ Napi::Value jsLayerNorm(const Napi::CallbackInfo& info) {
     auto y = std::make_shared<TensorStorage>(x->cuda(), outType, x->shape());
     if (x->cuda()) {
 #if FLASH_MPT_WITH_CUDA
+      if (cols > kLayerNormMaxCols) {
+        fail("E_INVALID_ARGUMENT", "the CUDA layerNorm takes rows of at most " + std::to_string(kLayerNormMaxCols) +
+                                       " columns, this one has " + std::to_string(cols));
+      }
       LayerNormParams p;
       p.x = x->data();
       p.residual = residual ? residual->data() : nullptr;

@@ -1,4 +1,4 @@
-// What both engines check for decodeBatchCandidates and lastLogits.
+// What both engines check for decodeBatchCandidates, decodeGreedy and lastLogits.
 #pragma once
 #include <string>
 
@@ -7,15 +7,31 @@
 
 namespace flashmpt {
 
-inline void checkCandidateRequest(int k, int sampleable_vocab, int vocab_size) {
+inline void checkSampleableVocab(int sampleable_vocab, int vocab_size) {
   if (sampleable_vocab < 1 || sampleable_vocab > vocab_size) {
     fail("E_INVALID_ARGUMENT", "sampleable vocabulary " + std::to_string(sampleable_vocab) + " is outside [1, " +
                                    std::to_string(vocab_size) + "]");
   }
+}
+
+inline void checkCandidateRequest(int k, int sampleable_vocab, int vocab_size) {
+  checkSampleableVocab(sampleable_vocab, vocab_size);
   if (k < 1 || k > kMaxCandidates || k > sampleable_vocab) {
     fail("E_INVALID_ARGUMENT", "candidate count " + std::to_string(k) + " is outside [1, min(" +
                                    std::to_string(kMaxCandidates) + ", " + std::to_string(sampleable_vocab) + ")]");
   }
+}
+
+inline void checkGreedyRequest(int n, int steps, int sampleable_vocab, int vocab_size) {
+  if (n < 1 || n > kMaxGreedyRows) {
+    fail("E_INVALID_ARGUMENT", "decodeGreedy takes 1 to " + std::to_string(kMaxGreedyRows) + " sequences, got " +
+                                   std::to_string(n));
+  }
+  if (steps < 1 || steps > kMaxGreedySteps) {
+    fail("E_INVALID_ARGUMENT", "decodeGreedy takes 1 to " + std::to_string(kMaxGreedySteps) + " steps, got " +
+                                   std::to_string(steps));
+  }
+  checkSampleableVocab(sampleable_vocab, vocab_size);
 }
 
 // `rows`: the rows of the latest decode step, 0 when a forward ran since (or none has run).

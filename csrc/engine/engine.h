@@ -58,6 +58,12 @@ struct EngineOptions {
 
 // decodeBatchCandidates hands back at most this many candidates per row.
 constexpr int kMaxCandidates = 1024;
+// decodeGreedy runs at most this many steps per call, for at most kMaxGreedyRows sequences.
+constexpr int kMaxGreedySteps = 1024;
+constexpr int kMaxGreedyRows = 64;
+// What decodeGreedy records for a row the sampler would refuse: its best logit is +inf, or it has no finite one.
+constexpr int32_t kGreedyPickInfinite = -1;
+constexpr int32_t kGreedyPickNone = -2;
 
 // Threading: forward, decodeBatch, decodeBatchCandidates and lastLogits are called one at a time (the binding
 // serializes them) on a worker thread. createSequence, releaseSequence and sequenceLength are called on the JS
@@ -86,6 +92,13 @@ class Engine {
   // step's full logits for lastLogits.
   virtual void decodeBatchCandidates(const int* seqs, const int32_t* ids, int n, int k, int sampleable_vocab,
                                      int32_t* out_ids, float* out_logits, float* out_lse) = 0;
+  // `steps` greedy decode steps for n ≤ kMaxGreedyRows sequences with no host round trip between them: step 0
+  // feeds ids, each later step the row's previous pick — the best id below sampleable_vocab, NaN as −inf,
+  // banned_id (≥ 0) excluded, ties to the lower id: the sampler's greedy rule — and out (steps × n, step-major)
+  // receives the picks, or kGreedyPickInfinite / kGreedyPickNone for a row the sampler would refuse (its later
+  // picks are then meaningless). Every sequence grows by `steps` tokens; 1 ≤ steps ≤ kMaxGreedySteps.
+  virtual void decodeGreedy(const int* seqs, const int32_t* ids, int n, int steps, int sampleable_vocab,
+                            int banned_id, int32_t* out) = 0;
   // Writes the vocab_size logits of row `row` of the latest decodeBatch or decodeBatchCandidates to out. Valid
   // until the next forward or decode call; E_INVALID_ARGUMENT when that step has no such row, or a forward ran.
   virtual void lastLogits(int row, float* out) = 0;

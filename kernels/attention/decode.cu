@@ -91,14 +91,33 @@ __device__ void new_token_columns(const DecodeAttentionParams& p, int b, int h, 
     return make_float2(a, c);
   };
 
-  // f(q_e, k_e) for every element of the row's clipped q and k, this thread's share.
-  auto each_pair = [&](auto&& f) {
-    for (int i = tid * 8; i < d; i += blockDim.x * 8) {
-      float x[8], y[8];
-      clipped(row + i, x);
-      clipped(row + d + i, y);
+  // This thread's own columns of q, k and v and their QK-LayerNorm weights do not depend on the statistics: their
+  // loads go out first, so they travel with the statistics' loads (one L2 round trip instead of three).
+  const int c = h * kHeadDim + col;
+  float x[8], y[8], z[8];
+  clipped(row + c, x);
+  clipped(row + d + c, y);
+  clipped(row + 2 * d + c, z);
+  float qlw[8], qlb[8], klw[8], klb[8];  // QK-LayerNorm weight and bias
+  if (nt.q_ln_weight) {
 #pragma unroll
-      for (int e = 0; e < 8; ++e) f(x[e], y[e]);
+    for (int e = 0; e < 8; ++e) {
+      qlw[e] = nt.q_ln_weight[c + e], klw[e] = nt.k_ln_weight[c + e];
+      qlb[e] = nt.q_ln_bias ? nt.q_ln_bias[c + e] : 0.f;
+      klb[e] = nt.k_ln_bias ? nt.k_ln_bias[c + e] : 0.f;
+    }
+  }
+
+  // f(q_e, k_e) for every element of the row's clipped q and k, this thread's share; unrolled so the loads of
+  // several 16-byte pieces are in flight together (the second pass finds them in L1).
+  auto each_pair = [&](auto&& f) {
+#pragma unroll 4
+    for (int i = tid * 8; i < d; i += blockDim.x * 8) {
+      float a[8], b[8];
+      clipped(row + i, a);
+      clipped(row + d + i, b);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) f(a[e], b[e]);
     }
   };
   float q_mean = 0.f, k_mean = 0.f, q_rstd = 1.f, k_rstd = 1.f;
@@ -116,17 +135,12 @@ __device__ void new_token_columns(const DecodeAttentionParams& p, int b, int h, 
     q_rstd = rsqrtf(squares.x / d + nt.eps), k_rstd = rsqrtf(squares.y / d + nt.eps);
   }
 
-  const int c = h * kHeadDim + col;
-  float x[8], y[8], z[8];
-  clipped(row + c, x);
-  clipped(row + d + c, y);
-  clipped(row + 2 * d + c, z);
   uint32_t kw[4], vw[4];
 #pragma unroll
   for (int e = 0; e < 8; ++e) {
     if (nt.q_ln_weight) {
-      x[e] = (x[e] - q_mean) * q_rstd * nt.q_ln_weight[c + e] + (nt.q_ln_bias ? nt.q_ln_bias[c + e] : 0.f);
-      y[e] = (y[e] - k_mean) * k_rstd * nt.k_ln_weight[c + e] + (nt.k_ln_bias ? nt.k_ln_bias[c + e] : 0.f);
+      x[e] = (x[e] - q_mean) * q_rstd * qlw[e] + qlb[e];
+      y[e] = (y[e] - k_mean) * k_rstd * klw[e] + klb[e];
     }
     q[e] = static_cast<float>(T(x[e])) * scale_log2;
   }

@@ -1,5 +1,8 @@
-// One block per row. The row (s = x + residual) is staged in shared memory as fp32, so the mean and the
-// variance are exact two-pass statistics and global memory is read once.
+// One block per row, the row held in registers: each thread owns kPer elements strided by the block size
+// (coalesced), and every load of the row, the residual, the weight and the bias is issued before the first use,
+// so a row costs one memory round trip, then two block reductions (exact two-pass statistics from registers).
+// Decode normalizes one row at a time on the critical path: a row that was staged through shared memory, with
+// loads and stores interleaved in a runtime loop, paid several serialized L2 round trips instead.
 #include <cuda_runtime.h>
 
 #include "kernels/common/block_reduce.cuh"
@@ -11,11 +14,8 @@
 namespace flashmpt {
 namespace {
 
-constexpr int kThreads = 256;
-
-template <class X, class Y>
+template <class X, class Y, int kThreads, int kPer>
 __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormParams p) {
-  extern __shared__ float row[];
   __shared__ float scratch[32];
   for (int i = threadIdx.x * 32; i < p.cols; i += kThreads * 32) {  // a line of each, 32 floats
     prefetchL2(p.weight + i);
@@ -24,50 +24,71 @@ __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormParam
   pdlWait();
   pdlLaunchDependents();
   const int64_t base = int64_t(blockIdx.x) * p.cols;
-  const X* x = static_cast<const X*>(p.x) + base;
-  const X* res = p.residual ? static_cast<const X*>(p.residual) + base : nullptr;
+  const X* __restrict__ x = static_cast<const X*>(p.x) + base;
+  const X* __restrict__ res = p.residual ? static_cast<const X*>(p.residual) + base : nullptr;
+  const float* __restrict__ weight = p.weight;
+  const float* __restrict__ bias = p.bias;
 
-  float sum = 0.f;
-  for (int i = threadIdx.x; i < p.cols; i += kThreads) {
-    float v = toFloat<X>(x[i]);
-    if (res) v += toFloat<X>(res[i]);
-    row[i] = v;
-    sum += v;
+  float v[kPer], w[kPer], b[kPer];
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = threadIdx.x + j * kThreads;
+    const bool in = i < p.cols;
+    v[j] = in ? toFloat<X>(x[i]) : 0.f;
+    if (res) v[j] += in ? toFloat<X>(res[i]) : 0.f;
+    w[j] = in ? weight[i] : 0.f;
+    b[j] = in && bias ? bias[i] : 0.f;
   }
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) sum += v[j];
   const float mean = blockSum(sum, scratch) / p.cols;
   float sq = 0.f;
-  for (int i = threadIdx.x; i < p.cols; i += kThreads) {
-    const float d = row[i] - mean;
-    sq += d * d;
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const float d = threadIdx.x + j * kThreads < p.cols ? v[j] - mean : 0.f;
+    sq = fmaf(d, d, sq);
   }
   const float rstd = rsqrtf(blockSum(sq, scratch) / p.cols + p.eps);
 
   X* xOut = p.x_out ? static_cast<X*>(p.x_out) + base : nullptr;
   Y* y = static_cast<Y*>(p.y) + base;
-  for (int i = threadIdx.x; i < p.cols; i += kThreads) {
-    float v = (row[i] - mean) * rstd * p.weight[i];
-    if (p.bias) v += p.bias[i];
-    if (xOut) xOut[i] = fromFloat<X>(row[i]);
-    y[i] = fromFloat<Y>(v);
+#pragma unroll
+  for (int j = 0; j < kPer; ++j) {
+    const int i = threadIdx.x + j * kThreads;
+    if (i >= p.cols) break;
+    if (xOut) xOut[i] = fromFloat<X>(v[j]);
+    y[i] = fromFloat<Y>(fmaf((v[j] - mean) * rstd, w[j], b[j]));
   }
+}
+
+// The smallest kPer (a power of two, ≤ kLayerNormMaxCols / 1024) whose block holds the row: 256 threads up to
+// 8192 columns, 1024 beyond.
+template <class X, class Y>
+cudaError_t launchLayerNorm(const LayerNormParams& p, cudaStream_t stream) {
+  auto launch = [&](auto threads, auto per) {
+    return launchPdl(p.pdl, layerNormKernel<X, Y, decltype(threads)::value, decltype(per)::value>, dim3(p.rows),
+                     dim3(decltype(threads)::value), 0, stream, p);
+  };
+  using std::integral_constant;
+  using T256 = integral_constant<int, 256>;
+  if (p.cols <= 256) return launch(T256{}, integral_constant<int, 1>{});
+  if (p.cols <= 512) return launch(T256{}, integral_constant<int, 2>{});
+  if (p.cols <= 1024) return launch(T256{}, integral_constant<int, 4>{});
+  if (p.cols <= 2048) return launch(T256{}, integral_constant<int, 8>{});
+  if (p.cols <= 4096) return launch(T256{}, integral_constant<int, 16>{});
+  if (p.cols <= 8192) return launch(T256{}, integral_constant<int, 32>{});
+  return launch(integral_constant<int, 1024>{}, integral_constant<int, kLayerNormMaxCols / 1024>{});
 }
 
 }  // namespace
 
 cudaError_t layerNorm(const LayerNormParams& p, cudaStream_t stream) {
-  if (p.rows < 0 || p.cols <= 0 || !p.x || !p.y || !p.weight) return cudaErrorInvalidValue;
+  if (p.rows < 0 || p.cols <= 0 || p.cols > kLayerNormMaxCols || !p.x || !p.y || !p.weight) return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
-  const size_t smem = size_t(p.cols) * sizeof(float);
   return switchAny(p.x_dtype, [&](auto xt) {
-    using X = typename decltype(xt)::type;
     return switchAny(p.y_dtype, [&](auto yt) {
-      using Y = typename decltype(yt)::type;
-      if (smem > 48 * 1024) {
-        const cudaError_t err =
-            cudaFuncSetAttribute(layerNormKernel<X, Y>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-        if (err != cudaSuccess) return err;
-      }
-      return launchPdl(p.pdl, layerNormKernel<X, Y>, dim3(p.rows), dim3(kThreads), smem, stream, p);
+      return launchLayerNorm<typename decltype(xt)::type, typename decltype(yt)::type>(p, stream);
     });
   });
 }

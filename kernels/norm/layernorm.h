@@ -10,6 +10,9 @@
 
 namespace flashmpt {
 
+// Rows are held in registers (kernels/norm/layernorm.cu): at most this many columns.
+constexpr int kLayerNormMaxCols = 32768;
+
 struct LayerNormParams {
   const void* x = nullptr;         // [rows, cols] x_dtype, contiguous
   const void* residual = nullptr;  // [rows, cols] x_dtype or nullptr

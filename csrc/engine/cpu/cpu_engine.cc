@@ -13,6 +13,7 @@
 #include "csrc/engine/weights.h"
 #include "csrc/runtime/byte_size.h"
 #include "csrc/runtime/errors.h"
+#include "kernels/sampling/greedy_ref.h"
 #include "kernels/sampling/topk_ref.h"
 
 namespace flashmpt {
@@ -102,6 +103,25 @@ class CpuEngine final : public Engine {
     });
   }
 
+  void decodeGreedy(const int* seqs, const int32_t* ids, int n, int steps, int sampleable_vocab, int banned_id,
+                    int32_t* out) override {
+    last_rows_ = 0;
+    checkGreedyRequest(n, steps, sampleable_vocab, config_.vocab_size);
+    checkIds(ids, n);
+    SequenceSlots::Claim claim(slots_, seqs, n, steps);
+    std::vector<int32_t> next(ids, ids + n);
+    for (int step = 0; step < steps; ++step) {
+      runDecodeRows(claim, step, next.data(), n);
+      int32_t* picks = out + int64_t(step) * n;
+      for (int r = 0; r < n; ++r) {
+        picks[r] = ref::greedyPick(last_logits_.data() + int64_t(r) * config_.vocab_size, sampleable_vocab, banned_id);
+        next[size_t(r)] = std::max(picks[r], 0);
+      }
+    }
+    claim.commit();
+    last_rows_ = n;
+  }
+
   void lastLogits(int row, float* out) override {
     checkLastLogitsRow(row, last_rows_);
     std::copy_n(last_logits_.data() + int64_t(row) * config_.vocab_size, config_.vocab_size, out);
@@ -124,16 +144,21 @@ class CpuEngine final : public Engine {
     if (n <= 0) fail("E_INVALID_ARGUMENT", "a decode step needs at least one sequence");
     checkIds(ids, n);
     SequenceSlots::Claim claim(slots_, seqs, n, 1);
+    runDecodeRows(claim, 0, ids, n);
+    claim.commit();
+    last_rows_ = n;
+  }
+
+  // One new token for each of the claim's n sequences, at `offset` past its start: logits into last_logits_.
+  void runDecodeRows(const SequenceSlots::Claim& claim, int64_t offset, const int32_t* ids, int n) {
     std::vector<Row> rows;
-    for (int i = 0; i < n; ++i) rows.push_back({claim.blockTable(i), claim.start(i)});
+    for (int i = 0; i < n; ++i) rows.push_back({claim.blockTable(i), claim.start(i) + offset});
     last_logits_.resize(size_t(n) * size_t(config_.vocab_size));
     for (int first = 0; first < n; first += int(kMaxRowsPerPass)) {
       const int count = std::min(int(kMaxRowsPerPass), n - first);
       std::vector<Row> pass(rows.begin() + first, rows.begin() + first + count);
       runPass(pass, ids + first, 0, last_logits_.data() + int64_t(first) * config_.vocab_size);
     }
-    claim.commit();
-    last_rows_ = n;
   }
 
   void checkIds(const int32_t* ids, int64_t n) const {

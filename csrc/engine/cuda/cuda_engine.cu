@@ -24,6 +24,9 @@
 #include "kernels/kv/paged_kv.h"
 #include "kernels/attention/attention_params.h"
 #include "kernels/gemm/gemm.h"
+#include "kernels/norm/layernorm.h"
+#include "kernels/sampling/greedy.h"
+#include "kernels/sampling/greedy_ref.h"
 #include "kernels/sampling/topk.h"
 
 namespace flashmpt {
@@ -35,6 +38,11 @@ static_assert(kMaxCandidates <= kTopKMax, "the top-K kernel takes every candidat
 
 // One decode group's candidates as the top-K kernel leaves them: values [rows, k], ids [rows, k], lse [rows].
 constexpr size_t kCandidateFloats = size_t(kDecodeRows) * (2 * kMaxCandidates + 1);
+// decodeGreedy's device record: first positions, then the picks of every step; they come back through the
+// candidates' pinned buffer.
+constexpr size_t kGreedyInts = size_t(kDecodeRows) * (1 + kMaxGreedySteps);
+static_assert(kMaxGreedyRows <= kDecodeRows, "a greedy chain runs in one decode group");
+static_assert(kGreedyInts - kDecodeRows <= kCandidateFloats, "the picks fit the pinned candidates buffer");
 
 class Stream {
  public:
@@ -62,6 +70,9 @@ void validate(const EngineOptions& o) {
                          std::to_string(headDim) + " (use device 'cpu')");
   }
   if (c.d_model % 8 != 0 || c.d_ff % 8 != 0) fail("E_DEVICE", "the CUDA GEMMs need d_model and d_ff divisible by 8");
+  if (c.d_model > kLayerNormMaxCols) {
+    fail("E_DEVICE", "the CUDA LayerNorm takes d_model up to " + std::to_string(kLayerNormMaxCols) + " (use device 'cpu')");
+  }
   if (o.kv_tokens <= 0 || o.kv_tokens > (int64_t(1) << 24)) fail("E_INVALID_ARGUMENT", "kv_tokens out of range");
   if (o.max_sequences <= 0) fail("E_INVALID_ARGUMENT", "max_sequences must be positive");
   int devices = 0;
@@ -121,9 +132,11 @@ class CudaEngine final : public Engine {
     host_logits_ = PinnedBuffer(size_t(kDecodeRows) * config_.vocab_size * sizeof(float));
     top_k_workspace_ = DeviceBuffer(topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float));
     step_logits_ = DeviceBuffer(stepLogitsBytes());
+    greedy_ = DeviceBuffer(kGreedyInts * sizeof(int32_t));
     // Read after every call (the binding's memory figures): fixed from here on, so computed once.
     workspace_bytes_ = int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes() +
-                               candidates_.bytes() + top_k_workspace_.bytes() + step_logits_.bytes());
+                               candidates_.bytes() + top_k_workspace_.bytes() + step_logits_.bytes() +
+                               greedy_.bytes());
     CUDA_CHECK(cudaStreamSynchronize(stream));
 
     state_.config = &config_;
@@ -179,11 +192,11 @@ class CudaEngine final : public Engine {
       if (all_logits) {
         for (int row0 = 0; row0 < rows; row0 += kDecodeRows) {
           const int group = std::min(kDecodeRows, rows - row0);
-          enqueueHead(state_, row0, group, stream);
+          enqueueHead(state_, row0, group, stream, false);
           readLogits(ws_.logits, 0, out + (done + row0) * vocab, group);
         }
       } else if (done + rows == n) {
-        enqueueHead(state_, rows - 1, 1, stream);
+        enqueueHead(state_, rows - 1, 1, stream, true);
         readLogits(ws_.logits, 0, out, 1);
       }
       synchronize();  // the pinned ids buffer is reused by the next chunk
@@ -228,6 +241,50 @@ class CudaEngine final : public Engine {
     });
   }
 
+  void decodeGreedy(const int* seqs, const int32_t* ids, int n, int steps, int sampleable_vocab, int banned_id,
+                    int32_t* out) override {
+    std::lock_guard<std::mutex> lock(call_mutex_);
+    useDevice();
+    last_rows_ = 0;
+    checkGreedyRequest(n, steps, sampleable_vocab, config_.vocab_size);
+    checkIds(ids, n);
+    SequenceSlots::Claim claim(slots_, seqs, n, steps);
+    const cudaStream_t stream = stream_->get();
+    if (!fusedAttention(config_, dtype_)) {
+      // Eager steps (the naive attention reads key counts on the host): each step's picks come back to feed the next.
+      std::vector<int32_t> next(ids, ids + n);
+      std::vector<float> row(size_t(config_.vocab_size));
+      for (int step = 0; step < steps; ++step) {
+        enqueueDecodePass(uploadDecodeInputs(claim, 0, next.data(), n, step), false);
+        int32_t* picks = out + int64_t(step) * n;
+        for (int r = 0; r < n; ++r) {
+          readLogits(ws_.logits, r, row.data(), 1);
+          picks[r] = ref::greedyPick(row.data(), sampleable_vocab, banned_id);
+          next[size_t(r)] = std::max(picks[r], 0);
+        }
+      }
+    } else {
+      const int bucket = uploadDecodeInputs(claim, 0, ids, n);
+      int32_t* positions = deviceDecodeInputs() + 2 * kDecodeRows;
+      CUDA_CHECK(cudaMemcpyAsync(greedy_.get(), positions, kDecodeRows * sizeof(int32_t), cudaMemcpyDeviceToDevice, stream));
+      // Graph-constant for the chain: read by the captured greedy kernel through these members' values at capture,
+      // so a call with another vocabulary or banned id captures afresh.
+      if (sampleable_vocab != greedy_vocab_ || banned_id != greedy_banned_id_) greedy_graphs_.reset();
+      greedy_vocab_ = sampleable_vocab;
+      greedy_banned_id_ = banned_id;
+      for (int step = 0; step < steps; ++step) {
+        greedy_graphs_.run(bucket, stream, [&](int rows) { enqueueDecodePass(rows, true); });
+      }
+      int32_t* host = host_candidates_.as<int32_t>();
+      const int32_t* tokens = greedy_.as<int32_t>() + kDecodeRows;
+      CUDA_CHECK(cudaMemcpyAsync(host, tokens, size_t(steps) * kDecodeRows * sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+      synchronize();
+      for (int step = 0; step < steps; ++step) std::copy_n(host + size_t(step) * kDecodeRows, n, out + int64_t(step) * n);
+    }
+    claim.commit();
+    last_rows_ = n;
+  }
+
   void lastLogits(int row, float* out) override {
     std::lock_guard<std::mutex> lock(call_mutex_);
     useDevice();
@@ -254,7 +311,8 @@ class CudaEngine final : public Engine {
   // Device memory of decodeBatchCandidates and lastLogits beyond the forward pass's workspace.
   size_t candidateBytes() const {
     return kCandidateFloats * sizeof(float) +
-           topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float) + stepLogitsBytes();
+           topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float) + stepLogitsBytes() +
+           kGreedyInts * sizeof(int32_t);
   }
 
   // Weights, KV cache and workspace against the device's free memory, before anything is allocated: a model that
@@ -343,10 +401,57 @@ class CudaEngine final : public Engine {
   // Enqueues the forward of claim rows [first, first + n), n ≤ kDecodeRows, one new token each; padding rows
   // fill the bucket. The logits land in ws_.logits.
   void enqueueDecode(const SequenceSlots::Claim& claim, int first, const int32_t* ids, int n) {
+    const int bucket = uploadDecodeInputs(claim, first, ids, n);
+    if (fusedAttention(config_, dtype_)) {
+      graphs_.run(bucket, stream_->get(), [&](int rows) { enqueueDecodePass(rows, false); });
+    } else {
+      enqueueDecodePass(bucket, false);
+    }
+  }
+
+  // Device step inputs (after a prefill chunk's ids in step_): ids, table rows, positions, key counts.
+  int32_t* deviceDecodeInputs() { return step_.as<int32_t>() + ws_.rows; }
+
+  // The layers and head of one decode step over the uploaded inputs; with `greedy`, the GPU's pick feeds the next
+  // step (kernels/sampling/greedy.h).
+  void enqueueDecodePass(int rows, bool greedy) {
+    const cudaStream_t stream = stream_->get();
+    int32_t* device = deviceDecodeInputs();
+    PassRows pass;
+    pass.rows = rows;
+    pass.ids = device;
+    pass.decode = true;
+    pass.block_tables = deviceTables();
+    pass.table_rows = device + kDecodeRows;
+    pass.positions = device + 2 * kDecodeRows;
+    pass.seq_lens = device + 3 * kDecodeRows;
+    pass.host_seq_lens = host_step_.as<int32_t>() + ws_.rows + 3 * kDecodeRows;
+    enqueueLayers(state_, pass, stream);
+    enqueueHead(state_, 0, rows, stream, true);
+    if (!greedy) return;
+    GreedyStepParams g;
+    g.logits = ws_.logits.as<float>();
+    g.row_stride = config_.vocab_size;
+    g.rows = rows;
+    g.vocab = greedy_vocab_;
+    g.banned_id = greedy_banned_id_;
+    g.ids = device;
+    g.positions = device + 2 * kDecodeRows;
+    g.seq_lens = device + 3 * kDecodeRows;
+    g.first_positions = greedy_.as<int32_t>();
+    g.tokens = greedy_.as<int32_t>() + kDecodeRows;
+    g.token_stride = kDecodeRows;
+    g.pdl = true;
+    CUDA_CHECK(greedyStep(g, stream));
+  }
+
+  // Fills and uploads the step inputs of claim rows [first, first + n) at `offset` tokens past each claim's start;
+  // returns the bucket (rows, padding included) the step runs.
+  int uploadDecodeInputs(const SequenceSlots::Claim& claim, int first, const int32_t* ids, int n, int64_t offset = 0) {
     const cudaStream_t stream = stream_->get();
     const int bucket = DecodeGraphs::bucketRows(n);
     int32_t* host = host_step_.as<int32_t>() + ws_.rows;
-    int32_t* device = step_.as<int32_t>() + ws_.rows;
+    int32_t* device = deviceDecodeInputs();
     int32_t *hIds = host, *hRows = host + kDecodeRows, *hPositions = host + 2 * kDecodeRows,
             *hLens = host + 3 * kDecodeRows;
     const size_t stride = size_t(kv_.table_stride);
@@ -354,7 +459,7 @@ class CudaEngine final : public Engine {
       const bool real = i < n;
       hIds[i] = real ? ids[i] : 0;
       hRows[i] = i;
-      hPositions[i] = real ? int32_t(claim.start(first + i)) : -1;
+      hPositions[i] = real ? int32_t(claim.start(first + i) + offset) : -1;
       hLens[i] = real ? hPositions[i] + 1 : 1;
       // A padding row reads row 0 of block 0 (zeros, or a live sequence's finite values) and writes nothing.
       if (real) {
@@ -366,24 +471,7 @@ class CudaEngine final : public Engine {
     CUDA_CHECK(cudaMemcpyAsync(device, host, 4 * kDecodeRows * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaMemcpyAsync(deviceTables(), hostTables(), size_t(bucket) * stride * sizeof(int32_t),
                                cudaMemcpyHostToDevice, stream));
-    auto enqueue = [&](int rows) {
-      PassRows pass;
-      pass.rows = rows;
-      pass.ids = device;
-      pass.decode = true;
-      pass.block_tables = deviceTables();
-      pass.table_rows = device + kDecodeRows;
-      pass.positions = device + 2 * kDecodeRows;
-      pass.seq_lens = device + 3 * kDecodeRows;
-      pass.host_seq_lens = hLens;
-      enqueueLayers(state_, pass, stream);
-      enqueueHead(state_, 0, rows, stream);
-    };
-    if (fusedAttention(config_, dtype_)) {
-      graphs_.run(bucket, stream, enqueue);
-    } else {
-      enqueue(bucket);
-    }
+    return bucket;
   }
 
   ModelConfig config_;
@@ -408,6 +496,11 @@ class CudaEngine final : public Engine {
   DeviceBuffer top_k_workspace_;
   DeviceBuffer step_logits_;  // stepLogitsBytes()
   DecodeGraphs graphs_;
+  // decodeGreedy: the steps' graphs (each ends in the greedy pick), the rule they were captured with, and on the
+  // device each row's first position then kMaxGreedySteps × kDecodeRows picks.
+  DecodeGraphs greedy_graphs_;
+  int greedy_vocab_ = 0, greedy_banned_id_ = -1;
+  DeviceBuffer greedy_;
   int64_t workspace_bytes_ = 0;
   ForwardState state_;
 };

@@ -34,9 +34,12 @@ cudaGraphExec_t capture(int rows, cudaStream_t stream, const std::function<void(
 
 }  // namespace
 
-DecodeGraphs::~DecodeGraphs() {
+DecodeGraphs::~DecodeGraphs() { reset(); }
+
+void DecodeGraphs::reset() {
   for (Bucket& b : buckets_) {
     if (b.exec) cudaGraphExecDestroy(b.exec);
+    b = Bucket{};
   }
 }
 

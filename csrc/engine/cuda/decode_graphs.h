@@ -26,6 +26,8 @@ class DecodeGraphs {
 
   // Runs `enqueue(bucketRows)` on `stream`: eagerly, or through the bucket's graph.
   void run(int bucket_rows, cudaStream_t stream, const std::function<void(int)>& enqueue);
+  // Drops every graph: the next run of each bucket is eager again, then captures what enqueue does by then.
+  void reset();
 
  private:
   struct Bucket {

@@ -337,12 +337,11 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
   }
 }
 
-void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream) {
+void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream, bool pdl) {
   const ModelConfig& c = *s.config;
   const Workspace& ws = *s.ws;
-  // Not programmatic: with all_logits it follows the copy of the previous group's logits.
   runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
-               false, stream);
+               pdl, stream);
   runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
           c.d_model, GemmOut::Float, stream, c.logit_scale);
 }

@@ -79,7 +79,8 @@ Workspace allocateWorkspace(const ModelConfig& config, DType dtype, int rows, in
 // Embedding and every block: leaves the final residual stream of the rows in ws.x.
 void enqueueLayers(const ForwardState& state, const PassRows& rows, cudaStream_t stream);
 // Final LayerNorm and the tied LM head for rows [row0, row0 + rows) of ws.x (rows ≤ kDecodeRows):
-// fp32 logits in ws.logits, row-major.
-void enqueueHead(const ForwardState& state, int row0, int rows, cudaStream_t stream);
+// fp32 logits in ws.logits, row-major. pdl: the previous operation on the stream is a kernel (the last layer's),
+// not a copy, so the final LayerNorm may launch programmatically dependent on it.
+void enqueueHead(const ForwardState& state, int row0, int rows, cudaStream_t stream, bool pdl);
 
 }  // namespace flashmpt

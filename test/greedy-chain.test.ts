@@ -1,0 +1,111 @@
+/**
+ * decodeGreedy on the CPU engine: a chain of greedy steps with no round trip to JS between them picks exactly
+ * what the library's greedy sampler picks from decodeBatch's full rows one step at a time (ties to the lower id,
+ * masked ids, a banned id), grows every sequence by the steps, and refuses bad requests before it changes anything.
+ */
+import * as fs from 'node:fs';
+import { loadModel, Model } from '../lib';
+import type { NativeEngine } from '../lib/native';
+import { makeTiedModelFolder } from './helpers/candidates';
+import { stepwiseGreedy } from './helpers/greedy';
+import { TEXT_MODEL } from './helpers/tiny-model';
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    return /^\[(E_[A-Z_]+)\]/.exec((err as Error).message)?.[1] ?? String(err);
+  }
+  return 'resolved';
+}
+
+describe('decodeGreedy on the CPU engine', () => {
+  const TIED = { ...TEXT_MODEL, vocabSize: 512 };
+  // Ids 400 … 511 are masked; ids 256 … 399 tie with ids 0 … 143.
+  const SAMPLEABLE = 400;
+  const STEPS = 6;
+  const CONTEXT = 64;
+  const prompts = [[1, 2, 3], [40, 5, 300, 7, 9], [511], [100, 356, 100]].map((ids) => Int32Array.from(ids));
+  const first = Int32Array.from([17, 256 + 17, 99, 450]);
+  let dir: string;
+  let model: Model;
+  let engine: NativeEngine;
+  beforeAll(async () => {
+    dir = await makeTiedModelFolder(TIED);
+    model = await loadModel(dir, { device: 'cpu', maxSequences: 8, maxContext: CONTEXT });
+    engine = model.live();
+  });
+  afterAll(async () => {
+    await model?.dispose();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const openAll = async () => {
+    const seqs = prompts.map(() => engine.createSequence());
+    for (let i = 0; i < prompts.length; i++) await engine.forward(seqs[i], prompts[i], false);
+    return Int32Array.from(seqs);
+  };
+  const releaseAll = (seqs: Int32Array) => seqs.forEach((seq) => engine.releaseSequence(seq));
+
+  test.each([
+    ['no banned id', false],
+    ['the most frequent pick banned', true],
+  ])('picks what the greedy sampler picks step by step (%s)', async (_, ban) => {
+    const probe = await openAll();
+    const unbanned = await engine.decodeGreedy(probe, first, STEPS, SAMPLEABLE, -1);
+    releaseAll(probe);
+    const counts = new Map<number, number>();
+    for (const id of unbanned) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const banned = ban ? [...counts].sort((a, b) => b[1] - a[1])[0][0] : -1;
+
+    const [chained, stepwise] = [await openAll(), await openAll()];
+    const got = await engine.decodeGreedy(chained, first, STEPS, SAMPLEABLE, banned);
+    const want = await stepwiseGreedy(engine, stepwise, first, STEPS, SAMPLEABLE, banned);
+    expect(Array.from(got)).toEqual(Array.from(want));
+    expect(got.length).toBe(STEPS * prompts.length);
+    expect(got.every((id) => id >= 0 && id < SAMPLEABLE)).toBe(true);
+    chained.forEach((seq, i) => expect(engine.sequenceLength(seq)).toBe(prompts[i].length + STEPS));
+    if (ban) {
+      expect(got.includes(banned)).toBe(false);
+      expect(Array.from(got)).not.toEqual(Array.from(unbanned)); // the ban changed the chain
+    } else {
+      expect(Array.from(got)).toEqual(Array.from(unbanned));
+    }
+    // The chain is not trivial: different rows pick differently.
+    expect(new Set(got).size).toBeGreaterThan(2);
+    releaseAll(chained);
+    releaseAll(stepwise);
+  });
+
+  test('the last step keeps its rows for lastLogits', async () => {
+    const seqs = await openAll();
+    const picks = await engine.decodeGreedy(seqs, first, 2, SAMPLEABLE, -1);
+    const row = await engine.lastLogits(1);
+    let best = 0;
+    for (let id = 1; id < SAMPLEABLE; id++) if (row[id] > row[best]) best = id;
+    expect(picks[prompts.length + 1]).toBe(best);
+    releaseAll(seqs);
+  });
+
+  test('bad requests fail with a typed error and leave the sequences as they were', async () => {
+    const seq = engine.createSequence();
+    await engine.forward(seq, Int32Array.from([1, 2]), false);
+    const one = Int32Array.of(seq);
+    const three = Int32Array.of(3);
+    expect(await codeOf(engine.decodeGreedy(one, three, 0, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeGreedy(one, three, 1025, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeGreedy(one, three, 2, 0, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeGreedy(one, three, 2, TIED.vocabSize + 1, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeGreedy(one, three, 2, SAMPLEABLE, -2))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeGreedy(one, Int32Array.of(3, 4), 2, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await codeOf(engine.decodeGreedy(new Int32Array(65).fill(seq), new Int32Array(65), 2, SAMPLEABLE, -1))).toBe(
+      'E_INVALID_ARGUMENT',
+    );
+    expect(await codeOf(engine.decodeGreedy(one, Int32Array.of(TIED.vocabSize), 2, SAMPLEABLE, -1))).toBe('E_TOKEN_RANGE');
+    expect(await codeOf(engine.decodeGreedy(one, three, CONTEXT - 1, SAMPLEABLE, -1))).toBe('E_CONTEXT_LENGTH');
+    expect(engine.sequenceLength(seq)).toBe(2);
+    expect((await engine.decodeGreedy(one, three, CONTEXT - 2, SAMPLEABLE, -1)).length).toBe(CONTEXT - 2);
+    expect(engine.sequenceLength(seq)).toBe(CONTEXT);
+    engine.releaseSequence(seq);
+  });
+});
