@@ -48,6 +48,12 @@ export const LoadModelOptionsSchema = z
      * the full row, which is fetched only when they cannot decide the token; 0 = always the full row.
      */
     candidates: z.number().int().min(0).max(1024).default(64),
+    /**
+     * Most decode steps one call runs while every running request decodes plain greedy (temperature 0, no bias or
+     * penalties) and none waits: the device picks each token and feeds it to the next step, and the tokens reach
+     * the consumers in bursts of up to this many. 1 = a round trip to JS every step.
+     */
+    greedyChainSteps: z.number().int().min(1).max(1024).default(8),
     /** Called as checkpoint bytes are read and moved to the device (about each percent, and once at the end). */
     onProgress: z.custom<(progress: LoadProgress) => void>((value) => typeof value === 'function', 'expected a function').optional(),
   })
@@ -146,6 +152,7 @@ export class Model implements AsyncDisposable {
       queueTimeoutMs: options.queueTimeoutMs,
       prefillChunkTokens: options.prefillChunkTokens,
       candidates: options.candidates,
+      greedyChainSteps: options.greedyChainSteps,
     };
     const blocks = engine.kvBlocks();
     const capacity = { maxSequences: options.maxSequences, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: this.sampleableVocabSize };

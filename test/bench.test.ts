@@ -6,14 +6,16 @@ import { formatEngineBench, runEngineBench } from '../lib/bench/engine';
 import { formatServingBench, runServingBench } from '../lib/bench/serving';
 
 describe('flash-mpt bench drivers (CPU)', () => {
-  test('serving: each concurrency generates concurrency × new tokens, sampled from candidates or full rows', async () => {
+  test('serving: each concurrency generates concurrency × new tokens, sampled from candidates or full rows or picked on the device', async () => {
     const r = await runServingBench({ device: 'cpu', dtype: 'bf16', concurrencies: [1, 3], promptTokens: 8, newTokens: 6 });
     expect(r.rows.map((row) => row.concurrency)).toEqual([1, 3]);
     for (const row of r.rows) {
       expect(row.outputTokensPerSecond * row.seconds).toBeCloseTo(row.concurrency * 6, 6);
-      // Greedy: the first token of each sequence comes from its prefill's full row, the rest from candidates.
+      // Greedy: the first token of each sequence comes from its prefill's full row, the rest from candidates or, once
+      // every sequence decodes, from greedy chains on the device.
       expect(row.sampledFromFullRow).toBe(row.concurrency);
-      expect(row.sampledFromCandidates).toBe(row.concurrency * 5);
+      expect(row.sampledFromCandidates + row.pickedOnDevice).toBe(row.concurrency * 5);
+      expect(row.pickedOnDevice).toBeGreaterThan(0);
       expect(row.decodeTokensPerSecond).toBeGreaterThan(0);
       expect(row.modelTokensPerSecond).toBeUndefined();
     }
@@ -25,6 +27,7 @@ describe('flash-mpt bench drivers (CPU)', () => {
     expect(r.prefill.map((p) => p.tokens)).toEqual([8, 16]);
     for (const p of r.prefill) expect(p.tokensPerSecond).toBeCloseTo((p.tokens * 1000) / p.ms, 6);
     expect(r.decode).toMatchObject({ promptTokens: 4, newTokens: 4 });
+    expect(r.decode.msPerTokenPerCall).toBeGreaterThan(0);
     expect(r.streamApi.ratioToNativeLoop).toBeGreaterThan(0);
     expect(r.ceilings).toBeUndefined();
     expect(formatEngineBench(r)).toContain('| 16 |');

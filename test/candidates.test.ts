@@ -84,8 +84,9 @@ describeWithData('sampling from candidates vs full rows (CPU engine)', 'data/gpt
   let fullRows: Model;
   beforeAll(async () => {
     dir = await makeTextModelFolder();
-    withCandidates = await loadModel(dir, { device: 'cpu', maxSequences: 16, candidates: 64 });
-    fullRows = await loadModel(dir, { device: 'cpu', maxSequences: 16, candidates: 0 });
+    // greedyChainSteps 1: every decode step comes back to the sampler (no device picks).
+    withCandidates = await loadModel(dir, { device: 'cpu', maxSequences: 16, candidates: 64, greedyChainSteps: 1 });
+    fullRows = await loadModel(dir, { device: 'cpu', maxSequences: 16, candidates: 0, greedyChainSteps: 1 });
   });
   afterAll(async () => {
     await withCandidates?.dispose();

@@ -2,9 +2,13 @@
  * decodeGreedy on the CPU engine: a chain of greedy steps with no round trip to JS between them picks exactly
  * what the library's greedy sampler picks from decodeBatch's full rows one step at a time (ties to the lower id,
  * masked ids, a banned id), grows every sequence by the steps, and refuses bad requests before it changes anything.
+ * And the scheduler's use of it: the same tokens as single steps, stops and aborts mid-chain, no chain for
+ * samplers that need the logits.
  */
 import * as fs from 'node:fs';
 import { loadModel, Model } from '../lib';
+import { parseConfig } from '../lib/config';
+import { createRandomModel } from '../lib/model';
 import type { NativeEngine } from '../lib/native';
 import { makeTiedModelFolder } from './helpers/candidates';
 import { stepwiseGreedy } from './helpers/greedy';
@@ -107,5 +111,71 @@ describe('decodeGreedy on the CPU engine', () => {
     expect((await engine.decodeGreedy(one, three, CONTEXT - 2, SAMPLEABLE, -1)).length).toBe(CONTEXT - 2);
     expect(engine.sequenceLength(seq)).toBe(CONTEXT);
     engine.releaseSequence(seq);
+  });
+});
+
+describe('greedy chains in the scheduler (CPU engine)', () => {
+  const SHAPE = {
+    model_type: 'mpt', d_model: 64, n_heads: 4, n_layers: 2, expansion_ratio: 4, max_seq_len: 128, vocab_size: 1024,
+    no_bias: true, attn_config: { alibi: true, qk_ln: true },
+  };
+  const config = parseConfig(SHAPE, 'greedy chain test shape');
+  let chained: Model;
+  let single: Model;
+  beforeAll(async () => {
+    chained = await createRandomModel(config, { device: 'cpu', seed: 3, greedyChainSteps: 5 });
+    single = await createRandomModel(config, { device: 'cpu', seed: 3, greedyChainSteps: 1 });
+  });
+  afterAll(async () => {
+    await chained?.dispose();
+    await single?.dispose();
+  });
+  const prompt = (length: number, salt: number) => ({ ids: Array.from({ length }, (_, i) => (i * 37 + salt) % config.vocabSize) });
+
+  test('gives the tokens single steps give, picked on the device after the prompt', async () => {
+    for (const [length, maxTokens] of [[3, 1], [7, 2], [5, 13], [20, 26]]) {
+      const before = chained.schedulerMetrics().pickedOnDeviceTotal;
+      const got = await chained.generate(prompt(length, maxTokens), { maxTokens, temperature: 0, ignoreEos: true });
+      const want = await single.generate(prompt(length, maxTokens), { maxTokens, temperature: 0, ignoreEos: true });
+      expect(got.tokenIds).toEqual(want.tokenIds);
+      expect(got.tokenIds).toHaveLength(maxTokens);
+      expect(chained.schedulerMetrics().pickedOnDeviceTotal - before).toBe(maxTokens - 1);
+    }
+    expect(single.schedulerMetrics().pickedOnDeviceTotal).toBe(0);
+  });
+
+  test('a stop token mid-chain ends the request there and frees its blocks', async () => {
+    const full = await single.generate(prompt(6, 1), { maxTokens: 12, temperature: 0, ignoreEos: true });
+    const stop = full.tokenIds[7]; // inside the second chain of five
+    const cut = full.tokenIds.indexOf(stop);
+    const got = await chained.generate(prompt(6, 1), { maxTokens: 12, temperature: 0, stopTokenIds: [stop] });
+    expect(got.finishReason).toBe('eos');
+    expect(got.tokenIds).toEqual(full.tokenIds.slice(0, cut));
+    expect(chained.schedulerMetrics().kvBlocksInUse).toBe(0);
+  });
+
+  test('requests that sample, or that bias logits, run single steps beside greedy ones', async () => {
+    const before = chained.schedulerMetrics().pickedOnDeviceTotal;
+    const sampled = chained.generate(prompt(4, 2), { maxTokens: 10, temperature: 0.8, seed: 1 });
+    const biased = chained.generate(prompt(4, 3), { maxTokens: 10, temperature: 0, logitBias: { 5: -100 } });
+    const [a, b] = await Promise.all([sampled, biased]);
+    expect(chained.schedulerMetrics().pickedOnDeviceTotal).toBe(before);
+    expect(a.tokenIds).toEqual((await single.generate(prompt(4, 2), { maxTokens: 10, temperature: 0.8, seed: 1 })).tokenIds);
+    expect(b.tokenIds).toEqual((await single.generate(prompt(4, 3), { maxTokens: 10, temperature: 0, logitBias: { 5: -100 } })).tokenIds);
+  });
+
+  test('an abort mid-chain ends the stream and frees the slot', async () => {
+    const controller = new AbortController();
+    const tokens: number[] = [];
+    for await (const chunk of chained.stream(prompt(5, 4), { maxTokens: 40, temperature: 0, ignoreEos: true, signal: controller.signal })) {
+      if (chunk.tokenId !== null) tokens.push(chunk.tokenId);
+      if (tokens.length === 3) controller.abort();
+    }
+    expect(tokens).toHaveLength(3);
+    for (const deadline = Date.now() + 10_000; chained.schedulerMetrics().kvBlocksInUse > 0 && Date.now() < deadline; ) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    expect(chained.schedulerMetrics().kvBlocksInUse).toBe(0);
+    expect(chained.schedulerMetrics().runningSequences).toBe(0);
   });
 });

@@ -61,7 +61,7 @@ describe('batching on the CPU engine', () => {
 
     // Count the rows of each decode step (the addon's methods are read-only, so shadow them on the instance).
     const engine = model.live();
-    const decodeSteps = ['decodeBatch', 'decodeBatchCandidates'] as const;
+    const decodeSteps = ['decodeBatch', 'decodeBatchCandidates', 'decodeGreedy'] as const;
     const batchSizes: number[] = [];
     for (const name of decodeSteps) {
       const step = (engine[name] as (seqs: Int32Array, ...rest: unknown[]) => unknown).bind(engine);

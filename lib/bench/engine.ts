@@ -33,7 +33,8 @@ export interface EngineBenchResult {
   /** mfu: achieved FLOP rate over flash-mpt's own 8192³ GEMM rate measured in the same run (GPU only; no cuBLAS here, so
    *  state MFU against a vendor GEMM from bench/peers.py of the same session). */
   prefill: Array<{ tokens: number; ms: number; tokensPerSecond: number; tflops: number; mfu?: number }>;
-  decode: { promptTokens: number; newTokens: number; msPerToken: number; tokensPerSecond: number };
+  /** msPerToken: greedy steps chained on the device (decodeGreedy); msPerTokenPerCall: one engine call per token. */
+  decode: { promptTokens: number; newTokens: number; msPerToken: number; tokensPerSecond: number; msPerTokenPerCall: number };
   streamApi: { tokensPerSecond: number; ratioToNativeLoop: number };
 }
 
@@ -85,20 +86,39 @@ async function timePrefill(model: Model, tokens: number, repeats: number): Promi
   return median(times);
 }
 
-async function timeNativeDecode(model: Model, promptTokens: number, newTokens: number): Promise<number> {
+/** Untimed decode steps before each timed run: a graph bucket's first step runs eagerly, its second captures it. */
+const WARMUP_STEPS = 2;
+
+/**
+ * ms per token of batch-1 greedy decoding after a prompt, two ways: `chained`, one decodeGreedy call for all the
+ * tokens (each pick, made on the GPU, feeds the next step: no round trip to JS between steps), and `perCall`, one
+ * engine call per token (the logits come back to JS every step).
+ */
+async function timeNativeDecode(model: Model, promptTokens: number, newTokens: number): Promise<{ chained: number; perCall: number }> {
   const engine = model.live();
-  const seq = engine.createSequence();
-  try {
-    await engine.forward(seq, Int32Array.from({ length: promptTokens }, (_, i) => i + 1), false);
-    const token = Int32Array.of(42);
-    // Two untimed steps: the first decode step runs eagerly, the second captures the step's CUDA graph.
-    for (let i = 0; i < 2; i++) await engine.forward(seq, token, false);
-    const t0 = performance.now();
-    for (let i = 0; i < newTokens; i++) await engine.forward(seq, token, false);
-    return (performance.now() - t0) / newTokens;
-  } finally {
-    engine.releaseSequence(seq);
-  }
+  const prompt = Int32Array.from({ length: promptTokens }, (_, i) => i + 1);
+  const token = Int32Array.of(42);
+  const vocab = model.config.vocabSize;
+  const afterPrompt = async (warmUp: (seq: number) => Promise<unknown>, run: (seq: number) => Promise<unknown>) => {
+    const seq = engine.createSequence();
+    try {
+      await engine.forward(seq, prompt, false);
+      await warmUp(seq);
+      const t0 = performance.now();
+      await run(seq);
+      return (performance.now() - t0) / newTokens;
+    } finally {
+      engine.releaseSequence(seq);
+    }
+  };
+  const chain = (steps: number) => (seq: number) => engine.decodeGreedy(Int32Array.of(seq), token, steps, vocab, -1);
+  const calls = (steps: number) => async (seq: number) => {
+    for (let i = 0; i < steps; i++) await engine.forward(seq, token, false);
+  };
+  return {
+    chained: await afterPrompt(chain(WARMUP_STEPS), chain(newTokens)),
+    perCall: await afterPrompt(calls(WARMUP_STEPS), calls(newTokens)),
+  };
 }
 
 async function timeStreamApi(model: Model, promptTokens: number, newTokens: number): Promise<number> {
@@ -118,7 +138,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
   const decodeTokens = opts.decodeTokens ?? (gpu ? 128 : 16);
   const config = opts.modelDir ? undefined : parseConfig(gpu ? SEED_MODEL_SHAPE : CPU_BENCH_SHAPE, gpu ? 'embedded 1B shape' : 'embedded CPU shape');
   const lengths = opts.prefillLengths ?? (gpu ? [128, 512, 2048] : [32, 128]);
-  const maxContext = Math.max(...lengths, promptTokens + decodeTokens + 2);
+  const maxContext = Math.max(...lengths, promptTokens + decodeTokens + WARMUP_STEPS);
   const loadStart = performance.now();
   const model = opts.modelDir
     ? await loadModel(opts.modelDir, { device: opts.device as 'auto', dtype: opts.dtype, maxContext })
@@ -132,7 +152,8 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       const ms = await timePrefill(model, tokens, gpu ? 5 : 1);
       prefill.push({ tokens, ms, tokensPerSecond: (tokens * 1000) / ms, tflops: prefillFlops(c, tokens) / (ms * 1e9) });
     }
-    const msPerToken = await timeNativeDecode(model, promptTokens, decodeTokens);
+    const decodeMs = await timeNativeDecode(model, promptTokens, decodeTokens);
+    const msPerToken = decodeMs.chained;
     const streamTps = await timeStreamApi(model, promptTokens, decodeTokens);
     const weightBytes = model.memory().weightBytes;
     let gpuFigures: Pick<EngineBenchResult, 'ceilings' | 'decodeFloor' | 'attention'> = {};
@@ -155,7 +176,7 @@ export async function runEngineBench(opts: EngineBenchOptions): Promise<EngineBe
       params: paramCount(c),
       weightBytes,
       prefill,
-      decode: { promptTokens, newTokens: decodeTokens, msPerToken, tokensPerSecond: 1000 / msPerToken },
+      decode: { promptTokens, newTokens: decodeTokens, msPerToken, tokensPerSecond: 1000 / msPerToken, msPerTokenPerCall: decodeMs.perCall },
       streamApi: { tokensPerSecond: streamTps, ratioToNativeLoop: streamTps / (1000 / msPerToken) },
     };
   } finally {
@@ -178,11 +199,12 @@ export function formatEngineBench(r: EngineBenchResult): string {
     '| ---: | ---: | ---: | ---: | ---: |',
     ...r.prefill.map((p) => `| ${p.tokens} | ${p.ms.toFixed(2)} | ${p.tokensPerSecond.toFixed(0)} | ${p.tflops.toFixed(3)} | ${p.mfu === undefined ? '–' : pct(p.mfu)} |`),
     '',
-    `decode (batch 1, prompt ${r.decode.promptTokens}, ${r.decode.newTokens} new tokens): ${r.decode.msPerToken.toFixed(3)} ms/token, ${r.decode.tokensPerSecond.toFixed(1)} tokens/s`,
+    `decode (batch 1, prompt ${r.decode.promptTokens}, ${r.decode.newTokens} new tokens, greedy picks chained on the device): ${r.decode.msPerToken.toFixed(3)} ms/token, ${r.decode.tokensPerSecond.toFixed(1)} tokens/s`,
   );
   if (r.decodeFloor) {
     lines.push(`  bandwidth floor ${r.decodeFloor.msPerToken.toFixed(3)} ms/token: ${r.decodeFloor.ratio.toFixed(2)}x the floor, ${pct(r.decodeFloor.fractionOfBandwidth)} of copy bandwidth`);
   }
+  lines.push(`  one engine call per token (logits back to JS each step): ${r.decode.msPerTokenPerCall.toFixed(3)} ms/token`);
   lines.push(`stream() API: ${r.streamApi.tokensPerSecond.toFixed(1)} tokens/s = ${pct(r.streamApi.ratioToNativeLoop)} of the native decode loop`);
   if (r.attention) {
     lines.push('', '| attention (bf16, causal, ALiBi, 16 × 128) | batch | ms | TFLOP/s |', '| ---: | ---: | ---: | ---: |');

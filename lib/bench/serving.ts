@@ -30,9 +30,10 @@ export interface ServingBenchRow {
   /** GPU only: the bandwidth model's tokens/s for this batch and the measured decode rate over it. */
   modelTokensPerSecond?: number;
   ratioToModel?: number;
-  /** Tokens sampled from the engine's top-K candidates vs from a fetched full row. */
+  /** Tokens sampled from the engine's top-K candidates, from a fetched full row, and picked on the device (greedy chains). */
   sampledFromCandidates: number;
   sampledFromFullRow: number;
+  pickedOnDevice: number;
 }
 
 export interface ServingBenchResult {
@@ -79,6 +80,7 @@ async function round(model: Model, concurrency: number, promptTokens: number, ne
     decodeTokensPerSecond: firstFinish > allDecoding ? (inWindow * 1000) / (firstFinish - allDecoding) : NaN,
     sampledFromCandidates: after.sampledFromCandidatesTotal - before.sampledFromCandidatesTotal,
     sampledFromFullRow: after.sampledFromFullRowTotal - before.sampledFromFullRowTotal,
+    pickedOnDevice: after.pickedOnDeviceTotal - before.pickedOnDeviceTotal,
   };
 }
 
@@ -131,11 +133,11 @@ export function formatServingBench(r: ServingBenchResult): string {
       ? 'bandwidth model: GPU only'
       : `bandwidth model: (${(r.weightBytes / 1e9).toFixed(2)} GB of weights + batch × ${(r.kvBytesPerToken / 1e3).toFixed(0)} kB of KV per token of context) ÷ copy ${r.copyGBs.toFixed(0)} GB/s (same run)`,
     '',
-    '| concurrency | output tok/s (prefill included) | decode tok/s (all decoding) | model tok/s | of model | sampled from candidates / full row |',
+    '| concurrency | output tok/s (prefill included) | decode tok/s (all decoding) | model tok/s | of model | sampled from candidates / full row / picked on device |',
     '| ---: | ---: | ---: | ---: | ---: | ---: |',
     ...r.rows.map(
       (x) =>
-        `| ${x.concurrency} | ${x.outputTokensPerSecond.toFixed(0)} | ${x.decodeTokensPerSecond.toFixed(0)} | ${x.modelTokensPerSecond?.toFixed(0) ?? '–'} | ${x.ratioToModel === undefined ? '–' : `${(100 * x.ratioToModel).toFixed(1)}%`} | ${x.sampledFromCandidates} / ${x.sampledFromFullRow} |`,
+        `| ${x.concurrency} | ${x.outputTokensPerSecond.toFixed(0)} | ${x.decodeTokensPerSecond.toFixed(0)} | ${x.modelTokensPerSecond?.toFixed(0) ?? '–'} | ${x.ratioToModel === undefined ? '–' : `${(100 * x.ratioToModel).toFixed(1)}%`} | ${x.sampledFromCandidates} / ${x.sampledFromFullRow} / ${x.pickedOnDevice} |`,
     ),
   ];
   return lines.join('\n');

@@ -58,6 +58,11 @@ export class Sampler {
    * caller should fetch the full row directly. The candidate path stays correct either way.
    */
   readonly needsFullRow: boolean;
+  /**
+   * For plain greedy decoding (temperature 0, no bias, no penalties) the id it bans (-1: none), else null: such a
+   * sampler picks the raw argmax, which the engine can pick itself (NativeEngine.decodeGreedy).
+   */
+  readonly greedyBannedId: number | null;
 
   private readonly vocabSize: number;
   private readonly temperature: number;
@@ -104,6 +109,9 @@ export class Sampler {
 
     const raisesByBias = [...this.logitBias].some(([id, bias]) => bias > 0 && id !== this.bannedId);
     this.needsFullRow = raisesByBias || this.repetitionPenalty < 1 || this.presencePenalty < 0 || this.frequencyPenalty < 0;
+    const plainGreedy =
+      this.temperature === 0 && this.logitBias.size === 0 && this.repetitionPenalty === 1 && this.presencePenalty === 0 && this.frequencyPenalty === 0;
+    this.greedyBannedId = plainGreedy ? this.bannedId : null;
   }
 
   /** The prompt's tokens, which the repetition penalty counts as seen. Replaces any earlier prompt. */

@@ -10,6 +10,13 @@
  * instead of the full rows, unless every sampler in the batch needs full rows (decodeBatch). A row whose
  * candidates do not decide its token fetches its full row (lastLogits) before the next step starts.
  *
+ * Greedy chains. When every running sequence decodes plain greedy (its sampler's pick is the raw argmax), no
+ * request waits and no prompt is half prefilled, the engine runs up to greedyChainSteps steps in one call
+ * (decodeGreedy: each pick, made on the device, feeds the next step) and each sequence hands its consumer the
+ * picks one next() at a time. The consumer's work leaves the GPU's critical path; the picks are the ones single
+ * steps would make (batch invariance), and a sequence that stops mid-chain simply leaves (its KV reservation
+ * already held the extra tokens).
+ *
  * KV memory. The native KV cache is paged: one pool of fixed-size blocks (kernels/kv/paged_kv.h) from which each
  * sequence takes blocks as it grows and to which a released sequence gives them back. A request is admitted only
  * when the blocks for its whole prompt + maxTokens fit next to what the admitted ones reserved, so the pool never
@@ -30,6 +37,8 @@ export interface SchedulerOptions {
   prefillChunkTokens: number;
   /** Candidates per row a decode step asks the engine for; 0 = always full rows. */
   candidates: number;
+  /** Most decode steps one greedy chain runs; 1 = every step returns to JS. */
+  greedyChainSteps: number;
 }
 
 /** What the engine holds. */
@@ -56,10 +65,12 @@ export interface SchedulerMetrics {
   sampledFromCandidatesTotal: number;
   /** Tokens sampled from a full row of logits: after a prefill, or when a decode step's candidates did not decide. */
   sampledFromFullRowTotal: number;
+  /** Tokens picked on the device by greedy chains. */
+  pickedOnDeviceTotal: number;
 }
 
 /** What the scheduler asks of a sequence's sampler. */
-export type StepSampler = Pick<Sampler, 'needsFullRow' | 'sample' | 'sampleFromCandidates'>;
+export type StepSampler = Pick<Sampler, 'needsFullRow' | 'greedyBannedId' | 'sample' | 'sampleFromCandidates'>;
 
 export interface OpenOptions {
   /** Tokens the sequence may generate after the prompt (its KV reservation). */
@@ -115,6 +126,12 @@ class Sequence implements ScheduledSequence {
   inFlight = false;
   /** The accepted token the next decode step feeds. */
   input: number | null = null;
+  /** Picks of a greedy chain not handed out yet (the engine has fed them all but the last). */
+  readonly lookahead: number[] = [];
+  /** The token next() gave last: while picks are ahead, the only one accept() may take. */
+  lastGiven = -1;
+  /** A chain pick the sampler would refuse: the error next() gives once the picks before it are out. */
+  chainError: FlashMptError | null = null;
   /** The consumer's pending next(); the first one is the prefill's. Null for a prompt-logits request. */
   waiter: Deferred<number> | null;
   private readonly prefillStep: Promise<number> | undefined;
@@ -130,6 +147,8 @@ class Sequence implements ScheduledSequence {
     private readonly scheduler: Scheduler,
     readonly prompt: Int32Array,
     readonly reservedBlocks: number,
+    /** Prompt + maxTokens: the KV tokens the reservation holds. */
+    readonly reservedTokens: number,
     readonly sampler: StepSampler | null,
     readonly signal: AbortSignal | undefined,
   ) {
@@ -147,12 +166,28 @@ class Sequence implements ScheduledSequence {
     if (this.input === null || this.waiter) {
       throw new FlashMptError('E_INTERNAL', 'next() needs one accept() after the previous step landed');
     }
+    if (this.lookahead.length === 0 && this.chainError) {
+      const error = this.chainError;
+      this.scheduler.finish(this, error);
+      return Promise.reject(error);
+    }
+    const ahead = this.lookahead.shift();
+    if (ahead !== undefined) {
+      // The chain fed the accepted token already.
+      this.input = null;
+      this.lastGiven = ahead;
+      this.scheduler.pickedOnDevice();
+      return Promise.resolve(ahead);
+    }
     this.waiter = deferred();
     this.scheduler.queued();
     return this.waiter.promise;
   }
 
   accept(token: number): void {
+    if (this.lookahead.length > 0 && token !== this.lastGiven) {
+      throw new FlashMptError('E_INTERNAL', `accept(${token}) while a greedy chain runs ahead of token ${this.lastGiven}`);
+    }
     this.input = token;
     this.scheduler.countToken();
   }
@@ -180,6 +215,7 @@ export class Scheduler {
   private generatedTokens = 0;
   private sampledFromCandidates = 0;
   private sampledFromFullRow = 0;
+  private pickedOnDeviceCount = 0;
   private readonly rate = new TokenRate();
   /** Decoding sequences whose consumer has not yet queued its next token (no pending next()). */
   private awaitingConsumers = 0;
@@ -215,7 +251,7 @@ export class Scheduler {
         `${prompt.length} prompt tokens + ${maxTokens} to generate need ${blocks} KV blocks of ${this.capacity.kvBlockTokens} tokens; the cache holds ${this.kvBlocksTotal} (loadModel's kvCacheTokens)`,
       );
     }
-    const sequence = new Sequence(this, prompt, blocks, sampler, signal);
+    const sequence = new Sequence(this, prompt, blocks, prompt.length + maxTokens, sampler, signal);
     this.queue.push(sequence);
     this.admit();
     if (sequence.phase === 'queued') {
@@ -255,6 +291,7 @@ export class Scheduler {
       kvBlockTokens: blocks.blockTokens,
       sampledFromCandidatesTotal: this.sampledFromCandidates,
       sampledFromFullRowTotal: this.sampledFromFullRow,
+      pickedOnDeviceTotal: this.pickedOnDeviceCount,
     };
   }
 
@@ -270,6 +307,11 @@ export class Scheduler {
   countToken(): void {
     this.generatedTokens++;
     this.rate.add(1);
+  }
+
+  /** @internal A sequence handed out a pick of a greedy chain. */
+  pickedOnDevice(): void {
+    this.pickedOnDeviceCount++;
   }
 
   /** @internal A consumer queued its next token. */
@@ -319,7 +361,12 @@ export class Scheduler {
       const prefill = [...this.active].find((s) => s.phase === 'prefill');
       if (prefill) await this.prefillChunk(prefill);
       const batch = [...this.active].filter((s) => s.phase === 'decode' && s.waiter !== null && s.input !== null);
-      if (batch.length > 0) await this.decodeStep(batch);
+      const chainSteps = this.greedyChainSteps(batch);
+      if (chainSteps > 1) {
+        await this.greedyChain(batch, chainSteps);
+      } else if (batch.length > 0) {
+        await this.decodeStep(batch);
+      }
       if (this.closed || (!prefill && batch.length === 0)) {
         this.looping = false;
         return;
@@ -413,6 +460,51 @@ export class Scheduler {
     this.decide(sequence, () => sampler.sample(logits));
   }
 
+  /**
+   * Steps a greedy chain over `batch` may run: 0 unless every sequence running is in it and decodes plain greedy
+   * with one banned id, no request waits and no prompt is being prefilled; at most what every reservation holds.
+   */
+  private greedyChainSteps(batch: Sequence[]): number {
+    if (this.options.greedyChainSteps < 2 || batch.length === 0 || batch.length > MAX_GREEDY_ROWS) return 0;
+    if (this.queue.length > 0 || batch.length !== this.active.size) return 0;
+    const banned = batch[0].sampler!.greedyBannedId;
+    if (banned === null || batch.some((s) => s.sampler!.greedyBannedId !== banned)) return 0;
+    return Math.min(this.options.greedyChainSteps, ...batch.map((s) => s.reservedTokens - s.length));
+  }
+
+  private async greedyChain(batch: Sequence[], steps: number): Promise<void> {
+    const seqs = Int32Array.from(batch, (s) => s.handle);
+    const ids = Int32Array.from(batch, (s) => s.input!);
+    for (const sequence of batch) {
+      sequence.input = null;
+      sequence.inFlight = true;
+    }
+    let picks: Int32Array;
+    try {
+      picks = await this.engine.decodeGreedy(seqs, ids, steps, this.capacity.sampleableVocab, batch[0].sampler!.greedyBannedId!);
+    } catch (err) {
+      const error = fromNativeError(err);
+      for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
+      return;
+    }
+    batch.forEach((sequence, row) => {
+      if (!this.landed(sequence)) return;
+      sequence.length += steps;
+      const own = Array.from({ length: steps }, (_, step) => picks[step * batch.length + row]);
+      const refused = own.findIndex((id) => id < 0);
+      if (refused === 0) {
+        this.finish(sequence, greedyRefusal(own[0]));
+        return;
+      }
+      // Picks after a refused one were fed garbage: the sequence gets the good ones, then the sampler's error.
+      sequence.lookahead.push(...own.slice(1, refused < 0 ? steps : refused));
+      if (refused > 0) sequence.chainError = greedyRefusal(own[refused]);
+      sequence.lastGiven = own[0];
+      this.pickedOnDeviceCount++;
+      this.settle(sequence, own[0]);
+    });
+  }
+
   private async decodeStep(batch: Sequence[]): Promise<void> {
     const seqs = Int32Array.from(batch, (s) => s.handle);
     const ids = Int32Array.from(batch, (s) => s.input!);
@@ -481,6 +573,17 @@ export class Scheduler {
     this.settle(sequence, token);
     return true;
   }
+}
+
+/** decodeGreedy's picks per call hold at most this many rows. */
+const MAX_GREEDY_ROWS = 64;
+
+/** The error the sampler throws for a row whose pick decodeGreedy refused (NativeEngine.decodeGreedy's codes). */
+function greedyRefusal(code: number): FlashMptError {
+  return new FlashMptError(
+    'E_INVALID_ARGUMENT',
+    code === -1 ? 'the logits row holds +Infinity' : 'no token can be sampled: every sampleable logit is -Infinity or NaN',
+  );
 }
 
 function concatRows(rows: Float32Array[]): Float32Array {

@@ -24,5 +24,6 @@ export function prometheusText(replicas: readonly Replica[]): string {
   metric('flash_mpt_kv_blocks_total', 'gauge', `KV cache blocks of ${blockTokens} tokens in all sequence slots.`, (m) => m.kvBlocksTotal);
   metric('flash_mpt_sampled_from_candidates_total', 'counter', "Tokens sampled from a decode step's top-K candidates alone.", (m) => m.sampledFromCandidatesTotal);
   metric('flash_mpt_sampled_from_full_row_total', 'counter', 'Tokens sampled from a full row of logits.', (m) => m.sampledFromFullRowTotal);
+  metric('flash_mpt_picked_on_device_total', 'counter', 'Greedy tokens picked on the device by chained decode steps.', (m) => m.pickedOnDeviceTotal);
   return `${lines.join('\n')}\n`;
 }
