@@ -242,8 +242,8 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     for (const float* w : {p.new_token.q_ln_weight, p.new_token.q_ln_bias, p.new_token.k_ln_weight, p.new_token.k_ln_bias})
       if (w) prefetchL2(w + c);
   }
-  pdlWait();              // the projection (q or the new token) is complete and visible
   pdlLaunchDependents();  // the next GEMM may start streaming its weights
+  pdlWait();              // the projection (q or the new token) is complete and visible
   T* o = static_cast<T*>(p.o) + (int64_t(b) * p.n_heads + h) * kHeadDim;
   if (len <= 0) {  // no keys: output 0
     if (tid < kHeadDim) o[tid] = T(0.f);

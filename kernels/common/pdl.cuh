@@ -2,6 +2,12 @@
 // in the stream is still running. It must call pdlWait() before it reads anything that kernel writes or writes
 // anything that kernel reads; work before that (streaming weights that no kernel writes) overlaps the
 // predecessor's tail and this launch's latency. pdlLaunchDependents() lets the next such kernel start early.
+// The decode step's kernels call it before their wait: a dependent's blocks then take the SM slots this kernel's
+// blocks free and start their pre-wait work (the GEMVs stream weights) while this kernel and its predecessor run,
+// so the weight stream does not drain at each kernel boundary. Still correct: a wait returns only once the previous
+// grid has completed and flushed, and that grid passed its own wait first, so every earlier kernel is complete; no
+// pre-wait section writes anything. No deadlock: a grid launches only once every block of its predecessor has run
+// the trigger (is resident, or done), so the grids a waiting block depends on never wait for SM slots.
 // On older GPUs launchPdl is a plain launch and both calls compile to nothing.
 #pragma once
 #include <cuda_runtime.h>

@@ -18,7 +18,8 @@
 // time so their registers stay bounded.
 //
 // The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
-// launch they stream in while the previous kernel (LayerNorm, attention) finishes.
+// launch they stream in while the previous kernel (LayerNorm, attention) finishes. The kernel lets its dependents
+// launch before its own wait (kernels/common/pdl.cuh), so the weight stream runs on across kernel boundaries.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -80,8 +81,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
 
   int k0 = kBegin + warp * kStepK;
   loadWeights(k0);
-  pdlWait();
   pdlLaunchDependents();
+  pdlWait();
   for (; k0 < kEnd; k0 += kWarps * kStepK) {
     // Small batches load all their activation fragments up front (loads in flight); larger ones keep two j steps
     // in flight, the next one loading while the current one multiplies (unrolled: every index is a constant).

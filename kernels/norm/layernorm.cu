@@ -21,8 +21,8 @@ __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormParam
     prefetchL2(p.weight + i);
     if (p.bias) prefetchL2(p.bias + i);
   }
-  pdlWait();
   pdlLaunchDependents();
+  pdlWait();
   const int64_t base = int64_t(blockIdx.x) * p.cols;
   const X* __restrict__ x = static_cast<const X*>(p.x) + base;
   const X* __restrict__ res = p.residual ? static_cast<const X*>(p.residual) + base : nullptr;

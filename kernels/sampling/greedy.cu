@@ -2,6 +2,7 @@
 // bits made monotonic in the high word, the complemented id in the low word (ties to the lower id) — so the
 // row's pick is one max-reduction, whatever order the threads meet in. Loads are 16 bytes wide and unrolled so
 // several are in flight: the row (200 KB for the seed model) was just written by the LM head and sits in L2.
+// At most 3 lead ids + 3 tail ids are left for single loads: fewer than the block's threads.
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -25,22 +26,29 @@ __device__ __forceinline__ uint64_t pickKey(float value, int id, int banned_id) 
 __device__ __forceinline__ uint64_t maxKey(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 __global__ void __launch_bounds__(kThreads) greedyStepKernel(const GreedyStepParams p) {
-  pdlWait();
   pdlLaunchDependents();
+  pdlWait();
   const int row = blockIdx.x;
   if (p.positions[row] < 0) return;  // a padding row
   const float* logits = p.logits + int64_t(row) * p.row_stride;
+  // 16-byte vectors from the first aligned id (a row stride that is not a multiple of 4 shifts each row), single
+  // floats for the ids before it and after the last whole vector.
+  const int lead = min(p.vocab, int((16 - reinterpret_cast<uintptr_t>(logits) % 16) % 16 / 4));
+  const int vectors = (p.vocab - lead) / 4;
+  const float4* aligned = reinterpret_cast<const float4*>(logits + lead);
   uint64_t best = 0;
-  const int vectors = p.vocab / 4;
 #pragma unroll 4
   for (int v = threadIdx.x; v < vectors; v += kThreads) {
-    const float4 x = reinterpret_cast<const float4*>(logits)[v];
-    best = maxKey(best, pickKey(x.x, 4 * v, p.banned_id));
-    best = maxKey(best, pickKey(x.y, 4 * v + 1, p.banned_id));
-    best = maxKey(best, pickKey(x.z, 4 * v + 2, p.banned_id));
-    best = maxKey(best, pickKey(x.w, 4 * v + 3, p.banned_id));
+    const float4 x = aligned[v];
+    const int id = lead + 4 * v;
+    best = maxKey(best, pickKey(x.x, id, p.banned_id));
+    best = maxKey(best, pickKey(x.y, id + 1, p.banned_id));
+    best = maxKey(best, pickKey(x.z, id + 2, p.banned_id));
+    best = maxKey(best, pickKey(x.w, id + 3, p.banned_id));
   }
-  for (int id = vectors * 4 + threadIdx.x; id < p.vocab; id += kThreads) {
+  const int rest = p.vocab - 4 * vectors;  // the lead ids, then the tail
+  if (threadIdx.x < rest) {
+    const int id = threadIdx.x < lead ? threadIdx.x : lead + 4 * vectors + (threadIdx.x - lead);
     best = maxKey(best, pickKey(logits[id], id, p.banned_id));
   }
 #pragma unroll
@@ -65,9 +73,8 @@ __global__ void __launch_bounds__(kThreads) greedyStepKernel(const GreedyStepPar
 }  // namespace
 
 cudaError_t greedyStep(const GreedyStepParams& p, cudaStream_t stream) {
-  if (p.rows < 0 || p.vocab < 1 || p.vocab > p.row_stride || p.row_stride % 4 != 0 || !p.logits || !p.ids ||
-      !p.positions || !p.seq_lens || !p.first_positions || !p.tokens || p.token_stride < p.rows ||
-      reinterpret_cast<uintptr_t>(p.logits) % 16 != 0)
+  if (p.rows < 0 || p.vocab < 1 || p.vocab > p.row_stride || !p.logits || !p.ids || !p.positions || !p.seq_lens ||
+      !p.first_positions || !p.tokens || p.token_stride < p.rows || reinterpret_cast<uintptr_t>(p.logits) % 4 != 0)
     return cudaErrorInvalidValue;
   if (p.rows == 0) return cudaSuccess;
   return launchPdl(p.pdl, greedyStepKernel, dim3(p.rows), dim3(kThreads), 0, stream, p);

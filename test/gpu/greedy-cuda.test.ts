@@ -1,37 +1,37 @@
 /**
  * decodeGreedy on the CUDA engine: the chain whose picks the GPU makes inside the decode step's graph picks exactly
  * what the library's greedy sampler picks from decodeBatch's rows one step at a time — ties to the lower id,
- * masked ids, a banned id, one row and a full decode group — and so does the eager path of models that the graphs
- * do not take (fp32 compute).
+ * masked ids, a banned id, one row and a full decode group, rows of a vocabulary that is not a multiple of 4 (not
+ * 16-byte aligned) — and so does the eager path of models that the graphs do not take (fp32 compute).
  */
 import * as fs from 'node:fs';
 import { loadModel, Model } from '../../lib';
 import type { NativeEngine } from '../../lib/native';
 import { makeTiedModelFolder } from '../helpers/candidates';
-import type { TinyModel } from '../helpers/checkpoint-writers';
 import { stepwiseGreedy } from '../helpers/greedy';
 import { TEXT_MODEL } from '../helpers/tiny-model';
 import { describeGpu } from './gpu';
 
 describeGpu('decodeGreedy on the CUDA engine', () => {
-  // head_dim 64: the fused attention kernels and the decode graphs. Ids 20000 … 20479 are masked; ids 10240 …
-  // 19999 tie with ids 0 … 9759.
-  const TIED: TinyModel = { ...TEXT_MODEL, dModel: 128, nHeads: 2, vocabSize: 20480 };
+  // head_dim 64: the fused attention kernels and the decode graphs. Ids from 20000 are masked; ids from vocab / 2
+  // tie with the ids vocab / 2 below them.
+  const ALIGNED = 20480;
+  const ODD = 20482;
   const SAMPLEABLE = 20000;
   const STEPS = 12;
   const ROWS = 64;
-  let dir: string;
+  const dirs = new Map<number, string>();
   const models: Model[] = [];
   beforeAll(async () => {
-    dir = await makeTiedModelFolder(TIED);
+    for (const vocabSize of [ALIGNED, ODD]) dirs.set(vocabSize, await makeTiedModelFolder({ ...TEXT_MODEL, dModel: 128, nHeads: 2, vocabSize }));
   });
   afterAll(async () => {
     for (const model of models) await model.dispose();
-    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    for (const dir of dirs.values()) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  async function engineOf(dtype: 'bf16' | 'f32'): Promise<NativeEngine> {
-    const model = await loadModel(dir, { device: 'cuda', dtype, maxSequences: 2 * ROWS, maxContext: 64 });
+  async function engineOf(dtype: 'bf16' | 'f32', vocab: number): Promise<NativeEngine> {
+    const model = await loadModel(dirs.get(vocab)!, { device: 'cuda', dtype, maxSequences: 2 * ROWS, maxContext: 64 });
     models.push(model);
     return model.live();
   }
@@ -39,19 +39,20 @@ describeGpu('decodeGreedy on the CUDA engine', () => {
   async function open(engine: NativeEngine, rows: number): Promise<Int32Array> {
     const seqs = Int32Array.from({ length: rows }, () => engine.createSequence());
     for (let i = 0; i < rows; i++) {
-      await engine.forward(seqs[i], Int32Array.from({ length: 1 + (i % 5) }, (_, j) => (i * 131 + j * 977) % TIED.vocabSize), false);
+      await engine.forward(seqs[i], Int32Array.from({ length: 1 + (i % 5) }, (_, j) => (i * 131 + j * 977) % SAMPLEABLE), false);
     }
     return seqs;
   }
 
   it.each([
-    ['bf16', 1, false],
-    ['bf16', ROWS, false],
-    ['bf16', 5, true],
-    ['f32', 3, true],
-  ] as const)('%s, %i rows (banned id: %s): the chain picks what the sampler picks step by step', async (dtype, rows, ban) => {
-    const engine = await engineOf(dtype);
-    const first = Int32Array.from({ length: rows }, (_, i) => (i * 7919) % TIED.vocabSize);
+    ['bf16', ALIGNED, 1, false],
+    ['bf16', ALIGNED, ROWS, false],
+    ['bf16', ALIGNED, 5, true],
+    ['bf16', ODD, 7, true],
+    ['f32', ALIGNED, 3, true],
+  ] as const)('%s, vocabulary %i, %i rows (banned id: %s): the chain picks what the sampler picks step by step', async (dtype, vocab, rows, ban) => {
+    const engine = await engineOf(dtype, vocab);
+    const first = Int32Array.from({ length: rows }, (_, i) => (i * 7919) % SAMPLEABLE);
     const probe = await open(engine, rows);
     const unbanned = await engine.decodeGreedy(probe, first, STEPS, SAMPLEABLE, -1);
     probe.forEach((seq) => engine.releaseSequence(seq));
