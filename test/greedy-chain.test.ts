@@ -164,6 +164,19 @@ describe('greedy chains in the scheduler (CPU engine)', () => {
     expect(b.tokenIds).toEqual((await single.generate(prompt(4, 3), { maxTokens: 10, temperature: 0, logitBias: { 5: -100 } })).tokenIds);
   });
 
+  test('a slow consumer gets the single-step tokens while chains run ahead of it; a request arriving meanwhile is served', async () => {
+    const options = { maxTokens: 30, temperature: 0, ignoreEos: true };
+    const tokens: number[] = [];
+    let arrived: Promise<{ tokenIds: number[] }> | undefined;
+    for await (const chunk of chained.stream(prompt(9, 5), options)) {
+      if (chunk.tokenId !== null) tokens.push(chunk.tokenId);
+      if (tokens.length === 10) arrived = chained.generate(prompt(3, 6), { maxTokens: 6, temperature: 0, ignoreEos: true });
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(tokens).toEqual((await single.generate(prompt(9, 5), options)).tokenIds);
+    expect((await arrived!).tokenIds).toEqual((await single.generate(prompt(3, 6), { maxTokens: 6, temperature: 0, ignoreEos: true })).tokenIds);
+  });
+
   test('an abort mid-chain ends the stream and frees the slot', async () => {
     const controller = new AbortController();
     const tokens: number[] = [];

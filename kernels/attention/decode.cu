@@ -319,14 +319,23 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     if (s_last) *ticket = 0;  // every split of this launch has taken its ticket: ready for the next one
   }
   __syncthreads();
-  if (!s_last || tid >= kHeadDim) return;
+  if (!s_last) return;
   __threadfence();
+  // The merge, with its loads in parallel rather than one L2 round trip per split: thread s fetches split s's
+  // (max, sum), every thread weighs them, then sums its column over the splits in split order (several loads in
+  // flight). Sums stay in split order, so the result does not depend on which split came last.
+  __shared__ float s_split_m[kMaxSplits], s_split_l[kMaxSplits];
+  static_assert(kMaxSplits <= Tr::kThreads, "one thread per split fetches its (max, sum)");
+  if (tid < n_active) s_split_m[tid] = __ldcg(ml + tid * 2), s_split_l[tid] = __ldcg(ml + tid * 2 + 1);
+  __syncthreads();
+  if (tid >= kHeadDim) return;
   float top = -CUDART_INF_F;
-  for (int s = 0; s < n_active; ++s) top = fmaxf(top, __ldcg(ml + s * 2));
+  for (int s = 0; s < n_active; ++s) top = fmaxf(top, s_split_m[s]);
   float total = 0.f, merged = 0.f;
+#pragma unroll 8
   for (int s = 0; s < n_active; ++s) {
-    const float w = fast_exp2(__ldcg(ml + s * 2) - top);
-    total = fmaf(w, __ldcg(ml + s * 2 + 1), total);
+    const float w = fast_exp2(s_split_m[s] - top);
+    total = fmaf(w, s_split_l[s], total);
     merged = fmaf(w, __ldcg(part + int64_t(s) * kHeadDim + tid), merged);
   }
   o[tid] = T(merged / total);

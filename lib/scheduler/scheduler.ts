@@ -13,9 +13,10 @@
  * Greedy chains. When every running sequence decodes plain greedy (its sampler's pick is the raw argmax), no
  * request waits and no prompt is half prefilled, the engine runs up to greedyChainSteps steps in one call
  * (decodeGreedy: each pick, made on the device, feeds the next step) and each sequence hands its consumer the
- * picks one next() at a time. The consumer's work leaves the GPU's critical path; the picks are the ones single
- * steps would make (batch invariance), and a sequence that stops mid-chain simply leaves (its KV reservation
- * already held the extra tokens).
+ * picks one next() at a time. As soon as a chain lands the next one starts from its last picks, while the
+ * consumers are still taking the tokens, so their work stays off the GPU's critical path. The picks are the ones
+ * single steps would make (batch invariance); a sequence that stops mid-chain simply leaves (its KV reservation
+ * held the extra tokens), and chaining stops when a request arrives or a sequence leaves.
  *
  * KV memory. The native KV cache is paged: one pool of fixed-size blocks (kernels/kv/paged_kv.h) from which each
  * sequence takes blocks as it grows and to which a released sequence gives them back. A request is admitted only
@@ -132,6 +133,10 @@ class Sequence implements ScheduledSequence {
   lastGiven = -1;
   /** A chain pick the sampler would refuse: the error next() gives once the picks before it are out. */
   chainError: FlashMptError | null = null;
+  /** A greedy chain running now already feeds the last token next() gave (or will give). */
+  chainInFlight = false;
+  /** The scheduler handed this sequence a token and waits for its consumer to ask for the next (or leave). */
+  owesAnswer = false;
   /** The consumer's pending next(); the first one is the prefill's. Null for a prompt-logits request. */
   waiter: Deferred<number> | null;
   private readonly prefillStep: Promise<number> | undefined;
@@ -173,19 +178,20 @@ class Sequence implements ScheduledSequence {
     }
     const ahead = this.lookahead.shift();
     if (ahead !== undefined) {
-      // The chain fed the accepted token already.
+      // A chain fed the accepted token already.
       this.input = null;
       this.lastGiven = ahead;
       this.scheduler.pickedOnDevice();
       return Promise.resolve(ahead);
     }
+    if (this.chainInFlight) this.input = null; // the running chain feeds it; its first pick settles this waiter
     this.waiter = deferred();
-    this.scheduler.queued();
+    this.scheduler.queued(this);
     return this.waiter.promise;
   }
 
   accept(token: number): void {
-    if (this.lookahead.length > 0 && token !== this.lastGiven) {
+    if ((this.lookahead.length > 0 || this.chainInFlight) && token !== this.lastGiven) {
       throw new FlashMptError('E_INTERNAL', `accept(${token}) while a greedy chain runs ahead of token ${this.lastGiven}`);
     }
     this.input = token;
@@ -315,8 +321,8 @@ export class Scheduler {
   }
 
   /** @internal A consumer queued its next token. */
-  queued(): void {
-    this.consumerAnswered();
+  queued(sequence: Sequence): void {
+    if (sequence.owesAnswer) this.consumerAnswered(sequence);
     this.wake();
   }
 
@@ -340,7 +346,7 @@ export class Scheduler {
       this.active.delete(sequence);
       this.reservedBlocks -= sequence.reservedBlocks;
       if (sequence.inFlight) this.draining++;
-      if (sequence.phase === 'decode' && !sequence.waiter) this.consumerAnswered();
+      if (sequence.owesAnswer) this.consumerAnswered(sequence);
       if (!this.closed) this.engine.releaseSequence(sequence.handle);
     }
     sequence.phase = 'done';
@@ -393,7 +399,8 @@ export class Scheduler {
   }
 
   /** The loop need not wait once every running sequence has queued its next token or left. */
-  private consumerAnswered(): void {
+  private consumerAnswered(sequence: Sequence): void {
+    sequence.owesAnswer = false;
     this.awaitingConsumers--;
     if (this.awaitingConsumers === 0) this.resumeLoop?.();
   }
@@ -402,6 +409,7 @@ export class Scheduler {
   private settle(sequence: Sequence, token: number): void {
     const waiter = sequence.waiter!;
     sequence.waiter = null;
+    sequence.owesAnswer = true;
     this.awaitingConsumers++;
     waiter.resolve(token);
   }
@@ -472,37 +480,62 @@ export class Scheduler {
     return Math.min(this.options.greedyChainSteps, ...batch.map((s) => s.reservedTokens - s.length));
   }
 
+  /** Runs chains over `batch`, each next one started as soon as the previous lands, while they may go on. */
   private async greedyChain(batch: Sequence[], steps: number): Promise<void> {
     const seqs = Int32Array.from(batch, (s) => s.handle);
-    const ids = Int32Array.from(batch, (s) => s.input!);
-    for (const sequence of batch) {
-      sequence.input = null;
-      sequence.inFlight = true;
-    }
-    let picks: Int32Array;
-    try {
-      picks = await this.engine.decodeGreedy(seqs, ids, steps, this.capacity.sampleableVocab, batch[0].sampler!.greedyBannedId!);
-    } catch (err) {
-      const error = fromNativeError(err);
-      for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
-      return;
-    }
-    batch.forEach((sequence, row) => {
-      if (!this.landed(sequence)) return;
-      sequence.length += steps;
-      const own = Array.from({ length: steps }, (_, step) => picks[step * batch.length + row]);
-      const refused = own.findIndex((id) => id < 0);
-      if (refused === 0) {
-        this.finish(sequence, greedyRefusal(own[0]));
+    const banned = batch[0].sampler!.greedyBannedId!;
+    let ids = Int32Array.from(batch, (s) => s.input!);
+    for (;;) {
+      for (const sequence of batch) {
+        sequence.input = null;
+        sequence.inFlight = true;
+        sequence.chainInFlight = true;
+      }
+      let picks: Int32Array;
+      try {
+        picks = await this.engine.decodeGreedy(seqs, ids, steps, this.capacity.sampleableVocab, banned);
+      } catch (err) {
+        const error = fromNativeError(err);
+        for (const sequence of batch) {
+          sequence.chainInFlight = false;
+          if (this.landed(sequence)) this.finish(sequence, error);
+        }
         return;
       }
-      // Picks after a refused one were fed garbage: the sequence gets the good ones, then the sampler's error.
-      sequence.lookahead.push(...own.slice(1, refused < 0 ? steps : refused));
-      if (refused > 0) sequence.chainError = greedyRefusal(own[refused]);
-      sequence.lastGiven = own[0];
+      let goOn = true;
+      batch.forEach((sequence, row) => {
+        sequence.chainInFlight = false;
+        if (!this.landed(sequence)) {
+          goOn = false;
+          return;
+        }
+        sequence.length += steps;
+        const own = Array.from({ length: steps }, (_, step) => picks[step * batch.length + row]);
+        const refused = own.findIndex((id) => id < 0);
+        if (refused >= 0) {
+          // Picks after a refused one were fed garbage: the sequence gets the good ones, then the sampler's error.
+          sequence.chainError = greedyRefusal(own[refused]);
+          goOn = false;
+        }
+        this.handOut(sequence, own.slice(0, refused < 0 ? steps : refused));
+      });
+      if (!goOn || this.closed || this.queue.length > 0 || this.active.size !== batch.length) return;
+      steps = Math.min(this.options.greedyChainSteps, ...batch.map((s) => s.reservedTokens - s.length));
+      if (steps < 2) return;
+      ids = Int32Array.from(batch, (s) => s.lookahead[s.lookahead.length - 1] ?? s.lastGiven);
+    }
+  }
+
+  /** A chain's picks for one sequence: the first settles a waiting consumer, the rest wait in its lookahead. */
+  private handOut(sequence: Sequence, picks: number[]): void {
+    if (sequence.waiter && picks.length > 0) {
+      sequence.lastGiven = picks[0];
       this.pickedOnDeviceCount++;
-      this.settle(sequence, own[0]);
-    });
+      this.settle(sequence, picks[0]);
+      picks = picks.slice(1);
+    }
+    sequence.lookahead.push(...picks);
+    if (sequence.waiter && sequence.chainError) this.finish(sequence, sequence.chainError);
   }
 
   private async decodeStep(batch: Sequence[]): Promise<void> {
