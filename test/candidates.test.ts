@@ -10,16 +10,7 @@ import type { NativeEngine } from '../lib/native';
 import { expectReferenceCandidates, expectSameTokens, holdsTies, makeTiedModelFolder, referenceCandidates } from './helpers/candidates';
 import { describeWithData } from './helpers/data';
 import { makeTextModelFolder, TEXT_MODEL } from './helpers/tiny-model';
-
-/** The code of a native rejection ("[CODE] message"). */
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (err) {
-    return /^\[(E_[A-Z_]+)\]/.exec((err as Error).message)?.[1] ?? String(err);
-  }
-  return 'resolved';
-}
+import { nativeCodeOf } from './helpers/native-errors';
 
 describe('decodeBatchCandidates on the CPU engine', () => {
   const TIED = { ...TEXT_MODEL, vocabSize: 512 };
@@ -65,13 +56,13 @@ describe('decodeBatchCandidates on the CPU engine', () => {
   test('lastLogits holds only the latest decode step; bad requests fail and leave the sequence as it was', async () => {
     const seq = engine.createSequence();
     await engine.forward(seq, Int32Array.from([1, 2]), false);
-    expect(await codeOf(engine.lastLogits(0))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.lastLogits(0))).toBe('E_INVALID_ARGUMENT');
     const row = await engine.decodeBatch(Int32Array.of(seq), Int32Array.of(3));
     expect(await engine.lastLogits(0)).toEqual(row);
-    expect(await codeOf(engine.lastLogits(1))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 65, 64))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 8, VOCAB + 1))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 0, VOCAB))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.lastLogits(1))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 65, 64))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 8, VOCAB + 1))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeBatchCandidates(Int32Array.of(seq), Int32Array.of(3), 0, VOCAB))).toBe('E_INVALID_ARGUMENT');
     expect(engine.sequenceLength(seq)).toBe(3);
     engine.releaseSequence(seq);
   });

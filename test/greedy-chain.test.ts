@@ -13,15 +13,7 @@ import type { NativeEngine } from '../lib/native';
 import { makeTiedModelFolder } from './helpers/candidates';
 import { stepwiseGreedy } from './helpers/greedy';
 import { TEXT_MODEL } from './helpers/tiny-model';
-
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (err) {
-    return /^\[(E_[A-Z_]+)\]/.exec((err as Error).message)?.[1] ?? String(err);
-  }
-  return 'resolved';
-}
+import { nativeCodeOf } from './helpers/native-errors';
 
 describe('decodeGreedy on the CPU engine', () => {
   const TIED = { ...TEXT_MODEL, vocabSize: 512 };
@@ -96,17 +88,17 @@ describe('decodeGreedy on the CPU engine', () => {
     await engine.forward(seq, Int32Array.from([1, 2]), false);
     const one = Int32Array.of(seq);
     const three = Int32Array.of(3);
-    expect(await codeOf(engine.decodeGreedy(one, three, 0, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeGreedy(one, three, 1025, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeGreedy(one, three, 2, 0, -1))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeGreedy(one, three, 2, TIED.vocabSize + 1, -1))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeGreedy(one, three, 2, SAMPLEABLE, -2))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeGreedy(one, Int32Array.of(3, 4), 2, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
-    expect(await codeOf(engine.decodeGreedy(new Int32Array(65).fill(seq), new Int32Array(65), 2, SAMPLEABLE, -1))).toBe(
+    expect(await nativeCodeOf(engine.decodeGreedy(one, three, 0, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeGreedy(one, three, 1025, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeGreedy(one, three, 2, 0, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeGreedy(one, three, 2, TIED.vocabSize + 1, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeGreedy(one, three, 2, SAMPLEABLE, -2))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeGreedy(one, Int32Array.of(3, 4), 2, SAMPLEABLE, -1))).toBe('E_INVALID_ARGUMENT');
+    expect(await nativeCodeOf(engine.decodeGreedy(new Int32Array(65).fill(seq), new Int32Array(65), 2, SAMPLEABLE, -1))).toBe(
       'E_INVALID_ARGUMENT',
     );
-    expect(await codeOf(engine.decodeGreedy(one, Int32Array.of(TIED.vocabSize), 2, SAMPLEABLE, -1))).toBe('E_TOKEN_RANGE');
-    expect(await codeOf(engine.decodeGreedy(one, three, CONTEXT - 1, SAMPLEABLE, -1))).toBe('E_CONTEXT_LENGTH');
+    expect(await nativeCodeOf(engine.decodeGreedy(one, Int32Array.of(TIED.vocabSize), 2, SAMPLEABLE, -1))).toBe('E_TOKEN_RANGE');
+    expect(await nativeCodeOf(engine.decodeGreedy(one, three, CONTEXT - 1, SAMPLEABLE, -1))).toBe('E_CONTEXT_LENGTH');
     expect(engine.sequenceLength(seq)).toBe(2);
     expect((await engine.decodeGreedy(one, three, CONTEXT - 2, SAMPLEABLE, -1)).length).toBe(CONTEXT - 2);
     expect(engine.sequenceLength(seq)).toBe(CONTEXT);
