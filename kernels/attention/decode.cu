@@ -39,7 +39,10 @@ struct DecodeTraits {
   static constexpr int kTileKeys = kRowsPerPass * kPasses;        // 32 (hd128) or 64 (hd64)
 };
 constexpr int kSplitKeys = 128;  // keys per split at least: a multiple of every tile's keys
-constexpr int kMaxSplits = 64;   // bounds the workspace: longer contexts get longer splits
+// At most this many splits: longer contexts get longer splits. 32 keeps a batch-1 call at 8k / 16k keys to one wave
+// of CTAs (16 heads × 32 on 132 SMs at 4 CTAs each); 64 made two (H100: 8k 68% → 77% of copy bandwidth, 16k 82% →
+// 86%, bench/NOTES-decode.md "N"). It also bounds the workspace.
+constexpr int kMaxSplits = 32;
 
 __host__ __device__ constexpr int cdiv(int a, int b) { return (a + b - 1) / b; }
 
