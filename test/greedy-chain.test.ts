@@ -83,6 +83,26 @@ describe('decodeGreedy on the CPU engine', () => {
     releaseAll(seqs);
   });
 
+  test('a row with no finite logit is reported (-2), NaN logits are never picked', async () => {
+    const NAN_ID = 7; // its logit is NaN in every row; fed as input, it makes the whole next row NaN
+    const nanDir = await makeTiedModelFolder(TIED, [NAN_ID]);
+    const nanModel = await loadModel(nanDir, { device: 'cpu', maxSequences: 2 });
+    try {
+      const nanEngine = nanModel.live();
+      const seqs = Int32Array.from([nanEngine.createSequence(), nanEngine.createSequence()]);
+      for (const seq of seqs) await nanEngine.forward(seq, Int32Array.of(1, 2), false);
+      const picks = await nanEngine.decodeGreedy(seqs, Int32Array.of(NAN_ID, 3), 2, SAMPLEABLE, -1);
+      expect(picks[0]).toBe(-2);
+      expect(picks[1]).toBeGreaterThanOrEqual(0);
+      expect(picks[3]).not.toBe(NAN_ID);
+      const row = await nanEngine.lastLogits(1);
+      expect(Number.isNaN(row[NAN_ID])).toBe(true);
+    } finally {
+      await nanModel.dispose();
+      fs.rmSync(nanDir, { recursive: true, force: true });
+    }
+  });
+
   test('bad requests fail with a typed error and leave the sequences as they were', async () => {
     const seq = engine.createSequence();
     await engine.forward(seq, Int32Array.from([1, 2]), false);

@@ -2,7 +2,8 @@
  * decodeGreedy on the CUDA engine: the chain whose picks the GPU makes inside the decode step's graph picks exactly
  * what the library's greedy sampler picks from decodeBatch's rows one step at a time — ties to the lower id,
  * masked ids, a banned id, one row and a full decode group, rows of a vocabulary that is not a multiple of 4 (not
- * 16-byte aligned) — and so does the eager path of models that the graphs do not take (fp32 compute).
+ * 16-byte aligned) — and so does the eager path of models that the graphs do not take (fp32 compute). A row with no
+ * finite logit is reported, not picked.
  */
 import * as fs from 'node:fs';
 import { loadModel, Model } from '../../lib';
@@ -75,5 +76,24 @@ describeGpu('decodeGreedy on the CUDA engine', () => {
     const want2 = await stepwiseGreedy(engine, stepwise, want.subarray((STEPS - 1) * rows), 3, SAMPLEABLE, banned);
     expect(Array.from(got2)).toEqual(Array.from(want2));
     for (const seqs of [chained, stepwise]) seqs.forEach((seq) => engine.releaseSequence(seq));
+  });
+
+  it('reports a row with no finite logit (-2) and never picks a NaN logit', async () => {
+    const NAN_ID = 7; // its logit is NaN in every row; fed as input, it makes the whole next row NaN
+    const nanDir = await makeTiedModelFolder({ ...TEXT_MODEL, dModel: 128, nHeads: 2, vocabSize: ALIGNED }, [NAN_ID]);
+    try {
+      const model = await loadModel(nanDir, { device: 'cuda', maxSequences: 2, maxContext: 64 });
+      models.push(model);
+      const engine = model.live();
+      const seqs = Int32Array.from([engine.createSequence(), engine.createSequence()]);
+      for (const seq of seqs) await engine.forward(seq, Int32Array.of(1, 2), false);
+      const picks = await engine.decodeGreedy(seqs, Int32Array.of(NAN_ID, 3), 3, SAMPLEABLE, -1);
+      expect(picks[0]).toBe(-2);
+      expect(picks[1]).toBeGreaterThanOrEqual(0);
+      expect([picks[3], picks[5]]).not.toContain(NAN_ID);
+      expect(Number.isNaN((await engine.lastLogits(1))[NAN_ID])).toBe(true);
+    } finally {
+      fs.rmSync(nanDir, { recursive: true, force: true });
+    }
   });
 });

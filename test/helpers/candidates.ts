@@ -10,13 +10,15 @@ import { textModelTensors } from './tiny-model';
 
 /**
  * A model folder (no tokenizer) whose upper half of ids repeats the embeddings of the lower half: the tied LM head
- * gives id j and id j + vocab/2 bit-identical logits.
+ * gives id j and id j + vocab/2 bit-identical logits. Rows in `nanRows` (after the copy) are NaN: such a token's
+ * logit is NaN, and a step fed such a token gives NaN everywhere.
  */
-export async function makeTiedModelFolder(model: TinyModel): Promise<string> {
+export async function makeTiedModelFolder(model: TinyModel, nanRows: number[] = []): Promise<string> {
   const tensors = textModelTensors(model, 3);
   const wte = decode('F32', tensors['transformer.wte.weight'].data);
   const half = (model.vocabSize / 2) * model.dModel;
   wte.copyWithin(half, 0, half);
+  for (const row of nanRows) wte.fill(NaN, row * model.dModel, (row + 1) * model.dModel);
   tensors['transformer.wte.weight'] = tensor('F32', [model.vocabSize, model.dModel], wte);
   const dir = await makeTempDir('flash-mpt-tied-model-');
   await writeModelFolder(dir, model, 'mpt', { file: 'model.safetensors', bytes: safetensorsBytes(tensors) });
