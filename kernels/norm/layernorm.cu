@@ -24,8 +24,9 @@ __global__ void __launch_bounds__(kThreads) layerNormKernel(const LayerNormParam
   pdlLaunchDependents();
   pdlWait();
   const int64_t base = int64_t(blockIdx.x) * p.cols;
-  const X* __restrict__ x = static_cast<const X*>(p.x) + base;
-  const X* __restrict__ res = p.residual ? static_cast<const X*>(p.residual) + base : nullptr;
+  // x_out and y may alias x (not restrict); the weights are never written.
+  const X* x = static_cast<const X*>(p.x) + base;
+  const X* res = p.residual ? static_cast<const X*>(p.residual) + base : nullptr;
   const float* __restrict__ weight = p.weight;
   const float* __restrict__ bias = p.bias;
 
