@@ -20,4 +20,14 @@ inline int32_t greedyPick(const float* row, int vocab, int banned_id) {
   return best < 0 ? kGreedyPickNone : best;
 }
 
+// A step of a host-side chain: the picks of n rows (row stride `stride`), and the ids the next step feeds — a
+// refused row feeds 0, as the GPU kernel does.
+inline void greedyPickRows(const float* rows, int64_t stride, int n, int vocab, int banned_id, int32_t* picks,
+                           int32_t* next) {
+  for (int r = 0; r < n; ++r) {
+    picks[r] = greedyPick(rows + r * stride, vocab, banned_id);
+    next[r] = picks[r] < 0 ? 0 : picks[r];
+  }
+}
+
 }  // namespace flashmpt::ref

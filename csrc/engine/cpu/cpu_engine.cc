@@ -112,11 +112,8 @@ class CpuEngine final : public Engine {
     std::vector<int32_t> next(ids, ids + n);
     for (int step = 0; step < steps; ++step) {
       runDecodeRows(claim, step, next.data(), n);
-      int32_t* picks = out + int64_t(step) * n;
-      for (int r = 0; r < n; ++r) {
-        picks[r] = ref::greedyPick(last_logits_.data() + int64_t(r) * config_.vocab_size, sampleable_vocab, banned_id);
-        next[size_t(r)] = std::max(picks[r], 0);
-      }
+      ref::greedyPickRows(last_logits_.data(), config_.vocab_size, n, sampleable_vocab, banned_id,
+                          out + int64_t(step) * n, next.data());
     }
     claim.commit();
     last_rows_ = n;

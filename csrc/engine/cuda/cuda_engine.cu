@@ -134,9 +134,8 @@ class CudaEngine final : public Engine {
     step_logits_ = DeviceBuffer(stepLogitsBytes());
     greedy_ = DeviceBuffer(kGreedyInts * sizeof(int32_t));
     // Read after every call (the binding's memory figures): fixed from here on, so computed once.
-    workspace_bytes_ = int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes() +
-                               candidates_.bytes() + top_k_workspace_.bytes() + step_logits_.bytes() +
-                               greedy_.bytes());
+    workspace_bytes_ =
+        int64_t(flashmpt::workspaceBytes(config_, dtype_, ws_.rows, kv_tokens_) + step_.bytes() + decodeCallBytes());
     CUDA_CHECK(cudaStreamSynchronize(stream));
 
     state_.config = &config_;
@@ -251,17 +250,14 @@ class CudaEngine final : public Engine {
     SequenceSlots::Claim claim(slots_, seqs, n, steps);
     const cudaStream_t stream = stream_->get();
     if (!fusedAttention(config_, dtype_)) {
-      // Eager steps (the naive attention reads key counts on the host): each step's picks come back to feed the next.
+      // Eager steps (the naive attention reads key counts on the host): each step's rows come back to feed the next.
       std::vector<int32_t> next(ids, ids + n);
-      std::vector<float> row(size_t(config_.vocab_size));
+      std::vector<float> rows(size_t(n) * size_t(config_.vocab_size));
       for (int step = 0; step < steps; ++step) {
         enqueueDecodePass(uploadDecodeInputs(claim, 0, next.data(), n, step), false);
-        int32_t* picks = out + int64_t(step) * n;
-        for (int r = 0; r < n; ++r) {
-          readLogits(ws_.logits, r, row.data(), 1);
-          picks[r] = ref::greedyPick(row.data(), sampleable_vocab, banned_id);
-          next[size_t(r)] = std::max(picks[r], 0);
-        }
+        readLogits(ws_.logits, 0, rows.data(), n);
+        ref::greedyPickRows(rows.data(), config_.vocab_size, n, sampleable_vocab, banned_id, out + int64_t(step) * n,
+                            next.data());
       }
     } else {
       const int bucket = uploadDecodeInputs(claim, 0, ids, n);
@@ -308,8 +304,8 @@ class CudaEngine final : public Engine {
     return max_sequences_ > kDecodeRows ? size_t(max_sequences_) * size_t(config_.vocab_size) * sizeof(float) : 0;
   }
 
-  // Device memory of decodeBatchCandidates and lastLogits beyond the forward pass's workspace.
-  size_t candidateBytes() const {
+  // Device memory of decodeBatchCandidates, decodeGreedy and lastLogits beyond the forward pass's workspace.
+  size_t decodeCallBytes() const {
     return kCandidateFloats * sizeof(float) +
            topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float) + stepLogitsBytes() +
            kGreedyInts * sizeof(int32_t);
@@ -325,7 +321,7 @@ class CudaEngine final : public Engine {
     const double kvPerToken = 2.0 * config_.d_model * config_.n_layers * dtypeSize(dtype_);  // K and V, all layers
     const int64_t kvBlocks = resolvedKvBlocks(o);
     const double kv = kvPerToken * double(kvBlocks) * kKvBlockTokens;
-    const double work = double(flashmpt::workspaceBytes(config_, dtype_, rows, kv_tokens_) + candidateBytes());
+    const double work = double(flashmpt::workspaceBytes(config_, dtype_, rows, kv_tokens_) + decodeCallBytes());
     if (weights + kv + work <= free) return;
 
     const std::string device = "cuda:" + std::to_string(device_);
