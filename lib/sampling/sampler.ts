@@ -312,11 +312,18 @@ export class Sampler {
   }
 }
 
-function checkMaxLogit(maxLogit: number): void {
-  if (maxLogit === Infinity) throw new FlashMptError('E_INVALID_ARGUMENT', 'the logits row holds +Infinity');
+/** Why a row whose best processed logit is `maxLogit` cannot be sampled, or null when it can. */
+export function unsampleableRowError(maxLogit: number): FlashMptError | null {
+  if (maxLogit === Infinity) return new FlashMptError('E_INVALID_ARGUMENT', 'the logits row holds +Infinity');
   if (!(maxLogit > -Infinity)) {
-    throw new FlashMptError('E_INVALID_ARGUMENT', 'no token can be sampled: every sampleable logit is -Infinity or NaN');
+    return new FlashMptError('E_INVALID_ARGUMENT', 'no token can be sampled: every sampleable logit is -Infinity or NaN');
   }
+  return null;
+}
+
+function checkMaxLogit(maxLogit: number): void {
+  const error = unsampleableRowError(maxLogit);
+  if (error) throw error;
 }
 
 /**

@@ -26,7 +26,7 @@
  */
 import { FlashMptError, fromNativeError } from '../errors';
 import type { NativeCandidates, NativeEngine } from '../native';
-import type { Sampler } from '../sampling';
+import { unsampleableRowError, type Sampler } from '../sampling';
 import { TokenRate } from './token-rate';
 
 export interface SchedulerOptions {
@@ -611,12 +611,9 @@ export class Scheduler {
 /** decodeGreedy's picks per call hold at most this many rows. */
 const MAX_GREEDY_ROWS = 64;
 
-/** The error the sampler throws for a row whose pick decodeGreedy refused (NativeEngine.decodeGreedy's codes). */
+/** The error the sampler throws for a row whose pick decodeGreedy refused: -1 = a +Infinity logit, -2 = no finite one. */
 function greedyRefusal(code: number): FlashMptError {
-  return new FlashMptError(
-    'E_INVALID_ARGUMENT',
-    code === -1 ? 'the logits row holds +Infinity' : 'no token can be sampled: every sampleable logit is -Infinity or NaN',
-  );
+  return unsampleableRowError(code === -1 ? Infinity : -Infinity)!;
 }
 
 function concatRows(rows: Float32Array[]): Float32Array {
