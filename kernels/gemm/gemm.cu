@@ -21,6 +21,12 @@ cudaError_t gemm(const GemmParams& p, cudaStream_t stream) {
   return gemmWgmmaReady() ? gemmWgmma(p, stream) : gemmTiled(p, stream);
 }
 
+cudaError_t multiprocessorCount(int* sms) {
+  int device = 0;
+  const cudaError_t err = cudaGetDevice(&device);
+  return err != cudaSuccess ? err : cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device);
+}
+
 cudaError_t gemmPrepare() {
   const cudaError_t err = gemmTiledPrepare();
   return err != cudaSuccess ? err : gemmWgmmaPrepare();

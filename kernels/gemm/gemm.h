@@ -60,6 +60,8 @@ cudaError_t gemmPrepare();
 cudaError_t gemmTiledPrepare();
 cudaError_t gemmWgmmaPrepare();
 bool gemmWgmmaReady();  // on the current device
+// The current device's SM count (the launchers size their grids by it).
+cudaError_t multiprocessorCount(int* sms);
 
 // y = gelu_erf(x) elementwise over n elements of dtype (BF16, F16 or F32); y may alias x.
 struct GeluParams {

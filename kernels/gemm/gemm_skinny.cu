@@ -15,7 +15,9 @@
 // Batch invariance: a row's sums must not depend on how many rows run with it. Every tile count uses the same
 // k partition (J = 8 loads of 16 bytes per lane per warp step) and the same split count, and a tile's mma
 // sequence runs over k in the same order; the activation fragments of larger batches are loaded one j at a
-// time so their registers stay bounded.
+// time so their registers stay bounded. Which feature tiles share a block (F per warp, below) is free: from 17
+// rows on, a warp computes two tiles from each activation fragment it loads, halving the activation traffic
+// through L2 (the decode weight stream at 32 / 64 rows: 2.09 → 1.62 / 2.50 → 2.24 ms on an H100).
 //
 // The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
 // launch they stream in while the previous kernel (LayerNorm, attention) finishes. The kernel lets its dependents
@@ -34,35 +36,47 @@ namespace flashmpt {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kRowsPerBlock = 16;  // output features
+constexpr int kTileFeatures = 16;  // output features of one mma tile (the mma's M)
 constexpr int kMaxSplits = 16;
 
 // NT n-tiles of 8 activation rows; kJ 16-byte loads per lane per weight row and step (a warp step covers 32·kJ of
-// k). Block (x, y) computes features [16x, 16x + 16) over k in [y·slice_k, (y + 1)·slice_k); kSplit: y > 0 exists
-// and the output is an fp32 accumulation, reduced through the split workspace.
+// k). Each warp computes F feature tiles, so every activation fragment it loads serves F tiles: block (x, y)
+// computes features [16F·x, 16F·(x + 1)) over k in [y·slice_k, (y + 1)·slice_k). F changes which features share a
+// block, never a sum's order. kSplit: y > 0 exists and the output is an fp32 accumulation, reduced through the
+// split workspace.
 constexpr int kJ = 8;
 constexpr int kStepK = 32 * kJ;
 
-template <class T, int NT, GemmOut OUT, bool kSplit>
+template <class T, int NT, int F, GemmOut OUT, bool kSplit>
 __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k) {
+  // Weight loads in flight per feature tile: one tile holds a whole warp step and reloads it after the step; two
+  // tiles hold two j each, slot j % kDepth refilled with the element kDepth ahead as soon as its mmas used it (the
+  // registers of acc and activations leave no room for more: 2, 3 and 4 measured, 2 fastest, bench/NOTES-decode.md O).
+  constexpr int kDepth = F == 1 ? kJ : 2;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int g = lane >> 2, q = lane & 3;
-  const int n0 = blockIdx.x * kRowsPerBlock;
+  const int n0 = blockIdx.x * kTileFeatures * F;
   const int kBegin = blockIdx.y * slice_k, kEnd = min(p.K, kBegin + slice_k);
   const T* A = static_cast<const T*>(p.a);
   const T* W = static_cast<const T*>(p.w);
-  const bool okLo = n0 + g < p.N, okHi = n0 + g + 8 < p.N;
-  const T* wLo = W + int64_t(okLo ? n0 + g : 0) * p.ldw;
-  const T* wHi = W + int64_t(okHi ? n0 + g + 8 : 0) * p.ldw;
   const uint4 zero = make_uint4(0, 0, 0, 0);
-
-  uint4 aLo[kJ], aHi[kJ];
-  auto loadWeights = [&](int k0) {
+  bool okLo[F], okHi[F];
+  const T *wLo[F], *wHi[F];
 #pragma unroll
-    for (int j = 0; j < kJ; ++j) {
-      const int k = k0 + 32 * j + 8 * q;
-      aLo[j] = okLo && k < kEnd ? loadStreaming16(wLo + k) : zero;
-      aHi[j] = okHi && k < kEnd ? loadStreaming16(wHi + k) : zero;
+  for (int f = 0; f < F; ++f) {
+    const int n = n0 + f * kTileFeatures + g;
+    okLo[f] = n < p.N;
+    okHi[f] = n + 8 < p.N;
+    wLo[f] = W + int64_t(okLo[f] ? n : 0) * p.ldw;
+    wHi[f] = W + int64_t(okHi[f] ? n + 8 : 0) * p.ldw;
+  }
+
+  uint4 aLo[F][kDepth], aHi[F][kDepth];
+  auto loadWeights = [&](int slot, int k) {
+#pragma unroll
+    for (int f = 0; f < F; ++f) {
+      aLo[f][slot] = okLo[f] && k < kEnd ? loadStreaming16(wLo[f] + k) : zero;
+      aHi[f][slot] = okHi[f] && k < kEnd ? loadStreaming16(wHi[f] + k) : zero;
     }
   };
   auto loadActivations = [&](uint4 (&b)[NT], int k) {
@@ -73,17 +87,21 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
     }
   };
 
-  float acc[NT][4];
+  float acc[F][NT][4];
 #pragma unroll
-  for (int t = 0; t < NT; ++t)
+  for (int f = 0; f < F; ++f)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) acc[t][e] = 0.f;
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[f][t][e] = 0.f;
 
+  constexpr int kWarpStride = kWarps * kStepK;  // k between one warp's consecutive steps
   int k0 = kBegin + warp * kStepK;
-  loadWeights(k0);
+#pragma unroll
+  for (int j = 0; j < kDepth; ++j) loadWeights(j, k0 + 32 * j + 8 * q);
   pdlLaunchDependents();
   pdlWait();
-  for (; k0 < kEnd; k0 += kWarps * kStepK) {
+  for (; k0 < kEnd; k0 += kWarpStride) {
     // Small batches load all their activation fragments up front (loads in flight); larger ones keep two j steps
     // in flight, the next one loading while the current one multiplies (unrolled: every index is a constant).
     constexpr int kBuffers = NT <= 2 ? kJ : 2;
@@ -96,37 +114,59 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
         if (j + 1 < kJ) loadActivations(b[(j + 1) % 2], k0 + 32 * (j + 1) + 8 * q);
       }
       const uint4(&bj)[NT] = b[j % kBuffers];
-      const uint32_t a0[4] = {aLo[j].x, aHi[j].x, aLo[j].y, aHi[j].y};
-      const uint32_t a1[4] = {aLo[j].z, aHi[j].z, aLo[j].w, aHi[j].w};
+      const int slot = j % kDepth;
 #pragma unroll
-      for (int t = 0; t < NT; ++t) {
-        mma16816<T>(acc[t], a0, bj[t].x, bj[t].y);
-        mma16816<T>(acc[t], a1, bj[t].z, bj[t].w);
+      for (int f = 0; f < F; ++f) {
+        const uint32_t a0[4] = {aLo[f][slot].x, aHi[f][slot].x, aLo[f][slot].y, aHi[f][slot].y};
+        const uint32_t a1[4] = {aLo[f][slot].z, aHi[f][slot].z, aLo[f][slot].w, aHi[f][slot].w};
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          mma16816<T>(acc[f][t], a0, bj[t].x, bj[t].y);
+          mma16816<T>(acc[f][t], a1, bj[t].z, bj[t].w);
+        }
+      }
+      if constexpr (kDepth < kJ) {
+        const int ahead = j + kDepth;  // the element this slot holds next: later in this step or in the next one
+        if (ahead < kJ) {
+          loadWeights(slot, k0 + 32 * ahead + 8 * q);
+        } else if (k0 + kWarpStride < kEnd) {
+          loadWeights(slot, k0 + kWarpStride + 32 * (ahead - kJ) + 8 * q);
+        }
       }
     }
-    if (k0 + kWarps * kStepK < kEnd) loadWeights(k0 + kWarps * kStepK);
+    if constexpr (kDepth == kJ) {
+      if (k0 + kWarpStride < kEnd) {
+#pragma unroll
+        for (int j = 0; j < kJ; ++j) loadWeights(j, k0 + kWarpStride + 32 * j + 8 * q);
+      }
+    }
   }
 
-  // acc[t]: c0,c1 = (feature g, rows 8t+2q, 8t+2q+1), c2,c3 = (feature g+8, same rows).
-  __shared__ float partial[kWarps][NT * 8][kRowsPerBlock + 1];
+  // acc[f][t]: c0,c1 = (feature 16f + g, rows 8t+2q, 8t+2q+1), c2,c3 = (feature 16f + g + 8, same rows). The warps'
+  // sums meet in shared memory one feature tile at a time.
+  __shared__ float partial[kWarps][NT * 8][kTileFeatures + 1];
 #pragma unroll
-  for (int t = 0; t < NT; ++t) {
-    partial[warp][t * 8 + 2 * q][g] = acc[t][0];
-    partial[warp][t * 8 + 2 * q + 1][g] = acc[t][1];
-    partial[warp][t * 8 + 2 * q][g + 8] = acc[t][2];
-    partial[warp][t * 8 + 2 * q + 1][g + 8] = acc[t][3];
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < NT * 8 * kRowsPerBlock; i += kWarps * 32) {
-    const int m = i / kRowsPerBlock, r = i % kRowsPerBlock, n = n0 + r;
-    if (m >= p.M || n >= p.N) continue;
-    float sum = 0.f;
+  for (int f = 0; f < F; ++f) {
+    if (f > 0) __syncthreads();
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
-    if constexpr (kSplit) {
-      storeSplitPartial(p, blockIdx.y, m, n, sum);
-    } else {
-      epilogueStore<T, OUT>(p, m, n, sum);
+    for (int t = 0; t < NT; ++t) {
+      partial[warp][t * 8 + 2 * q][g] = acc[f][t][0];
+      partial[warp][t * 8 + 2 * q + 1][g] = acc[f][t][1];
+      partial[warp][t * 8 + 2 * q][g + 8] = acc[f][t][2];
+      partial[warp][t * 8 + 2 * q + 1][g + 8] = acc[f][t][3];
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < NT * 8 * kTileFeatures; i += kWarps * 32) {
+      const int m = i / kTileFeatures, r = i % kTileFeatures, n = n0 + f * kTileFeatures + r;
+      if (m >= p.M || n >= p.N) continue;
+      float sum = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
+      if constexpr (kSplit) {
+        storeSplitPartial(p, blockIdx.y, m, n, sum);
+      } else {
+        epilogueStore<T, OUT>(p, m, n, sum);
+      }
     }
   }
   if constexpr (kSplit) {
@@ -136,8 +176,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
     if (threadIdx.x == 0) last = takeLastTicket(p, blockIdx.x, gridDim.y);
     __syncthreads();
     if (!last) return;
-    for (int i = threadIdx.x; i < p.M * kRowsPerBlock; i += kWarps * 32) {
-      const int m = i / kRowsPerBlock, n = n0 + i % kRowsPerBlock;
+    for (int i = threadIdx.x; i < p.M * kTileFeatures * F; i += kWarps * 32) {
+      const int m = i / (kTileFeatures * F), n = n0 + i % (kTileFeatures * F);
       if (n < p.N) addSplitPartials(p, gridDim.y, m, n);
     }
   }
@@ -146,16 +186,26 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
 template <class T, int NT, GemmOut OUT>
 cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
   constexpr int kBlockK = kWarps * kStepK;  // k one block covers in one step of all its warps
-  const int blocks = (p.N + kRowsPerBlock - 1) / kRowsPerBlock;
-  // Only an fp32 accumulation can take partial sums from several blocks; the count depends on K alone.
+  const int tiles = (p.N + kTileFeatures - 1) / kTileFeatures;
+  // Only an fp32 accumulation can take partial sums from several blocks; the count depends on K alone (the engine's
+  // workspace holds kMaxSplits splits of every tile at 64 rows, so its capacity never binds).
   int splits = OUT == GemmOut::AddFloat ? (p.K + kBlockK - 1) / kBlockK : 1;
-  splits = std::min({splits, kMaxSplits, splitCapacity(p, blocks)});
+  splits = std::min({splits, kMaxSplits, splitCapacity(p, tiles)});
   const int steps = (p.K + kStepK - 1) / kStepK;
   const int sliceK = (steps + splits - 1) / splits * kStepK;
-  const dim3 grid(blocks, splits);
-  return switchBool(splits > 1, [&](auto split) {
-    return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
-                     stream, p, sliceK);
+  // From 32 rows on, the activation fragments (NT · 8 rows × 16 bytes per lane and k step) outweigh the weights':
+  // two feature tiles per warp halve that traffic, when the grid still fills every SM.
+  int sms = 0;
+  if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
+  const int pairs = (tiles + 1) / 2;
+  const bool twoTiles = NT >= 4 && int64_t(pairs) * splits >= sms;
+  return switchBool(twoTiles, [&](auto two) {
+    constexpr int F = decltype(two)::value && NT >= 4 ? 2 : 1;
+    const dim3 grid(F == 2 ? pairs : tiles, splits);
+    return switchBool(splits > 1, [&](auto split) {
+      return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, F, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
+                       stream, p, sliceK);
+    });
   });
 }
 

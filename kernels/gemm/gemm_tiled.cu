@@ -179,10 +179,8 @@ cudaError_t gemmTiledPrepare() {
 }
 
 cudaError_t gemmTiled(const GemmParams& p, cudaStream_t stream) {
-  int device = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err != cudaSuccess) return err;
+  int sms = 0;
+  if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
   const Tile tile = tiles(p, 128, 128) >= sms ? Tile::Medium : Tile::Small;
   return switchHalf(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;

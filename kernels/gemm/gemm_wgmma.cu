@@ -287,7 +287,7 @@ bool gemmWgmmaReady() {
 cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
   int device = 0, sms = 0;
   cudaError_t err = currentDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) err = multiprocessorCount(&sms);
   if (err != cudaSuccess) return err;
   if (!(wgmmaDevices.load() >> device & 1)) return cudaErrorNotSupported;
   // The large tile once its grid covers most SMs (2048 rows × 2048 columns: 128 blocks on 132 SMs), else the small.
