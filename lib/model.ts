@@ -39,8 +39,13 @@ export const LoadModelOptionsSchema = z
     maxQueue: z.number().int().nonnegative().default(256),
     /** How long a request may wait for a slot before it gets E_QUEUE_FULL; 0 = no limit. */
     queueTimeoutMs: z.number().int().nonnegative().default(60_000),
-    /** Prompt tokens per prefill call; running sequences take a decode step between two chunks. */
+    /** Prompt tokens per prefill call. */
     prefillChunkTokens: z.number().int().positive().default(512),
+    /**
+     * Prompt tokens prefilled between two decode steps of the running sequences, in whole chunks (at least one):
+     * more lets a burst of requests start decoding together (throughput), fewer keeps running streams' gaps short.
+     */
+    prefillTokensPerStep: z.number().int().positive().default(2048),
     /** CPU backend worker threads; 0 = all cores. */
     threads: z.number().int().nonnegative().default(0),
     /**
@@ -151,6 +156,7 @@ export class Model implements AsyncDisposable {
       maxQueue: options.maxQueue,
       queueTimeoutMs: options.queueTimeoutMs,
       prefillChunkTokens: options.prefillChunkTokens,
+      prefillTokensPerStep: options.prefillTokensPerStep,
       candidates: options.candidates,
       greedyChainSteps: options.greedyChainSteps,
     };

@@ -5,6 +5,8 @@
 import { parseConfig } from '../lib/config';
 import { FlashMptError } from '../lib/errors';
 import { createRandomModel, GenerateResult, LoadModelOptions, Model } from '../lib/model';
+import { parseGenerateOptions, Sampler } from '../lib/sampling';
+import { Scheduler, SchedulerOptions } from '../lib/scheduler/scheduler';
 
 const SHAPE = {
   model_type: 'mpt', d_model: 64, n_heads: 4, n_layers: 2, expansion_ratio: 4, max_seq_len: 128, vocab_size: 1024,
@@ -233,5 +235,81 @@ describe('queue and release', () => {
     await doomed.dispose();
     expect(await codeOf(queued)).toBe('E_DISPOSED');
     expect(await codeOf(held.next())).toBe('E_DISPOSED');
+  });
+});
+
+describe('prefill budget between decode steps (prefillTokensPerStep)', () => {
+  const OPTIONS: SchedulerOptions = { maxQueue: 8, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 64, greedyChainSteps: 8 };
+  let model: Model;
+  beforeAll(async () => {
+    model = await smallModel({ maxSequences: 4 });
+  });
+  afterAll(() => model?.dispose());
+
+  /**
+   * Greedy generations of `prompts` (maxTokens each) run together by a scheduler of their own over the model's real
+   * engine, through a proxy that logs its calls: 'prefill N' for a forward of N tokens, else the method's name.
+   */
+  async function scheduled(options: Partial<SchedulerOptions>, prompts: number[][], maxTokens: number): Promise<{ calls: string[]; tokens: number[][] }> {
+    const engine = model.live();
+    const calls: string[] = [];
+    const logged = new Proxy(engine, {
+      get(target, name) {
+        const value = Reflect.get(target, name);
+        if (typeof value !== 'function') return value;
+        return (...args: unknown[]) => {
+          if (name === 'forward') calls.push(`prefill ${(args[1] as Int32Array).length}`);
+          else if (typeof name === 'string' && name.startsWith('decode')) calls.push(name);
+          return value.apply(target, args);
+        };
+      },
+    });
+    const blocks = engine.kvBlocks();
+    const capacity = { maxSequences: 4, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
+    const scheduler = new Scheduler(logged, capacity, { ...OPTIONS, ...options });
+    try {
+      const tokens = await Promise.all(
+        prompts.map(async (prompt) => {
+          const sampler = new Sampler(parseGenerateOptions({ temperature: 0, maxTokens }), { sampleableVocabSize: config.vocabSize });
+          const sequence = scheduler.open(Int32Array.from(prompt), { maxTokens, sampler, signal: undefined });
+          const out = [await sequence.next()];
+          while (out.length < maxTokens) {
+            sequence.accept(out[out.length - 1]);
+            out.push(await sequence.next());
+          }
+          sequence.release();
+          return out;
+        }),
+      );
+      return { calls, tokens };
+    } finally {
+      scheduler.close();
+    }
+  }
+
+  const burst = [7, 12, 20].map((length, i) => promptOf(length, i).ids);
+
+  test('a burst of prompts within the budget is prefilled before the first decode step', async () => {
+    const { calls } = await scheduled({}, burst, 4);
+    expect(calls.slice(0, 3)).toEqual(['prefill 7', 'prefill 12', 'prefill 20']);
+    expect(calls.slice(3).every((call) => call.startsWith('decode'))).toBe(true);
+  });
+
+  test('a budget of one token interleaves a decode step between prompts; the tokens do not depend on it', async () => {
+    const wide = await scheduled({}, burst, 4);
+    const narrow = await scheduled({ prefillTokensPerStep: 1 }, burst, 4);
+    expect(narrow.calls.slice(0, 5)).toEqual(['prefill 7', 'decodeBatchCandidates', 'prefill 12', 'decodeBatchCandidates', 'prefill 20']);
+    expect(narrow.tokens).toEqual(wide.tokens);
+  });
+
+  test('a long prompt runs as many fixed-size chunks as the budget holds per step', async () => {
+    const { calls } = await scheduled({ prefillChunkTokens: 5, prefillTokensPerStep: 10 }, [promptOf(23, 5).ids, promptOf(3, 6).ids], 6);
+    // Step 1: chunks 1-2 of the long prompt (10 tokens); step 2: chunks 3-4; step 3: its last 3 tokens and the short one.
+    const prefills = calls.map((call, i) => [call, i] as const).filter(([call]) => call.startsWith('prefill'));
+    expect(prefills.map(([call]) => call)).toEqual(['prefill 5', 'prefill 5', 'prefill 5', 'prefill 5', 'prefill 3', 'prefill 3']);
+  });
+
+  test('prefillTokensPerStep must be a positive integer', async () => {
+    for (const bad of [0, -1, 1.5]) expect(await codeOf(smallModel({ prefillTokensPerStep: bad }))).toBe('E_INVALID_ARGUMENT');
   });
 });

@@ -1,8 +1,11 @@
 /**
  * Continuous batching over one native engine. Concurrent generations share decode steps: each iteration of the
- * loop admits waiting requests into free sequence slots, runs at most one prefill chunk (so a long prompt holds
- * the running sequences back by one chunk, not by its whole length), then one decode step over every running
- * sequence whose next token is known, and hands each sequence the token its sampler picks. Sequences that
+ * loop admits waiting requests into free sequence slots, runs prefill chunks of the admitted prompts up to a budget
+ * of prompt tokens (at least one chunk; so a long prompt holds the running sequences back by that budget, not by
+ * its whole length, and a burst of short prompts starts decoding together instead of one per step), then one
+ * decode step over every running sequence whose next token is known, and hands each sequence the token its
+ * sampler picks. A prompt's chunks are the same whatever runs beside it (prefillChunkTokens each), so its
+ * numbers do not depend on the budget or on other requests. Sequences that
  * finish, break off or abort leave at once; the native slot of one released mid-call is reused only after that
  * call lands.
  *
@@ -34,8 +37,10 @@ export interface SchedulerOptions {
   maxQueue: number;
   /** How long a request may wait for a slot before it gets E_QUEUE_FULL; 0 = no limit. */
   queueTimeoutMs: number;
-  /** Prompt tokens per prefill call; running sequences take a decode step between two chunks. */
+  /** Prompt tokens per prefill call. */
   prefillChunkTokens: number;
+  /** Prompt tokens prefilled between two decode steps, in whole chunks; at least one chunk runs. */
+  prefillTokensPerStep: number;
   /** Candidates per row a decode step asks the engine for; 0 = always full rows. */
   candidates: number;
   /** Most decode steps one greedy chain runs; 1 = every step returns to JS. */
@@ -358,14 +363,14 @@ export class Scheduler {
   wake(): void {
     if (this.looping || this.closed) return;
     this.looping = true;
-    void this.loop();
+    // From a microtask: requests opened in the same tick (a burst) are admitted and prefilled together.
+    queueMicrotask(() => void this.loop());
   }
 
   private async loop(): Promise<void> {
     for (;;) {
       this.admit();
-      const prefill = [...this.active].find((s) => s.phase === 'prefill');
-      if (prefill) await this.prefillChunk(prefill);
+      const prefilled = await this.prefillRound();
       const batch = [...this.active].filter((s) => s.phase === 'decode' && s.waiter !== null && s.input !== null);
       const chainSteps = this.greedyChainSteps(batch);
       if (chainSteps > 1) {
@@ -373,7 +378,7 @@ export class Scheduler {
       } else if (batch.length > 0) {
         await this.decodeStep(batch);
       }
-      if (this.closed || (!prefill && batch.length === 0)) {
+      if (this.closed || (!prefilled && batch.length === 0)) {
         this.looping = false;
         return;
       }
@@ -439,6 +444,23 @@ export class Scheduler {
     if (sequence.phase !== 'done') return true;
     this.draining--;
     return false;
+  }
+
+  /** Prefill chunks in admission order while they fit the per-step budget (the first always runs); false if none ran. */
+  private async prefillRound(): Promise<boolean> {
+    let budget = this.options.prefillTokensPerStep;
+    let ran = false;
+    for (const sequence of [...this.active]) {
+      while (sequence.phase === 'prefill' && !this.closed) {
+        const chunk = Math.min(this.options.prefillChunkTokens, sequence.prompt.length - sequence.prefilled);
+        if (ran && chunk > budget) break;
+        await this.prefillChunk(sequence);
+        ran = true;
+        budget -= chunk;
+      }
+      if (budget <= 0) break;
+    }
+    return ran;
   }
 
   private async prefillChunk(sequence: Sequence): Promise<void> {
