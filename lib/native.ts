@@ -84,13 +84,6 @@ export interface NativeEngine {
   sequenceLength(seq: number): number;
   /** Appends ids to seq and runs them: ids.length × vocabSize logits when allLogits, else the last row only. */
   forward(seq: number, ids: Int32Array, allLogits: boolean): Promise<Float32Array>;
-  /**
-   * Prefill of whole prompts for up to 64 distinct sequences in shared passes: lengths[i] ≥ 1 ids of `ids` (the
-   * prompts concatenated) appended to seqs[i]; each sequence's last-position logits come back, seqs.length ×
-   * vocabSize. Nothing changes when it fails. The numbers are those of one forward per prompt up to the GEMMs'
-   * row count (bitwise on the CPU engine).
-   */
-  forwardPrompts(seqs: Int32Array, ids: Int32Array, lengths: Int32Array): Promise<Float32Array>;
   /** One new token for each sequence: seqs.length × vocabSize logits. */
   decodeBatch(seqs: Int32Array, ids: Int32Array): Promise<Float32Array>;
   /**

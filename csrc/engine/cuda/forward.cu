@@ -117,37 +117,20 @@ void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t
   CUDA_CHECK(naive_attention(p, NaiveScores::Float, s.ws->naive.get(), stream));
 }
 
-// A chunk's attention: the fused kernel where it applies, else the naive one.
-void runChunkAttention(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t stream) {
-  if (fusedAttention(*s.config, s.dtype)) {
-    CUDA_CHECK(flash_attention_prefill(p, stream));
-  } else {
-    runNaive(s, p, stream);
-  }
-}
-
 // Decode steps with the fused kernel take the new token straight from ws.qkv (no QKV epilogue kernel).
 void runAttention(const ForwardState& s, const PassRows& r, int layer, const LayerWeights& w, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
   const bool fused = fusedAttention(c, s.dtype);
-  if (r.segments) {  // each prompt attends to its own cache, written by the QKV epilogue
-    const int64_t rowBytes = int64_t(c.d_model) * int64_t(dtypeSize(s.dtype));
-    for (int i = 0; i < r.segment_count; ++i) {
-      const PromptSegment& seg = r.segments[i];
-      const int keys = seg.position0 + seg.rows;
-      gatherSequence(s, layer, seg.block_table, keys, stream);
-      runChunkAttention(s,
-                        chunkAttention(s, s.ws->q.as<uint8_t>() + seg.row0 * rowBytes,
-                                       s.ws->h.as<uint8_t>() + seg.row0 * rowBytes, seg.rows, keys),
-                        stream);
-    }
-    return;
-  }
   if (!r.decode) {
     // The QKV epilogue wrote the chunk's own keys to k_seq / v_seq; a cached prefix comes from the blocks.
     if (r.position0 > 0) gatherSequence(s, layer, r.block_tables, r.position0, stream);
-    runChunkAttention(s, chunkAttention(s, s.ws->q.get(), s.ws->h.get(), r.rows, r.position0 + r.rows), stream);
+    const FlashAttentionParams p = chunkAttention(s, s.ws->q.get(), s.ws->h.get(), r.rows, r.position0 + r.rows);
+    if (fused) {
+      CUDA_CHECK(flash_attention_prefill(p, stream));
+    } else {
+      runNaive(s, p, stream);
+    }
     return;
   }
   if (!fused) {  // one query per row against its own sequence, lengths read on the host
@@ -206,7 +189,7 @@ void runQkvEpilogue(const ForwardState& s, const PassRows& r, int layer, const L
   qp.kv.table_stride = s.kv->table_stride;
   qp.kv.block_stride = s.kv->block_stride;
   qp.kv.row_stride = d;
-  if (r.decode || r.segments) {
+  if (r.decode) {
     qp.sequences = r.table_rows;
     qp.positions = r.positions;
   } else {
