@@ -40,23 +40,24 @@ constexpr int kTileFeatures = 16;  // output features of one mma tile (the mma's
 constexpr int kMaxSplits = 16;
 
 // NT n-tiles of 8 activation rows; kJ 16-byte loads per lane per weight row and step (a warp step covers 32·kJ of
-// k). Each warp computes F feature tiles, so every activation fragment it loads serves F tiles: block (x, y)
-// computes features [16F·x, 16F·(x + 1)) over k in [y·slice_k, (y + 1)·slice_k). F changes which features share a
-// block, never a sum's order. kSplit: y > 0 exists and the output is an fp32 accumulation, reduced through the
-// split workspace.
+// k). The K axis of a block's slice [y·slice_k, (y + 1)·slice_k) is dealt to kWarps partitions: partition w takes
+// the warp steps at w·kStepK, (w + kWarps)·kStepK, … of it. An output is the sum of its partitions' sums, added in
+// partition order, whichever kernel below computes them: that order is what every batch size shares. kSplit: y > 0
+// exists and the output is an fp32 accumulation, reduced through the split workspace.
 constexpr int kJ = 8;
 constexpr int kStepK = 32 * kJ;
+constexpr int kWarpStride = kWarps * kStepK;  // k between one partition's consecutive steps
 
-template <class T, int NT, int F, GemmOut OUT, bool kSplit>
-__global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams p, int slice_k) {
+// One warp's products for feature tiles [n0 + 16f, n0 + 16f + 16), f < F, over the partition whose first step is
+// at kFirst (steps kWarps·kStepK apart, below kEnd), into acc. Its first weights load before pdlWait().
+template <class T, int NT, int F>
+__device__ __forceinline__ void warpProducts(const GemmParams& p, int n0, int kFirst, int kEnd, float (&acc)[F][NT][4]) {
   // Weight loads in flight per feature tile: one tile holds a whole warp step and reloads it after the step; two
   // tiles hold two j each, slot j % kDepth refilled with the element kDepth ahead as soon as its mmas used it (the
   // registers of acc and activations leave no room for more: 2, 3 and 4 measured, 2 fastest, bench/NOTES-decode.md O).
   constexpr int kDepth = F == 1 ? kJ : 2;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
-  const int n0 = blockIdx.x * kTileFeatures * F;
-  const int kBegin = blockIdx.y * slice_k, kEnd = min(p.K, kBegin + slice_k);
   const T* A = static_cast<const T*>(p.a);
   const T* W = static_cast<const T*>(p.w);
   const uint4 zero = make_uint4(0, 0, 0, 0);
@@ -87,7 +88,6 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
     }
   };
 
-  float acc[F][NT][4];
 #pragma unroll
   for (int f = 0; f < F; ++f)
 #pragma unroll
@@ -95,8 +95,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[f][t][e] = 0.f;
 
-  constexpr int kWarpStride = kWarps * kStepK;  // k between one warp's consecutive steps
-  int k0 = kBegin + warp * kStepK;
+  int k0 = kFirst;
 #pragma unroll
   for (int j = 0; j < kDepth; ++j) loadWeights(j, k0 + 32 * j + 8 * q);
   pdlLaunchDependents();
@@ -141,20 +140,178 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
       }
     }
   }
+}
 
-  // acc[f][t]: c0,c1 = (feature 16f + g, rows 8t+2q, 8t+2q+1), c2,c3 = (feature 16f + g + 8, same rows). The warps'
-  // sums meet in shared memory one feature tile at a time.
-  __shared__ float partial[kWarps][NT * 8][kTileFeatures + 1];
+// The same products with the operands staged in shared memory by cp.async, for 17-64 rows. There the registers of
+// the loop above (weights in flight, two j of activation fragments, F·NT·4 accumulators) allow one block per SM,
+// whose 8 warps mostly wait on loads (ncu, session 5: no eligible warp in 80-90% of cycles). Staged, a warp holds
+// only its accumulators and one mma's fragments, so two blocks fit and loads stay in flight without registers.
+// Unit u is one j of the partition's steps, in order; each lane copies and reads back only its own 16-byte slots
+// (no barrier). Only kStages units per warp are in flight, fewer than the loop above keeps: measured faster for the
+// projections (Wqkv, mlp_up, the LM head: −20 to −28% at 64 rows) and slower for the residual ones (out_proj, one
+// block per SM; mlp_down, split over K), which keep the loop above (bench/NOTES-decode.md Q).
+template <int NT>
+constexpr int kStages = NT >= 8 ? 2 : 3;  // units in flight per warp: two blocks' staging must fit one SM
+template <int NT, int F>
+constexpr int kUnitSlots = 2 * F + NT;  // per lane and unit: weight rows g and g + 8 of each tile, then n-tiles
+template <int NT, int F>
+constexpr size_t kStagedBytes = size_t(kWarps) * kStages<NT> * kUnitSlots<NT, F> * 32 * sizeof(uint4);
+
+template <class T, int NT, int F>
+__device__ __forceinline__ void warpProductsStaged(const GemmParams& p, int n0, int kFirst, int kEnd,
+                                                   float (&acc)[F][NT][4], uint4* stages) {
+  constexpr int S = kStages<NT>, kSlots = kUnitSlots<NT, F>;
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, q = lane & 3;
+  const T* A = static_cast<const T*>(p.a);
+  const T* W = static_cast<const T*>(p.w);
+  bool okLo[F], okHi[F];
+  const T *wLo[F], *wHi[F];
+#pragma unroll
+  for (int f = 0; f < F; ++f) {
+    const int n = n0 + f * kTileFeatures + g;
+    okLo[f] = n < p.N;
+    okHi[f] = n + 8 < p.N;
+    wLo[f] = W + int64_t(okLo[f] ? n : 0) * p.ldw;
+    wHi[f] = W + int64_t(okHi[f] ? n + 8 : 0) * p.ldw;
+  }
+#pragma unroll
+  for (int f = 0; f < F; ++f)
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[f][t][e] = 0.f;
+
+  const int units = kFirst < kEnd ? (kEnd - kFirst + kWarpStride - 1) / kWarpStride * kJ : 0;
+  auto kOf = [&](int u) { return kFirst + u / kJ * kWarpStride + 32 * (u % kJ) + 8 * q; };
+  auto slots = [&](int u) { return stages + (u % S) * kSlots * 32 + lane; };  // slot i of unit u at [32 i]
+  auto copyWeights = [&](int u) {
+    const int k = kOf(u);
+    uint4* slot = slots(u);
+#pragma unroll
+    for (int f = 0; f < F; ++f) {
+      const bool lo = okLo[f] && k < kEnd, hi = okHi[f] && k < kEnd;
+      cpAsync16(sharedAddress(slot + 64 * f), wLo[f] + (lo ? k : 0), lo);
+      cpAsync16(sharedAddress(slot + 64 * f + 32), wHi[f] + (hi ? k : 0), hi);
+    }
+  };
+  auto copyActivations = [&](int u) {
+    const int k = kOf(u);
+    uint4* slot = slots(u) + 64 * F;
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const int m = t * 8 + g;
+      const bool ok = m < p.M && k < kEnd;
+      cpAsync16(sharedAddress(slot + 32 * t), A + (ok ? int64_t(m) * p.lda + k : 0), ok);
+    }
+  };
+
+  // Weights (no kernel writes them) go out before the programmatic wait, activations after it.
+#pragma unroll
+  for (int u = 0; u < S - 1; ++u) {
+    if (u < units) copyWeights(u);
+  }
+  pdlLaunchDependents();
+  pdlWait();
+#pragma unroll
+  for (int u = 0; u < S - 1; ++u) {
+    if (u < units) copyActivations(u);
+    cpAsyncCommit();
+  }
+  for (int u = 0; u < units; ++u) {
+    if (u + S - 1 < units) {
+      copyWeights(u + S - 1);
+      copyActivations(u + S - 1);
+    }
+    cpAsyncCommit();
+    cpAsyncWait<S - 1>();  // unit u has landed
+    const uint4* slot = slots(u);
+    uint32_t a0[F][4], a1[F][4];
+#pragma unroll
+    for (int f = 0; f < F; ++f) {
+      const uint4 lo = slot[64 * f], hi = slot[64 * f + 32];
+      a0[f][0] = lo.x, a0[f][1] = hi.x, a0[f][2] = lo.y, a0[f][3] = hi.y;
+      a1[f][0] = lo.z, a1[f][1] = hi.z, a1[f][2] = lo.w, a1[f][3] = hi.w;
+    }
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      const uint4 b = slot[64 * F + 32 * t];
+#pragma unroll
+      for (int f = 0; f < F; ++f) {
+        mma16816<T>(acc[f][t], a0[f], b.x, b.y);
+        mma16816<T>(acc[f][t], a1[f], b.z, b.w);
+      }
+    }
+  }
+  cpAsyncWait<0>();
+}
+
+// A partition's sums of one feature tile, [row][feature]: acc c0,c1 = (feature g, rows 8t+2q, 8t+2q+1), c2,c3 =
+// (feature g+8, same rows).
+template <int NT>
+using TilePartial = float[NT * 8][kTileFeatures + 1];
+
+template <int NT>
+__device__ __forceinline__ void storeTilePartial(const float (&acc)[NT][4], TilePartial<NT>& partial) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    partial[t * 8 + 2 * q][g] = acc[t][0];
+    partial[t * 8 + 2 * q + 1][g] = acc[t][1];
+    partial[t * 8 + 2 * q][g + 8] = acc[t][2];
+    partial[t * 8 + 2 * q + 1][g + 8] = acc[t][3];
+  }
+}
+
+// Output (m, n) of split blockIdx.y from the sum of its partitions: through the epilogue, or to the split workspace.
+template <class T, GemmOut OUT, bool kSplit>
+__device__ __forceinline__ void storeOutput(const GemmParams& p, int m, int n, float sum) {
+  if constexpr (kSplit) {
+    storeSplitPartial(p, blockIdx.y, m, n, sum);
+  } else {
+    epilogueStore<T, OUT>(p, m, n, sum);
+  }
+}
+
+// After every thread of the block stored its outputs' split partials: the split of output tile `tile` (features
+// [n0, n0 + features)) that finishes last adds all splits up, in split order.
+__device__ __forceinline__ void finishSplits(const GemmParams& p, int tile, int n0, int features) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = takeLastTicket(p, tile, gridDim.y);
+  __syncthreads();
+  if (!last) return;
+  for (int i = threadIdx.x; i < p.M * features; i += blockDim.x) {
+    const int m = i / features, n = n0 + i % features;
+    if (n < p.N) addSplitPartials(p, gridDim.y, m, n);
+  }
+}
+
+// Warp w of a block is partition w; block (x, y) computes features [16F·x, 16F·(x + 1)). kStaged: the operands go
+// through shared memory (warpProductsStaged), else straight to registers (warpProducts). The warps' sums meet in
+// shared memory (the staging buffer, once drained), one feature tile at a time. The launch bounds ask two blocks
+// per SM of the staged kernel and nothing of the other (0: unspecified; 1 let ptxas take 164 registers at 9-16 rows,
+// one block per SM, where it takes 128 unasked).
+template <class T, int NT, int F, bool kStaged, GemmOut OUT, bool kSplit>
+__global__ void __launch_bounds__(kWarps * 32, kStaged ? 2 : 0) gemmSkinnyKernel(const GemmParams p, int slice_k) {
+  extern __shared__ uint4 smem[];
+  const int warp = threadIdx.x >> 5;
+  const int n0 = blockIdx.x * kTileFeatures * F;
+  const int kBegin = blockIdx.y * slice_k, kEnd = min(p.K, kBegin + slice_k);
+  float acc[F][NT][4];
+  if constexpr (kStaged) {
+    warpProductsStaged<T, NT, F>(p, n0, kBegin + warp * kStepK, kEnd, acc,
+                                 smem + warp * kStages<NT> * kUnitSlots<NT, F> * 32);
+    __syncthreads();  // every warp's staging drained: the buffer takes the partition sums
+  } else {
+    warpProducts<T, NT, F>(p, n0, kBegin + warp * kStepK, kEnd, acc);
+  }
+  TilePartial<NT>* partial = reinterpret_cast<TilePartial<NT>*>(smem);
 #pragma unroll
   for (int f = 0; f < F; ++f) {
     if (f > 0) __syncthreads();
-#pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      partial[warp][t * 8 + 2 * q][g] = acc[f][t][0];
-      partial[warp][t * 8 + 2 * q + 1][g] = acc[f][t][1];
-      partial[warp][t * 8 + 2 * q][g + 8] = acc[f][t][2];
-      partial[warp][t * 8 + 2 * q + 1][g + 8] = acc[f][t][3];
-    }
+    storeTilePartial<NT>(acc[f], partial[warp]);
     __syncthreads();
     for (int i = threadIdx.x; i < NT * 8 * kTileFeatures; i += kWarps * 32) {
       const int m = i / kTileFeatures, r = i % kTileFeatures, n = n0 + f * kTileFeatures + r;
@@ -162,25 +319,10 @@ __global__ void __launch_bounds__(kWarps * 32) gemmSkinnyKernel(const GemmParams
       float sum = 0.f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) sum += partial[w][m][r];
-      if constexpr (kSplit) {
-        storeSplitPartial(p, blockIdx.y, m, n, sum);
-      } else {
-        epilogueStore<T, OUT>(p, m, n, sum);
-      }
+      storeOutput<T, OUT, kSplit>(p, m, n, sum);
     }
   }
-  if constexpr (kSplit) {
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) last = takeLastTicket(p, blockIdx.x, gridDim.y);
-    __syncthreads();
-    if (!last) return;
-    for (int i = threadIdx.x; i < p.M * kTileFeatures * F; i += kWarps * 32) {
-      const int m = i / (kTileFeatures * F), n = n0 + i % (kTileFeatures * F);
-      if (n < p.N) addSplitPartials(p, gridDim.y, m, n);
-    }
-  }
+  if constexpr (kSplit) finishSplits(p, blockIdx.x, n0, kTileFeatures * F);
 }
 
 template <class T, int NT, GemmOut OUT>
@@ -193,19 +335,31 @@ cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
   splits = std::min({splits, kMaxSplits, splitCapacity(p, tiles)});
   const int steps = (p.K + kStepK - 1) / kStepK;
   const int sliceK = (steps + splits - 1) / splits * kStepK;
-  // From 32 rows on, the activation fragments (NT · 8 rows × 16 bytes per lane and k step) outweigh the weights':
-  // two feature tiles per warp halve that traffic, when the grid still fills every SM.
-  int sms = 0;
-  if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
-  const int pairs = (tiles + 1) / 2;
-  const bool twoTiles = NT >= 4 && int64_t(pairs) * splits >= sms;
-  return switchBool(twoTiles, [&](auto two) {
-    constexpr int F = decltype(two)::value && NT >= 4 ? 2 : 1;
-    const dim3 grid(F == 2 ? pairs : tiles, splits);
-    return switchBool(splits > 1, [&](auto split) {
-      return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, F, OUT, decltype(split)::value>, grid, dim3(kWarps * 32), 0,
-                       stream, p, sliceK);
-    });
+  return switchBool(splits > 1, [&](auto split) {
+    constexpr bool kSplit = decltype(split)::value;
+    if constexpr (NT >= 4) {
+      // From 17 rows on, two feature tiles per warp read each activation fragment once for both, when the grid
+      // still fills every SM; the projections stage their operands (warpProductsStaged).
+      int sms = 0;
+      if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
+      const int pairs = (tiles + 1) / 2;
+      return switchBool(int64_t(pairs) * splits >= sms, [&](auto twoTiles) {
+        constexpr int F = decltype(twoTiles)::value ? 2 : 1;
+        constexpr bool kStaged = OUT != GemmOut::AddFloat;
+        auto kernel = gemmSkinnyKernel<T, NT, F, kStaged, OUT, kSplit>;
+        const size_t smem = kStaged ? std::max(kStagedBytes<NT, F>, kWarps * sizeof(TilePartial<NT>))
+                                    : kWarps * sizeof(TilePartial<NT>);
+        if (kStaged) {
+          const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+          if (err != cudaSuccess) return err;
+        }
+        return launchPdl(p.pdl, kernel, dim3(F == 2 ? pairs : tiles, splits), dim3(kWarps * 32), smem, stream, p,
+                         sliceK);
+      });
+    } else {
+      return launchPdl(p.pdl, gemmSkinnyKernel<T, NT, 1, false, OUT, kSplit>, dim3(tiles, splits), dim3(kWarps * 32),
+                       kWarps * sizeof(TilePartial<NT>), stream, p, sliceK);
+    }
   });
 }
 
