@@ -147,21 +147,21 @@ __device__ __forceinline__ void warpProducts(const GemmParams& p, int n0, int kF
 // whose 8 warps mostly wait on loads (ncu, session 5: no eligible warp in 80-90% of cycles). Staged, a warp holds
 // only its accumulators and one mma's fragments, so two blocks fit and loads stay in flight without registers.
 // Unit u is one j of the partition's steps, in order; each lane copies and reads back only its own 16-byte slots
-// (no barrier). Measured at 64 rows (H100): Wqkv, mlp_up and the LM head −20 to −28%, out_proj −14%; mlp_down, split
-// over K, 40-100% slower in every variant tried (stages, tiles per warp), so a split GEMM keeps the loop above
-// (bench/NOTES-decode.md Q).
-// Units in flight per warp: 2 where two blocks' staging must fit one SM (two tiles per warp at 33-64 rows), else 3.
-template <int NT, int F>
-constexpr int kStages = NT >= 8 && F == 2 ? 2 : 3;
+// (no barrier). Only kStages units per warp are in flight, fewer than the loop above keeps: measured faster for the
+// projections (Wqkv, mlp_up, the LM head: −20 to −28% at 64 rows) but not for the residual GEMMs, which keep the
+// loop above: mlp_down (split over K) 40-100% slower in every variant tried; out_proj 8.6 → 7.2 µs at 64 rows with
+// three stages but the whole 32-row chain 0.1 ms slower (bench/NOTES-decode.md Q).
+template <int NT>
+constexpr int kStages = NT >= 8 ? 2 : 3;  // units in flight per warp: two blocks' staging must fit one SM
 template <int NT, int F>
 constexpr int kUnitSlots = 2 * F + NT;  // per lane and unit: weight rows g and g + 8 of each tile, then n-tiles
 template <int NT, int F>
-constexpr size_t kStagedBytes = size_t(kWarps) * kStages<NT, F> * kUnitSlots<NT, F> * 32 * sizeof(uint4);
+constexpr size_t kStagedBytes = size_t(kWarps) * kStages<NT> * kUnitSlots<NT, F> * 32 * sizeof(uint4);
 
 template <class T, int NT, int F>
 __device__ __forceinline__ void warpProductsStaged(const GemmParams& p, int n0, int kFirst, int kEnd,
                                                    float (&acc)[F][NT][4], uint4* stages) {
-  constexpr int S = kStages<NT, F>, kSlots = kUnitSlots<NT, F>;
+  constexpr int S = kStages<NT>, kSlots = kUnitSlots<NT, F>;
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
   const T* A = static_cast<const T*>(p.a);
@@ -303,7 +303,7 @@ __global__ void __launch_bounds__(kWarps * 32, kStaged ? 2 : 0) gemmSkinnyKernel
   float acc[F][NT][4];
   if constexpr (kStaged) {
     warpProductsStaged<T, NT, F>(p, n0, kBegin + warp * kStepK, kEnd, acc,
-                                 smem + warp * kStages<NT, F> * kUnitSlots<NT, F> * 32);
+                                 smem + warp * kStages<NT> * kUnitSlots<NT, F> * 32);
     __syncthreads();  // every warp's staging drained: the buffer takes the partition sums
   } else {
     warpProducts<T, NT, F>(p, n0, kBegin + warp * kStepK, kEnd, acc);
@@ -340,13 +340,13 @@ cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
     constexpr bool kSplit = decltype(split)::value;
     if constexpr (NT >= 4) {
       // From 17 rows on, two feature tiles per warp read each activation fragment once for both, when the grid
-      // still fills every SM; the operands are staged (warpProductsStaged) unless K is split over blocks.
+      // still fills every SM; the projections stage their operands (warpProductsStaged).
       int sms = 0;
       if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
       const int pairs = (tiles + 1) / 2;
       return switchBool(int64_t(pairs) * splits >= sms, [&](auto twoTiles) {
         constexpr int F = decltype(twoTiles)::value ? 2 : 1;
-        constexpr bool kStaged = !kSplit;
+        constexpr bool kStaged = OUT != GemmOut::AddFloat;
         auto kernel = gemmSkinnyKernel<T, NT, F, kStaged, OUT, kSplit>;
         const size_t smem = kStaged ? std::max(kStagedBytes<NT, F>, kWarps * sizeof(TilePartial<NT>))
                                     : kWarps * sizeof(TilePartial<NT>);
