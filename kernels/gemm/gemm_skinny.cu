@@ -48,6 +48,35 @@ constexpr int kJ = 8;
 constexpr int kStepK = 32 * kJ;
 constexpr int kWarpStride = kWarps * kStepK;  // k between one partition's consecutive steps
 
+// Lane (g, q)'s weight rows of F feature tiles from n0 — rows g and g + 8 of each — and whether they exist (past N
+// the pointer is row 0, never read).
+template <class T, int F>
+struct LaneWeightRows {
+  bool okLo[F], okHi[F];
+  const T *lo[F], *hi[F];
+  __device__ __forceinline__ LaneWeightRows(const GemmParams& p, int n0, int g) {
+    const T* W = static_cast<const T*>(p.w);
+#pragma unroll
+    for (int f = 0; f < F; ++f) {
+      const int n = n0 + f * kTileFeatures + g;
+      okLo[f] = n < p.N;
+      okHi[f] = n + 8 < p.N;
+      lo[f] = W + int64_t(okLo[f] ? n : 0) * p.ldw;
+      hi[f] = W + int64_t(okHi[f] ? n + 8 : 0) * p.ldw;
+    }
+  }
+};
+
+template <int F, int NT>
+__device__ __forceinline__ void zeroAccumulators(float (&acc)[F][NT][4]) {
+#pragma unroll
+  for (int f = 0; f < F; ++f)
+#pragma unroll
+    for (int t = 0; t < NT; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[f][t][e] = 0.f;
+}
+
 // One warp's products for feature tiles [n0 + 16f, n0 + 16f + 16), f < F, over the partition whose first step is
 // at kFirst (steps kWarps·kStepK apart, below kEnd), into acc. Its first weights load before pdlWait().
 template <class T, int NT, int F>
@@ -59,25 +88,15 @@ __device__ __forceinline__ void warpProducts(const GemmParams& p, int n0, int kF
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
   const T* A = static_cast<const T*>(p.a);
-  const T* W = static_cast<const T*>(p.w);
   const uint4 zero = make_uint4(0, 0, 0, 0);
-  bool okLo[F], okHi[F];
-  const T *wLo[F], *wHi[F];
-#pragma unroll
-  for (int f = 0; f < F; ++f) {
-    const int n = n0 + f * kTileFeatures + g;
-    okLo[f] = n < p.N;
-    okHi[f] = n + 8 < p.N;
-    wLo[f] = W + int64_t(okLo[f] ? n : 0) * p.ldw;
-    wHi[f] = W + int64_t(okHi[f] ? n + 8 : 0) * p.ldw;
-  }
+  const LaneWeightRows<T, F> rows(p, n0, g);
 
   uint4 aLo[F][kDepth], aHi[F][kDepth];
   auto loadWeights = [&](int slot, int k) {
 #pragma unroll
     for (int f = 0; f < F; ++f) {
-      aLo[f][slot] = okLo[f] && k < kEnd ? loadStreaming16(wLo[f] + k) : zero;
-      aHi[f][slot] = okHi[f] && k < kEnd ? loadStreaming16(wHi[f] + k) : zero;
+      aLo[f][slot] = rows.okLo[f] && k < kEnd ? loadStreaming16(rows.lo[f] + k) : zero;
+      aHi[f][slot] = rows.okHi[f] && k < kEnd ? loadStreaming16(rows.hi[f] + k) : zero;
     }
   };
   auto loadActivations = [&](uint4 (&b)[NT], int k) {
@@ -88,12 +107,7 @@ __device__ __forceinline__ void warpProducts(const GemmParams& p, int n0, int kF
     }
   };
 
-#pragma unroll
-  for (int f = 0; f < F; ++f)
-#pragma unroll
-    for (int t = 0; t < NT; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[f][t][e] = 0.f;
+  zeroAccumulators(acc);
 
   int k0 = kFirst;
 #pragma unroll
@@ -165,17 +179,7 @@ __device__ __forceinline__ void warpProductsStaged(const GemmParams& p, int n0, 
   const int lane = threadIdx.x & 31;
   const int g = lane >> 2, q = lane & 3;
   const T* A = static_cast<const T*>(p.a);
-  const T* W = static_cast<const T*>(p.w);
-  bool okLo[F], okHi[F];
-  const T *wLo[F], *wHi[F];
-#pragma unroll
-  for (int f = 0; f < F; ++f) {
-    const int n = n0 + f * kTileFeatures + g;
-    okLo[f] = n < p.N;
-    okHi[f] = n + 8 < p.N;
-    wLo[f] = W + int64_t(okLo[f] ? n : 0) * p.ldw;
-    wHi[f] = W + int64_t(okHi[f] ? n + 8 : 0) * p.ldw;
-  }
+  const LaneWeightRows<T, F> rows(p, n0, g);
 #pragma unroll
   for (int f = 0; f < F; ++f)
 #pragma unroll
@@ -191,9 +195,9 @@ __device__ __forceinline__ void warpProductsStaged(const GemmParams& p, int n0, 
     uint4* slot = slots(u);
 #pragma unroll
     for (int f = 0; f < F; ++f) {
-      const bool lo = okLo[f] && k < kEnd, hi = okHi[f] && k < kEnd;
-      cpAsync16(sharedAddress(slot + 64 * f), wLo[f] + (lo ? k : 0), lo);
-      cpAsync16(sharedAddress(slot + 64 * f + 32), wHi[f] + (hi ? k : 0), hi);
+      const bool lo = rows.okLo[f] && k < kEnd, hi = rows.okHi[f] && k < kEnd;
+      cpAsync16(sharedAddress(slot + 64 * f), rows.lo[f] + (lo ? k : 0), lo);
+      cpAsync16(sharedAddress(slot + 64 * f + 32), rows.hi[f] + (hi ? k : 0), hi);
     }
   };
   auto copyActivations = [&](int u) {
