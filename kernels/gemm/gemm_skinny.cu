@@ -180,12 +180,7 @@ __device__ __forceinline__ void warpProductsStaged(const GemmParams& p, int n0, 
   const int g = lane >> 2, q = lane & 3;
   const T* A = static_cast<const T*>(p.a);
   const LaneWeightRows<T, F> rows(p, n0, g);
-#pragma unroll
-  for (int f = 0; f < F; ++f)
-#pragma unroll
-    for (int t = 0; t < NT; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[f][t][e] = 0.f;
+  zeroAccumulators(acc);
 
   const int units = kFirst < kEnd ? (kEnd - kFirst + kWarpStride - 1) / kWarpStride * kJ : 0;
   auto kOf = [&](int u) { return kFirst + u / kJ * kWarpStride + 32 * (u % kJ) + 8 * q; };
