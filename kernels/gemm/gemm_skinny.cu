@@ -6,7 +6,9 @@
 // contiguous bytes at k = k0 + 32j + 8q from weight rows g and g+8 and from activation row g; elements 0-1 and
 // 2-3 of those loads serve as the fragments' k slots {2q, 2q+1} and {2q+8, 2q+9} of one m16n8k16, elements
 // 4-7 of a second. Fragments then come straight from registers: no shared memory, no shuffles, and each
-// load instruction covers whole 32-byte sectors (4 lanes × 16 bytes of a row).
+// load instruction covers whole 32-byte sectors (4 lanes × 16 bytes of a row). From 17 rows on, the projections
+// pass the same 16 bytes per lane through a slot of shared memory of the lane's own (warpProductsStaged), which
+// frees the registers that held loads in flight.
 //
 // The 8 warps of a block split K and meet in shared memory; the block then applies the epilogue. Long K with an
 // fp32 residual output (mlp_down) is also split over several blocks (one warp step per warp keeps many loads in
@@ -15,9 +17,10 @@
 // Batch invariance: a row's sums must not depend on how many rows run with it. Every tile count uses the same
 // k partition (J = 8 loads of 16 bytes per lane per warp step) and the same split count, and a tile's mma
 // sequence runs over k in the same order; the activation fragments of larger batches are loaded one j at a
-// time so their registers stay bounded. Which feature tiles share a block (F per warp, below) is free: from 17
-// rows on, a warp computes two tiles from each activation fragment it loads, halving the activation traffic
-// through L2 (the decode weight stream at 32 / 64 rows: 2.09 → 1.62 / 2.50 → 2.24 ms on an H100).
+// time so their registers stay bounded. Which feature tiles share a block (F per warp, below) and the path the
+// operands take are free: from 17 rows on, a warp computes two tiles from each activation fragment it loads,
+// halving the activation traffic through L2, and the projections stage their operands (the decode weight stream
+// at 32 / 64 rows: 2.09 / 2.50 → 1.62 / 2.24 → 1.55 / 1.99 ms on an H100).
 //
 // The first step's weights are loaded before pdlWait(): no kernel writes them, so under programmatic dependent
 // launch they stream in while the previous kernel (LayerNorm, attention) finishes. The kernel lets its dependents
@@ -327,11 +330,10 @@ __global__ void __launch_bounds__(kWarps * 32, kStaged ? 2 : 0) gemmSkinnyKernel
 
 template <class T, int NT, GemmOut OUT>
 cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
-  constexpr int kBlockK = kWarps * kStepK;  // k one block covers in one step of all its warps
   const int tiles = (p.N + kTileFeatures - 1) / kTileFeatures;
   // Only an fp32 accumulation can take partial sums from several blocks; the count depends on K alone (the engine's
   // workspace holds kMaxSplits splits of every tile at 64 rows, so its capacity never binds).
-  int splits = OUT == GemmOut::AddFloat ? (p.K + kBlockK - 1) / kBlockK : 1;
+  int splits = OUT == GemmOut::AddFloat ? (p.K + kWarpStride - 1) / kWarpStride : 1;
   splits = std::min({splits, kMaxSplits, splitCapacity(p, tiles)});
   const int steps = (p.K + kStepK - 1) / kStepK;
   const int sliceK = (steps + splits - 1) / splits * kStepK;

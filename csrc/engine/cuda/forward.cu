@@ -236,9 +236,8 @@ size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv
 // Split-K workspace: what the skinny kernel's splits of a decode step (≤ 16 of kDecodeRows × d_model) and the
 // wgmma kernel's (≤ 2 blocks per SM of 64 × 128 outputs) need at most; a split that does not fit is not made.
 size_t multiprocessors() {
-  int device = 0, sms = 0;
-  CUDA_CHECK(cudaGetDevice(&device));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  int sms = 0;
+  CUDA_CHECK(multiprocessorCount(&sms));
   return size_t(sms);
 }
 
