@@ -15,6 +15,8 @@
 #include <cstring>
 #include <cstdlib>
 #include <random>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "kernels/gemm/gemm.h"
@@ -66,13 +68,13 @@ std::vector<uint16_t> randomHalf(size_t n, DType t, std::mt19937& rng, float sca
 
 int failures = 0;
 
-// A split-K workspace as the engine gives one (kernels/gemm/gemm.h): room for 32 splits of an M × N output.
+// A split-K workspace as the engine gives one (kernels/gemm/gemm.h) of `floats` partial sums.
 struct SplitWorkspace {
   float* partials = nullptr;
   unsigned* counters = nullptr;
   size_t floats = 0;
   static constexpr int kCounters = 4096;
-  explicit SplitWorkspace(size_t outputs) : floats(32 * outputs) {
+  explicit SplitWorkspace(size_t floats) : floats(floats) {
     CHECK(cudaMalloc(&partials, floats * sizeof(float)));
     CHECK(cudaMalloc(&counters, kCounters * sizeof(unsigned)));
     CHECK(cudaMemset(counters, 0, kCounters * sizeof(unsigned)));
@@ -109,12 +111,45 @@ GemmParams contiguousParams(const void* a, const void* w, void* c, int M, int N,
   return p;
 }
 
-// The kernels that serve M rows on this device (gemm() picks one of them).
+// A GEMM's device operands: a and w uploaded from their bits, c of cBytes (unset); freed with the object.
+struct DeviceOperands {
+  void *a = nullptr, *w = nullptr, *c = nullptr;
+  DeviceOperands(const std::vector<uint16_t>& aBits, const std::vector<uint16_t>& wBits, size_t cBytes) {
+    CHECK(cudaMalloc(&a, aBits.size() * 2));
+    CHECK(cudaMalloc(&w, wBits.size() * 2));
+    CHECK(cudaMalloc(&c, cBytes));
+    CHECK(cudaMemcpy(a, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
+    CHECK(cudaMemcpy(w, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
+  }
+  DeviceOperands(const DeviceOperands&) = delete;
+  DeviceOperands& operator=(const DeviceOperands&) = delete;
+  ~DeviceOperands() {
+    cudaFree(a);
+    cudaFree(w);
+    cudaFree(c);
+  }
+};
+
+// The kernels that serve M rows on this device (gemm() picks one of them; row-invariant calls take wgmma, "wgmma-ri",
+// at every M).
 std::vector<Kernel> kernelsFor(int M) {
-  if (M <= kSkinnyMaxRows) return {{"skinny", gemmSkinny}};
-  std::vector<Kernel> k{{"tiled", gemmTiled}};
-  if (gemmWgmmaReady()) k.push_back({"wgmma", gemmWgmma});
+  std::vector<Kernel> k{M <= kSkinnyMaxRows ? Kernel{"skinny", gemmSkinny} : Kernel{"tiled", gemmTiled}};
+  if (!gemmWgmmaReady()) return k;
+  if (M > kSkinnyMaxRows) k.push_back({"wgmma", gemmWgmma});
+  k.push_back({"wgmma-ri", [](const GemmParams& p, cudaStream_t stream) {
+                 GemmParams invariant = p;
+                 invariant.row_invariant = true;
+                 return gemmWgmma(invariant, stream);
+               }});
   return k;
+}
+
+// The engine's split workspace (csrc/engine/cuda/forward.cu, splitPartialFloats) for the 1B shape.
+size_t engineSplitFloats() {
+  int sms = 0;
+  CHECK(multiprocessorCount(&sms));
+  return std::max({size_t(16) * 64 * 2048, size_t(sms) * 2 * 64 * 128, wgmmaSplitFloats(2048, 2048, sms),
+                   wgmmaSplitFloats(2048, 8192, sms)});
 }
 
 void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& rng) {
@@ -140,17 +175,13 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
 
   const bool half = out == GemmOut::Half || out == GemmOut::HalfGelu;
   const size_t cBytes = size_t(M) * N * (half ? 2 : 4);
-  void *dA, *dW, *dC;
+  const DeviceOperands d(aBits, wBits, cBytes);
+  void* const dC = d.c;
   float* dBias;
-  CHECK(cudaMalloc(&dA, aBits.size() * 2));
-  CHECK(cudaMalloc(&dW, wBits.size() * 2));
-  CHECK(cudaMalloc(&dC, cBytes));
   CHECK(cudaMalloc(&dBias, size_t(N) * 4));
-  CHECK(cudaMemcpy(dA, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
-  CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
   CHECK(cudaMemcpy(dBias, biasValues.data(), size_t(N) * 4, cudaMemcpyHostToDevice));
-  SplitWorkspace split(size_t(M) * N);
-  GemmParams p = contiguousParams(dA, dW, dC, M, N, K, out);
+  SplitWorkspace split(32 * size_t(M) * N);
+  GemmParams p = contiguousParams(d.a, d.w, dC, M, N, K, out);
   split.attach(p);
   p.alpha = alpha;
   p.bias = bias ? dBias : nullptr;
@@ -190,9 +221,6 @@ void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& r
                 ok ? "PASS" : "FAIL", kernel.name, t == DType::BF16 ? "bf16" : "f16", M, N, K, outName(out), int(bias),
                 rel, maxErr, limit);
   }
-  CHECK(cudaFree(dA));
-  CHECK(cudaFree(dW));
-  CHECK(cudaFree(dC));
   CHECK(cudaFree(dBias));
 }
 
@@ -209,24 +237,19 @@ void checkBatchInvariance(DType t, std::mt19937& rng) {
     const std::vector<uint16_t> wBits = randomHalf(size_t(s.N) * s.K, t, rng, 1.f / std::sqrt(float(s.K)), nullptr);
     const bool half = s.out == GemmOut::Half || s.out == GemmOut::HalfGelu;
     const size_t elem = half ? 2 : 4, cBytes = size_t(maxM) * s.N * elem;
-    void *dA, *dW, *dC;
-    CHECK(cudaMalloc(&dA, aBits.size() * 2));
-    CHECK(cudaMalloc(&dW, wBits.size() * 2));
-    CHECK(cudaMalloc(&dC, cBytes));
-    CHECK(cudaMemcpy(dA, aBits.data(), aBits.size() * 2, cudaMemcpyHostToDevice));
-    CHECK(cudaMemcpy(dW, wBits.data(), wBits.size() * 2, cudaMemcpyHostToDevice));
-    SplitWorkspace split(size_t(maxM) * s.N);
-    GemmParams p = contiguousParams(dA, dW, dC, 0, s.N, s.K, s.out);
+    const DeviceOperands d(aBits, wBits, cBytes);
+    SplitWorkspace split(32 * size_t(maxM) * s.N);
+    GemmParams p = contiguousParams(d.a, d.w, d.c, 0, s.N, s.K, s.out);
     split.attach(p);
     p.dtype = t;
     // An AddFloat output starts from zeros each time, so its bits are comparable.
     auto run = [&](int M) {
-      CHECK(cudaMemset(dC, 0, cBytes));
+      CHECK(cudaMemset(d.c, 0, cBytes));
       p.M = M;
       CHECK(gemmSkinny(p, nullptr));
       CHECK(cudaDeviceSynchronize());
       std::vector<uint8_t> out(size_t(M) * s.N * elem);
-      CHECK(cudaMemcpy(out.data(), dC, out.size(), cudaMemcpyDeviceToHost));
+      CHECK(cudaMemcpy(out.data(), d.c, out.size(), cudaMemcpyDeviceToHost));
       return out;
     };
     const std::vector<uint8_t> full = run(maxM);
@@ -238,9 +261,62 @@ void checkBatchInvariance(DType t, std::mt19937& rng) {
     if (!ok) ++failures;
     std::printf("%s batch invariance %-8s %-5s N=%-6d K=%-5d: rows of M = 1 … 64 bitwise equal, repeat equal\n",
                 ok ? "PASS" : "FAIL", s.name, t == DType::BF16 ? "bf16" : "f16", s.N, s.K);
-    CHECK(cudaFree(dA));
-    CHECK(cudaFree(dW));
-    CHECK(cudaFree(dC));
+  }
+}
+
+// Row-invariant calls (GemmParams::row_invariant, prompts sharing a pass) through gemm(): rows [r0, r0 + M) of an M-row product are bitwise those rows of
+// a 2048-row product, whatever M (the wgmma tile, K parts over blocks or folded in one) and whatever the rows'
+// place in their tiles, for the 1B model's prefill shapes and epilogues; an AddFloat output starts from the same
+// residual values. The engine then prefills a prompt beside others with its solo bits.
+void checkPromptInvariance(DType t, std::mt19937& rng) {
+  if (!gemmRowInvariance(t)) {
+    std::printf("SKIP prompt-row invariance (%s): this device's GEMMs do not promise it\n", t == DType::BF16 ? "bf16" : "f16");
+    return;
+  }
+  struct Shape { int N, K; GemmOut out; const char* name; };
+  const int maxM = 2048;
+  for (const Shape& s : {Shape{6144, 2048, GemmOut::Half, "Wqkv"}, Shape{2048, 2048, GemmOut::AddFloat, "out_proj"},
+                         Shape{8192, 2048, GemmOut::HalfGelu, "mlp_up"}, Shape{2048, 8192, GemmOut::AddFloat, "mlp_down"}}) {
+    const std::vector<uint16_t> aBits = randomHalf(size_t(maxM) * s.K, t, rng, 1.f, nullptr);
+    const std::vector<uint16_t> wBits = randomHalf(size_t(s.N) * s.K, t, rng, 1.f / std::sqrt(float(s.K)), nullptr);
+    const bool half = s.out == GemmOut::Half || s.out == GemmOut::HalfGelu;
+    const size_t elem = half ? 2 : 4, rowBytes = size_t(s.N) * elem, cBytes = size_t(maxM) * rowBytes;
+    std::vector<uint8_t> residual(cBytes);
+    for (size_t i = 0; i < cBytes / 4; ++i) {
+      const float v = std::uniform_real_distribution<float>(-1.f, 1.f)(rng);
+      std::memcpy(residual.data() + 4 * i, &v, 4);
+    }
+    const DeviceOperands d(aBits, wBits, cBytes);
+    SplitWorkspace split(engineSplitFloats());
+    auto run = [&](int r0, int M) {
+      CHECK(cudaMemcpy(d.c, residual.data(), cBytes, cudaMemcpyHostToDevice));
+      GemmParams p = contiguousParams(static_cast<uint16_t*>(d.a) + size_t(r0) * s.K, d.w,
+                                      static_cast<uint8_t*>(d.c) + r0 * rowBytes, M, s.N, s.K, s.out);
+      split.attach(p);
+      p.dtype = t;
+      p.row_invariant = true;
+      CHECK(gemm(p, nullptr));
+      CHECK(cudaDeviceSynchronize());
+      std::vector<uint8_t> out(size_t(M) * rowBytes);
+      CHECK(cudaMemcpy(out.data(), static_cast<uint8_t*>(d.c) + r0 * rowBytes, out.size(), cudaMemcpyDeviceToHost));
+      return out;
+    };
+    const std::vector<uint8_t> full = run(0, maxM);
+    bool ok = run(0, maxM) == full;  // reproducible
+    std::string parted;
+    for (const auto& [r0, M] : std::vector<std::pair<int, int>>{
+             {0, 1}, {5, 1}, {3, 17}, {64, 64}, {100, 100}, {7, 128}, {1000, 256}, {37, 300}, {512, 1024}, {1, 2047}}) {
+      const std::vector<uint8_t> part = run(r0, M);
+      if (!std::equal(part.begin(), part.end(), full.begin() + r0 * rowBytes)) {
+        ok = false;
+        parted += " " + std::to_string(r0) + "+" + std::to_string(M);
+      }
+    }
+    if (!ok) ++failures;
+    std::printf("%s prompt-row invariance %-8s %-5s N=%-6d K=%-5d: rows of M = 1 … 2047 at any offset bitwise those of "
+                "M = 2048, repeat equal%s%s\n",
+                ok ? "PASS" : "FAIL", s.name, t == DType::BF16 ? "bf16" : "f16", s.N, s.K,
+                parted.empty() ? "" : "; differ at r0+M:", parted.c_str());
   }
 }
 
@@ -340,9 +416,8 @@ void timePrefill(std::mt19937& rng) {
   void* c;
   CHECK(cudaMalloc(&c, size_t(maxM) * 8192 * 4));
   CHECK(cudaMemset(c, 0, size_t(maxM) * 8192 * 4));
-  // The engine's split-K workspace (csrc/engine/cuda/forward.cu: 132 SMs × 2 blocks × 64 × 128 floats), so the
-  // residual GEMMs of few rows split over K as they do there.
-  SplitWorkspace split(size_t(132) * 2 * 64 * 128 / 32);
+  // The engine's split-K workspace, so the residual GEMMs of few rows split over K as they do there.
+  SplitWorkspace split(engineSplitFloats());
   for (int M : {128, 512, 2048}) {
     std::vector<double> ms(kernels.size(), 0.0);
     double flops = 0;
@@ -395,7 +470,7 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
   void* out;
   CHECK(cudaMalloc(&out, size_t(64) * vocab * 4));
   CHECK(cudaMemset(out, 0, size_t(64) * vocab * 4));
-  const SplitWorkspace split(size_t(64) * d);  // mlp_down splits over K as in the engine
+  const SplitWorkspace split(engineSplitFloats());  // mlp_down splits over K as in the engine
 
   std::printf("\ndecode weight stream (skinny, bf16): 24 layers × {Wqkv, out_proj, mlp_up, mlp_down} + LM head, "
               "%.3f GB, floor %.3f ms at %.0f GB/s copy\n| rows | ms | GB/s | fraction of copy bandwidth |\n"
@@ -464,7 +539,8 @@ int main(int argc, char** argv) {
   const int shapes[][3] = {{1, 777, 96},      {3, 50, 136},      {8, 2048, 2048},   {1, 520, 8192},   {13, 384, 256},
                            {33, 500, 128},    {40, 300, 1032},   {64, 1000, 264},   {65, 777, 96},    {100, 256, 768},
                            {130, 1001, 256},  {257, 384, 1032},  {1000, 640, 512},  {1024, 3000, 256}, {1300, 3000, 264},
-                           {77, 130, 8},      {200, 72, 40},     {2048, 2048, 136}, {1999, 2101, 200}, {96, 520, 8192}};
+                           {77, 130, 8},      {200, 72, 40},     {2048, 2048, 136}, {1999, 2101, 200}, {96, 520, 8192},
+                           {200, 1000, 1104}, {300, 2048, 1104}, {1024, 1800, 600}};
   for (DType t : {DType::BF16, DType::F16}) {
     for (const auto& s : shapes) {
       if (decodeOnly && s[0] > kSkinnyMaxRows) continue;
@@ -473,6 +549,7 @@ int main(int argc, char** argv) {
       }
     }
     checkBatchInvariance(t, rng);
+    if (!decodeOnly) checkPromptInvariance(t, rng);
   }
   const double bw = copyBandwidth();
   std::printf("\ndevice-to-device copy: %.0f GB/s (bytes read + written)\n", bw / 1e9);

@@ -84,6 +84,14 @@ export interface NativeEngine {
   sequenceLength(seq: number): number;
   /** Appends ids to seq and runs them: ids.length × vocabSize logits when allLogits, else the last row only. */
   forward(seq: number, ids: Int32Array, allLogits: boolean): Promise<Float32Array>;
+  /**
+   * Prefill of whole prompts for up to 64 distinct sequences in shared passes: lengths[i] ≥ 1 ids of `ids` (the
+   * prompts concatenated) appended to seqs[i]; each sequence's last-position logits come back, seqs.length ×
+   * vocabSize. Nothing changes when it fails. Each prompt gets the logits of a call of its own, bit for bit (on a
+   * GPU whose GEMMs could not promise that, the engine runs the prompts one by one); a forward of the same prompt
+   * agrees within the dtype's precision (its GEMMs take the fastest layout for its rows).
+   */
+  forwardPrompts(seqs: Int32Array, ids: Int32Array, lengths: Int32Array): Promise<Float32Array>;
   /** One new token for each sequence: seqs.length × vocabSize logits. */
   decodeBatch(seqs: Int32Array, ids: Int32Array): Promise<Float32Array>;
   /**

@@ -248,7 +248,8 @@ describe('prefill budget between decode steps (prefillTokensPerStep)', () => {
 
   /**
    * Greedy generations of `prompts` (maxTokens each) run together by a scheduler of their own over the model's real
-   * engine, through a proxy that logs its calls: 'prefill N' for a forward of N tokens, else the method's name.
+   * engine, through a proxy that logs its calls: 'prefill N' for a forward of N tokens, 'prompts A+B' for one
+   * forwardPrompts call over prompts of A and B tokens, else the method's name.
    */
   async function scheduled(options: Partial<SchedulerOptions>, prompts: number[][], maxTokens: number): Promise<{ calls: string[]; tokens: number[][] }> {
     const engine = model.live();
@@ -259,6 +260,7 @@ describe('prefill budget between decode steps (prefillTokensPerStep)', () => {
         if (typeof value !== 'function') return value;
         return (...args: unknown[]) => {
           if (name === 'forward') calls.push(`prefill ${(args[1] as Int32Array).length}`);
+          else if (name === 'forwardPrompts') calls.push(`prompts ${Array.from(args[2] as Int32Array).join('+')}`);
           else if (typeof name === 'string' && name.startsWith('decode')) calls.push(name);
           return value.apply(target, args);
         };
@@ -289,24 +291,24 @@ describe('prefill budget between decode steps (prefillTokensPerStep)', () => {
 
   const burst = [7, 12, 20].map((length, i) => promptOf(length, i).ids);
 
-  test('a burst of prompts within the budget is prefilled before the first decode step', async () => {
+  test('a burst of prompts within the budget is prefilled in one call before the first decode step', async () => {
     const { calls } = await scheduled({}, burst, 4);
-    expect(calls.slice(0, 3)).toEqual(['prefill 7', 'prefill 12', 'prefill 20']);
-    expect(calls.slice(3).every((call) => call.startsWith('decode'))).toBe(true);
+    expect(calls[0]).toBe('prompts 7+12+20');
+    expect(calls.slice(1).every((call) => call.startsWith('decode'))).toBe(true);
   });
 
   test('a budget of one token interleaves a decode step between prompts; the tokens do not depend on it', async () => {
     const wide = await scheduled({}, burst, 4);
     const narrow = await scheduled({ prefillTokensPerStep: 1 }, burst, 4);
-    expect(narrow.calls.slice(0, 5)).toEqual(['prefill 7', 'decodeBatchCandidates', 'prefill 12', 'decodeBatchCandidates', 'prefill 20']);
+    expect(narrow.calls.slice(0, 5)).toEqual(['prompts 7', 'decodeBatchCandidates', 'prompts 12', 'decodeBatchCandidates', 'prompts 20']);
     expect(narrow.tokens).toEqual(wide.tokens);
   });
 
   test('a long prompt runs as many fixed-size chunks as the budget holds per step', async () => {
     const { calls } = await scheduled({ prefillChunkTokens: 5, prefillTokensPerStep: 10 }, [promptOf(23, 5).ids, promptOf(3, 6).ids], 6);
-    // Step 1: chunks 1-2 of the long prompt (10 tokens); step 2: chunks 3-4; step 3: its last 3 tokens and the short one.
-    const prefills = calls.map((call, i) => [call, i] as const).filter(([call]) => call.startsWith('prefill'));
-    expect(prefills.map(([call]) => call)).toEqual(['prefill 5', 'prefill 5', 'prefill 5', 'prefill 5', 'prefill 3', 'prefill 3']);
+    // Step 1: chunks 1-2 of the long prompt (10 tokens); step 2: chunks 3-4; step 3: its last 3 tokens, then the short
+    // prompt (one chunk: through forwardPrompts).
+    expect(calls.filter((call) => !call.startsWith('decode'))).toEqual(['prefill 5', 'prefill 5', 'prefill 5', 'prefill 5', 'prefill 3', 'prompts 3']);
   });
 
   test('prefillTokensPerStep must be a positive integer', async () => {

@@ -109,6 +109,28 @@ class ForwardWorker final : public EngineWorker {
   HostArray<float> logits_;
 };
 
+class ForwardPromptsWorker final : public EngineWorker {
+ public:
+  ForwardPromptsWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
+                       std::vector<int> seqs, std::vector<int32_t> ids, std::vector<int64_t> lengths)
+      : EngineWorker(env, "flash-mpt:forwardPrompts", std::move(state), self),
+        seqs_(std::move(seqs)),
+        ids_(std::move(ids)),
+        lengths_(std::move(lengths)) {}
+
+ private:
+  void compute(Engine& engine) override {
+    engine.forwardPrompts(seqs_.data(), ids_.data(), lengths_.data(), int(seqs_.size()),
+                          logits_.allocate(seqs_.size() * size_t(state_->vocab_size)));
+  }
+  Napi::Value result(Napi::Env env) override { return toTypedArray(env, std::move(logits_)); }
+
+  std::vector<int> seqs_;
+  std::vector<int32_t> ids_;
+  std::vector<int64_t> lengths_;
+  HostArray<float> logits_;
+};
+
 class DecodeBatchWorker final : public EngineWorker {
  public:
   DecodeBatchWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
@@ -366,6 +388,7 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
                                                InstanceMethod<&AddonEngine::ReleaseSequence>("releaseSequence"),
                                                InstanceMethod<&AddonEngine::SequenceLength>("sequenceLength"),
                                                InstanceMethod<&AddonEngine::Forward>("forward"),
+                                               InstanceMethod<&AddonEngine::ForwardPrompts>("forwardPrompts"),
                                                InstanceMethod<&AddonEngine::DecodeBatch>("decodeBatch"),
                                                InstanceMethod<&AddonEngine::DecodeBatchCandidates>(
                                                    "decodeBatchCandidates"),
@@ -436,6 +459,30 @@ Napi::Value AddonEngine::Forward(const Napi::CallbackInfo& info) {
     const bool all_logits = boolArg(info[2], "allLogits");
     return new ForwardWorker(env, state_, info.This().As<Napi::Object>(), seq,
                              std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()), all_logits);
+  });
+}
+
+Napi::Value AddonEngine::ForwardPrompts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, state_, [&] {
+    live();
+    const Napi::Int32Array seqs = int32ArrayArg(info[0], "seqs");
+    const Napi::Int32Array ids = int32ArrayArg(info[1], "ids");
+    const Napi::Int32Array lengths = int32ArrayArg(info[2], "lengths");
+    if (seqs.ElementLength() != lengths.ElementLength()) {
+      fail("E_INVALID_ARGUMENT", "forwardPrompts got " + std::to_string(seqs.ElementLength()) + " sequences and " +
+                                     std::to_string(lengths.ElementLength()) + " lengths");
+    }
+    int64_t total = 0;
+    for (size_t i = 0; i < lengths.ElementLength(); ++i) total += lengths[i];
+    if (total != int64_t(ids.ElementLength())) {
+      fail("E_INVALID_ARGUMENT", "forwardPrompts got " + std::to_string(ids.ElementLength()) +
+                                     " ids for prompts of " + std::to_string(total) + " tokens together");
+    }
+    return new ForwardPromptsWorker(env, state_, info.This().As<Napi::Object>(),
+                                    std::vector<int>(seqs.Data(), seqs.Data() + seqs.ElementLength()),
+                                    std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()),
+                                    std::vector<int64_t>(lengths.Data(), lengths.Data() + lengths.ElementLength()));
   });
 }
 

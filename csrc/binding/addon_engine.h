@@ -42,6 +42,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value ReleaseSequence(const Napi::CallbackInfo& info);
   Napi::Value SequenceLength(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value ForwardPrompts(const Napi::CallbackInfo& info);
   Napi::Value DecodeBatch(const Napi::CallbackInfo& info);
   Napi::Value DecodeBatchCandidates(const Napi::CallbackInfo& info);
   Napi::Value DecodeGreedy(const Napi::CallbackInfo& info);

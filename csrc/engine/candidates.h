@@ -1,4 +1,4 @@
-// What both engines check for decodeBatchCandidates, decodeGreedy and lastLogits.
+// What both engines check of the arguments of forwardPrompts, decodeBatchCandidates, decodeGreedy and lastLogits.
 #pragma once
 #include <string>
 
@@ -32,6 +32,23 @@ inline void checkGreedyRequest(int n, int steps, int sampleable_vocab, int vocab
                                    std::to_string(steps));
   }
   checkSampleableVocab(sampleable_vocab, vocab_size);
+}
+
+// Returns the ids of all prompts together.
+inline int64_t checkPromptsRequest(const int64_t* lengths, int n) {
+  if (n < 1 || n > kMaxPromptSequences) {
+    fail("E_INVALID_ARGUMENT", "forwardPrompts takes 1 to " + std::to_string(kMaxPromptSequences) +
+                                   " sequences, got " + std::to_string(n));
+  }
+  int64_t total = 0;
+  for (int i = 0; i < n; ++i) {
+    if (lengths[i] < 1) {
+      fail("E_INVALID_ARGUMENT", "prompt " + std::to_string(i) + " has " + std::to_string(lengths[i]) +
+                                     " tokens; each needs at least one");
+    }
+    total += lengths[i];
+  }
+  return total;
 }
 
 // `rows`: the rows of the latest decode step, 0 when a forward ran since (or none has run).

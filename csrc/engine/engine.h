@@ -58,6 +58,8 @@ struct EngineOptions {
 
 // decodeBatchCandidates hands back at most this many candidates per row.
 constexpr int kMaxCandidates = 1024;
+// forwardPrompts takes at most this many sequences per call.
+constexpr int kMaxPromptSequences = 64;
 // decodeGreedy runs at most this many steps per call, for at most kMaxGreedyRows sequences.
 constexpr int kMaxGreedySteps = 1024;
 constexpr int kMaxGreedyRows = 64;
@@ -83,6 +85,14 @@ class Engine {
   // position to `out` when all_logits, else only those of the last position. Throws E_CONTEXT_LENGTH
   // past kv_tokens, E_TOKEN_RANGE for ids outside [0, vocab_size).
   virtual void forward(int seq, const int32_t* ids, int64_t n, bool all_logits, float* out) = 0;
+  // Prefill of several prompts at once: lengths[i] ≥ 1 ids (the ids of all prompts concatenated in order) appended
+  // to each of n distinct sequences (1 ≤ n ≤ kMaxPromptSequences), their rows sharing passes of the model as far
+  // as the engine's workspace allows; out receives each sequence's last-position logits (n × vocab_size). Every
+  // check (ids, context, KV blocks) is made before any work: a failed call changes no sequence. Each prompt gets
+  // the bits of a call of its own (the CPU engine; the CUDA engine where gemmRowInvariance holds — elsewhere it
+  // runs the prompts one pass each); forward(..., false) of it agrees bitwise on the CPU engine, within the dtype's
+  // precision on the CUDA engine (a chunk's GEMMs take the fastest layout for its rows).
+  virtual void forwardPrompts(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, float* out) = 0;
   // One decode step for `n` sequences, one new token each; out is n x vocab_size logits.
   virtual void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) = 0;
   // One decode step like decodeBatch that hands back only what the sampler needs of each row: the k best ids

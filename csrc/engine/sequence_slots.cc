@@ -80,11 +80,15 @@ size_t SequenceSlots::checkedSlot(int handle) const {
 }
 
 SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, int64_t tokens)
-    : owner_(slots), tokens_(tokens) {
+    : Claim(slots, handles, n, std::vector<int64_t>(size_t(std::max(n, 0)), tokens).data()) {}
+
+SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, const int64_t* tokens)
+    : owner_(slots), tokens_(tokens, tokens + std::max(n, 0)) {
   std::lock_guard<std::mutex> lock(owner_.mutex_);
   const int64_t capacity = owner_.context_tokens_;
   for (int i = 0; i < n; ++i) {
     const int index = int(owner_.checkedSlot(handles[i]));
+    const int64_t tokens = tokens_[size_t(i)];
     if (std::find(slots_.begin(), slots_.end(), index) != slots_.end()) {
       fail("E_INVALID_ARGUMENT", "sequence " + std::to_string(handles[i]) + " appears twice in one call");
     }
@@ -99,7 +103,7 @@ SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, int
   }
   int64_t needed = 0;
   for (size_t i = 0; i < slots_.size(); ++i) {
-    needed += std::max<int64_t>(0, blocksFor(starts_[i] + tokens) - int64_t(owner_.slots_[size_t(slots_[i])].blocks.size()));
+    needed += std::max<int64_t>(0, blocksFor(starts_[i] + tokens_[i]) - int64_t(owner_.slots_[size_t(slots_[i])].blocks.size()));
   }
   if (needed > int64_t(owner_.free_blocks_.size())) {
     fail("E_OUT_OF_MEMORY", "the KV cache is full: this call needs " + std::to_string(needed) + " more blocks of " +
@@ -110,7 +114,7 @@ SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, int
   table_.assign(slots_.size() * size_t(owner_.table_stride_), 0);
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& slot = owner_.slots_[size_t(slots_[i])];
-    while (int64_t(slot.blocks.size()) < blocksFor(starts_[i] + tokens)) {
+    while (int64_t(slot.blocks.size()) < blocksFor(starts_[i] + tokens_[i])) {
       slot.blocks.push_back(owner_.free_blocks_.back());
       owner_.free_blocks_.pop_back();
     }
@@ -121,9 +125,9 @@ SequenceSlots::Claim::Claim(SequenceSlots& slots, const int* handles, int n, int
 
 SequenceSlots::Claim::~Claim() {
   std::lock_guard<std::mutex> lock(owner_.mutex_);
-  for (int index : slots_) {
-    Slot& slot = owner_.slots_[size_t(index)];
-    if (committed_) slot.length += tokens_;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& slot = owner_.slots_[size_t(slots_[i])];
+    if (committed_) slot.length += tokens_[i];
     slot.running = false;
     if (slot.release_when_done) owner_.free(slot);
   }

@@ -32,6 +32,8 @@ class SequenceSlots {
   class Claim {
    public:
     Claim(SequenceSlots& slots, const int* handles, int n, int64_t tokens);
+    // tokens[i] for handles[i].
+    Claim(SequenceSlots& slots, const int* handles, int n, const int64_t* tokens);
     ~Claim();
     Claim(const Claim&) = delete;
     Claim& operator=(const Claim&) = delete;
@@ -47,7 +49,7 @@ class SequenceSlots {
     std::vector<int> slots_;
     std::vector<int64_t> starts_;
     std::vector<int32_t> table_;
-    int64_t tokens_;
+    std::vector<int64_t> tokens_;
     bool committed_ = false;
   };
 

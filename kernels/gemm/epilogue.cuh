@@ -68,10 +68,16 @@ __device__ __forceinline__ bool takeLastTicket(const GemmParams& p, int tile, in
   return last;
 }
 
+// c[m, n] += alpha·sum + bias[n]: the last step of a split AddFloat output, one function wherever the parts were
+// summed (the fixup, or the wgmma block that folds all its parts itself), so every path gives the same bits.
+__device__ __forceinline__ void addFoldedSum(const GemmParams& p, int m, int n, float sum) {
+  static_cast<float*>(p.c)[int64_t(m) * p.ldc + n] += p.alpha * sum + (p.bias ? p.bias[n] : 0.f);
+}
+
 __device__ __forceinline__ void addSplitPartials(const GemmParams& p, int splits, int m, int n) {
   float sum = 0.f;
   for (int s = 0; s < splits; ++s) sum += __ldcg(p.split_partials + (int64_t(s) * p.M + m) * p.N + n);
-  static_cast<float*>(p.c)[int64_t(m) * p.ldc + n] += p.alpha * sum + (p.bias ? p.bias[n] : 0.f);
+  addFoldedSum(p, m, n, sum);
 }
 
 // The most splits of K a launch of `tiles` output tiles may use: what p's split workspace holds (1 without one).

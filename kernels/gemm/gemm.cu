@@ -1,5 +1,6 @@
-// GEMM entry point: checks the layout contract once, then sends fp32 to the SIMT kernel, decode-sized M to the
-// skinny kernel and everything else to the wgmma kernel where gemmPrepare found it usable, else to the tiled one.
+// GEMM entry point: checks the layout contract once, then sends fp32 to the SIMT kernel, row-invariant calls to the
+// wgmma kernel where gemmPrepare found it usable, other decode-sized M to the skinny kernel, and everything else to
+// the wgmma kernel, else to the tiled one.
 #include <cstdint>
 
 #include "kernels/gemm/gemm.h"
@@ -17,9 +18,12 @@ cudaError_t gemm(const GemmParams& p, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   if (p.dtype == DType::F32) return gemmSimt(p, stream);
-  if (p.M <= kSkinnyMaxRows) return gemmSkinny(p, stream);
-  return gemmWgmmaReady() ? gemmWgmma(p, stream) : gemmTiled(p, stream);
+  const bool wgmma = gemmWgmmaReady();
+  if (p.M <= kSkinnyMaxRows && !(p.row_invariant && wgmma)) return gemmSkinny(p, stream);
+  return wgmma ? gemmWgmma(p, stream) : gemmTiled(p, stream);
 }
+
+bool gemmRowInvariance(DType dtype) { return dtype == DType::F32 || gemmWgmmaReady(); }
 
 cudaError_t multiprocessorCount(int* sms) {
   int device = 0;

@@ -2,10 +2,11 @@
 // three kernels behind one entry point: for prefill (M > 64) a TMA + wgmma GEMM on compute capability 9.0 when
 // the binary carries sm_90a code, else a tiled mma.sync GEMM; for decode (M ≤ 64) a weight-streaming skinny
 // GEMM that reads each weight byte once with 16-byte loads. fp32 (the engine's float32 correctness mode) runs a
-// plain SIMT kernel with fp32 FMAs, no TF32. The skinny kernel (long K) and the wgmma kernel (grids short of the
-// SM count) split K of an AddFloat output when given a split workspace, reducing the splits in a fixed order. Every
-// output is bitwise reproducible, and the skinny kernel's sums for a row do not depend on how many rows it runs
-// (batch invariance: a sequence decodes the same alone or in a batch).
+// plain SIMT kernel with fp32 FMAs, no TF32. The skinny kernel (long K) and the wgmma kernel split K of an AddFloat
+// output when given a split workspace, reducing the splits in a fixed order. Every output is bitwise reproducible,
+// and a row's sums do not depend on how many rows run beside it (batch invariance): among decode rows (the skinny
+// kernel, M ≤ 64), and on the wgmma kernel at any M when asked (GemmParams::row_invariant), so a sequence decodes
+// the same alone or in a batch, and a prompt prefills the same alone or beside others.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -35,6 +36,10 @@ struct GemmParams {
   // Programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh), honored by the skinny kernel: its weights
   // start streaming while the previous kernel in the stream finishes.
   bool pdl = false;
+  // A row's sums must not depend on M or on the rows beside it, at any M (prompts sharing a prefill pass): where
+  // gemmRowInvariance holds, the wgmma kernel takes every M and sums an AddFloat output's K in fixed parts. Off,
+  // prefill takes the fastest layout for its M, and M ≤ 64 the skinny kernel (invariant among M ≤ 64 only).
+  bool row_invariant = false;
   // Workspace for splitting K of an AddFloat output over blocks (epilogue.cuh): split_partial_floats floats and
   // split_counter_count zeroed counters, left zeroed after each launch. Without it K is not split.
   float* split_partials = nullptr;
@@ -45,6 +50,16 @@ struct GemmParams {
 
 // Largest M the skinny kernel takes; larger M goes to the wgmma or the tiled kernel.
 constexpr int kSkinnyMaxRows = 64;
+// With row_invariant the wgmma kernel sums an AddFloat output's K in parts of this many elements, folded in order.
+constexpr int kWgmmaPartK = 512;
+// Most rows of an N-wide AddFloat output whose parts of K the wgmma kernel spreads over blocks (one part each):
+// while its small tile's grid (64 × 128 outputs a block) fills at most half of `sms` SMs.
+inline int wgmmaSplitRows(int N, int sms) { return 64 * (sms / (2 * ((N + 127) / 128))); }
+// Split workspace floats (GemmParams::split_partials) that lets it do so for every such M.
+inline size_t wgmmaSplitFloats(int N, int K, int sms) {
+  if (K <= kWgmmaPartK) return 0;
+  return size_t((K + kWgmmaPartK - 1) / kWgmmaPartK) * size_t(wgmmaSplitRows(N, sms)) * size_t(N);
+}
 
 // Picks the kernel from the dtype, M and the device. Returns cudaErrorInvalidValue for unsupported shapes or
 // alignment.
@@ -60,6 +75,9 @@ cudaError_t gemmPrepare();
 cudaError_t gemmTiledPrepare();
 cudaError_t gemmWgmmaPrepare();
 bool gemmWgmmaReady();  // on the current device
+// Whether gemm() honours row_invariant on the current device for dtype (the wgmma kernel, or the SIMT kernel of
+// F32); elsewhere the tiled and skinny kernels' sums depend on M.
+bool gemmRowInvariance(DType dtype);
 // The current device's SM count (the launchers size their grids by it).
 cudaError_t multiprocessorCount(int* sms);
 

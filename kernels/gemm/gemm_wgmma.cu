@@ -6,9 +6,15 @@
 // Warpgroup 0 is the producer: one thread issues the copies, the group gives its registers to the consumers
 // (setmaxnreg) in the one-block-per-SM tile. Consumer warpgroup c owns rows (c / kWgN)·64 and columns
 // (c % kWgN)·WN of the block tile: the 128×256 tile splits M between them, the 64×128 tile splits N.
-// TMA zero-fills past M, N and K, so ragged edges need no code in the main loop. An AddFloat output whose grid
-// leaves SMs idle (few rows) is also split along K over blockIdx.z when the caller gives a split workspace; a second
-// kernel adds the splits' partials in order (epilogue.cuh), so the output is reproducible bit for bit.
+// TMA zero-fills past M, N and K, so ragged edges need no code in the main loop.
+//
+// An AddFloat output (the residual GEMMs) whose grid leaves SMs idle (few rows) is split along K over blockIdx.z
+// when the caller gives a split workspace; a second kernel adds the splits' partials in order (epilogue.cuh), so
+// the output is reproducible bit for bit. How many splits depends on M, so a row's bits do too, except with FOLD
+// (GemmParams::row_invariant): K then runs in fixed parts of kWgmmaPartK elements, each from zero, folded in order — by
+// the block itself (a drain of its MMAs at each part's end), or, for grids that would leave most SMs idle, by the
+// fixup kernel over blocks of one part each. As for the other outputs (K in one pass), a row's bits then depend
+// neither on M nor on the row's place in its tile: prompts prefilled in one pass get their solo bits.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
@@ -32,7 +38,7 @@ constexpr int wgmmaSmemBytes() {
   return STAGES * (BM + BN) * kBK * 2 + 2 * STAGES * 8 + 1024;  // tiles, full/empty barriers, 1024-byte alignment
 }
 
-template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT>
+template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT, bool FOLD>
 __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     gemmWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapW,
                     const GemmParams p, int kTilesPerSplit) {
@@ -40,7 +46,12 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   constexpr int kWgM = BM / 64, kWgN = 2 / kWgM, WN = BN / kWgN;  // consumer warpgroups' grid and their N
   constexpr int kTileA = BM * kBK, kTileW = BN * kBK;              // elements per stage
   constexpr uint32_t kStageBytes = (kTileA + kTileW) * 2;
+  constexpr bool kFold = FOLD;
+  static_assert(!FOLD || OUT == GemmOut::AddFloat, "folded parts are for AddFloat outputs");
+  constexpr int kPartTiles = kWgmmaPartK / kBK;
   static_assert(kWgM * kWgN == 2 && WN % 64 == 0, "tile shape");
+  static_assert(!kFold || WN <= 128, "a folding consumer holds two sets of accumulators");
+  static_assert(kWgmmaPartK % kBK == 0, "parts of whole k-tiles");
 
   extern __shared__ unsigned char smemRaw[];
   // 128-byte swizzle atoms (8 rows × 128 bytes) must start on 1024-byte boundaries.
@@ -80,9 +91,9 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   if constexpr (MIN_BLOCKS == 1) setmaxnregInc<232>();  // 128·40 + 256·232 = the 384·168 registers at launch
 
   const int c = wg - 1, wgm = c / kWgN, wgn = c % kWgN;
-  float acc[WN / 2];
+  float acc[WN / 2], total[WN / 2];  // total: the folded parts (kFold only)
 #pragma unroll
-  for (int i = 0; i < WN / 2; ++i) acc[i] = 0.f;
+  for (int i = 0; i < WN / 2; ++i) acc[i] = total[i] = 0.f;
 
   for (int kt = 0; kt < kTiles; ++kt) {
     const int s = kt % STAGES;
@@ -98,6 +109,16 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     // Keep this k-tile's MMAs in flight; the previous one has finished reading its stage, so hand it back.
     wgmmaWait<1>();
     if (kt > 0) mbarrierArrive(&empty[(kt - 1) % STAGES]);
+    if constexpr (kFold) {
+      if ((kBegin + kt + 1) % kPartTiles == 0 || kt + 1 == kTiles) {  // a part ends: add it to the total
+        wgmmaWait<0>();
+#pragma unroll
+        for (int i = 0; i < WN / 2; ++i) {
+          total[i] += acc[i];
+          acc[i] = 0.f;
+        }
+      }
+    }
   }
   wgmmaWait<0>();
 
@@ -110,11 +131,18 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   static_assert(2 * 64 * kLd * 4 <= STAGES * kStageBytes, "staging fits the stages");
   const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
   float* staging = reinterpret_cast<float*>(smem) + (c * 64 + warp * 16) * kLd;
+  auto stage = [&](const float(&v)[WN / 2]) {
 #pragma unroll
-  for (int j = 0; j < WN / 8; ++j) {
-    const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
-    *reinterpret_cast<float2*>(staging + row * kLd + col) = make_float2(acc[4 * j], acc[4 * j + 1]);
-    *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
+    for (int j = 0; j < WN / 8; ++j) {
+      const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
+      *reinterpret_cast<float2*>(staging + row * kLd + col) = make_float2(v[4 * j], v[4 * j + 1]);
+      *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(v[4 * j + 2], v[4 * j + 3]);
+    }
+  };
+  if constexpr (kFold) {
+    stage(total);
+  } else {
+    stage(acc);
   }
   __syncwarp();
 #pragma unroll 4
@@ -123,7 +151,15 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     const float2 v = *reinterpret_cast<const float2*>(staging + row * kLd + col);
     const int m = m0 + wgm * 64 + warp * 16 + row, n = n0 + wgn * WN + col;
     if (m >= p.M) continue;
-    if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
+    if constexpr (kFold) {
+      if (gridDim.z > 1) {
+        if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
+        if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
+      } else {
+        if (n < p.N) addFoldedSum(p, m, n, v.x);
+        if (n + 1 < p.N) addFoldedSum(p, m, n + 1, v.y);
+      }
+    } else if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
       if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
       if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
     } else {
@@ -133,7 +169,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
 #endif
 }
 
-// The split-K fixup, a kernel of its own: every output element in parallel adds the splits' partials in split order
+// The split-K fixup, a kernel of its own: every output element in parallel adds the parts' partials in order
 // (epilogue.cuh). The last split of each tile doing it, as the skinny kernel does, left one block per tile with a
 // serial tail that made the small-M residual GEMMs of prefill ~2x slower (bench/NOTES-decode.md, session 3).
 __global__ void __launch_bounds__(256) splitReduceKernel(const GemmParams p, int splits) {
@@ -150,10 +186,12 @@ __global__ void wgmmaProbeKernel(int* hasWgmma) {
 #endif
 }
 
-// Two block tiles. Large: 128×256, one block per SM (4 stages = 192 KB), each consumer 64×256 (128 accumulator
+// Three block tiles. Large: 128×256, one block per SM (4 stages = 192 KB), each consumer 64×256 (128 accumulator
 // registers, hence the setmaxnreg split). Small: 64×128, two blocks per SM, each consumer 64×64: four times the
-// blocks, for grids the large tile would leave short of the SM count.
-enum class WgTile { Large, Small };
+// blocks, for grids the large tile would leave short of the SM count. Medium: 128×128, one block per SM, for the
+// AddFloat outputs of many rows, whose consumers hold the folded total beside the accumulators (2 × 64 registers:
+// the large tile's 2 × 128 do not fit).
+enum class WgTile { Large, Small, Medium };
 
 template <WgTile kTile>
 struct WgTileShape;
@@ -161,11 +199,22 @@ template <>
 struct WgTileShape<WgTile::Large> { static constexpr int kBM = 128, kBN = 256, kStages = 4, kMinBlocks = 1; };
 template <>
 struct WgTileShape<WgTile::Small> { static constexpr int kBM = 64, kBN = 128, kStages = 4, kMinBlocks = 2; };
+template <>
+struct WgTileShape<WgTile::Medium> { static constexpr int kBM = 128, kBN = 128, kStages = 6, kMinBlocks = 1; };
 
-template <WgTile kTile, class T, GemmOut OUT>
+// The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds.
+template <WgTile kTile, GemmOut OUT, bool FOLD>
+constexpr bool tileServes() {
+  if constexpr (FOLD && OUT != GemmOut::AddFloat) return false;
+  if constexpr (kTile == WgTile::Large) return !FOLD;
+  if constexpr (kTile == WgTile::Medium) return FOLD;
+  return true;
+}
+
+template <WgTile kTile, class T, GemmOut OUT, bool FOLD>
 constexpr auto wgmmaKernel() {
   using S = WgTileShape<kTile>;
-  return gemmWgmmaKernel<T, S::kBM, S::kBN, S::kStages, S::kMinBlocks, OUT>;
+  return gemmWgmmaKernel<T, S::kBM, S::kBN, S::kStages, S::kMinBlocks, OUT, FOLD>;
 }
 
 template <WgTile kTile>
@@ -204,24 +253,18 @@ cudaError_t tileMap(CUtensorMap* map, DType dtype, const void* base, int rows, i
 
 int64_t tiles(const GemmParams& p, int bm, int bn) { return int64_t((p.M + bm - 1) / bm) * ((p.N + bn - 1) / bn); }
 
-template <WgTile kTile, class T, GemmOut OUT>
-cudaError_t launchWgmma(const GemmParams& p, int sms, cudaStream_t stream) {
+// Blocks of blockIdx.z run perSplit k-tiles each; more than one such block: the fixup kernel adds their partials.
+template <WgTile kTile, class T, GemmOut OUT, bool FOLD>
+cudaError_t launchWgmma(const GemmParams& p, int perSplit, cudaStream_t stream) {
+  static_assert(tileServes<kTile, OUT, FOLD>(), "tile and output");
   using S = WgTileShape<kTile>;
   CUtensorMap mapA, mapW;
   cudaError_t err = tileMap(&mapA, p.dtype, p.a, p.M, p.K, p.lda, S::kBM);
   if (err == cudaSuccess) err = tileMap(&mapW, p.dtype, p.w, p.N, p.K, p.ldw, S::kBN);
   if (err != cudaSuccess) return err;
-  // Split K (AddFloat only) into as many parts as the grid leaves resident blocks free, each at least 4 k-tiles,
-  // as far as the split workspace holds them; not into fewer than 4, where the partials' traffic and the fixup cost
-  // more than the idle slots give (H100, session 3: 2 splits at M = 512 took out_proj 253 → 182 TFLOP/s).
   const int kTiles = (p.K + kBK - 1) / kBK;
-  const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
-  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
-  splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
-  if (splits < 4) splits = 1;
-  const int perSplit = splits > 1 ? int((kTiles + splits - 1) / splits) : kTiles;
   const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
-  wgmmaKernel<kTile, T, OUT>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);
+  wgmmaKernel<kTile, T, OUT, FOLD>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);
   err = cudaGetLastError();
   if (err != cudaSuccess || grid.z == 1) return err;
   const int64_t outputs = int64_t(p.M) * p.N;
@@ -229,16 +272,58 @@ cudaError_t launchWgmma(const GemmParams& p, int sms, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// The fastest layout for M: K split (AddFloat only) into as many parts as the grid leaves resident blocks free,
+// each at least 4 k-tiles, as far as the split workspace holds them; not into fewer than 4, where the partials'
+// traffic and the fixup cost more than the idle slots give (H100, session 3: 2 splits at M = 512 took out_proj
+// 253 → 182 TFLOP/s). The large tile once its grid covers most SMs (2048 × 2048: 128 blocks on 132 SMs).
+template <WgTile kTile, class T, GemmOut OUT>
+cudaError_t launchForRows(const GemmParams& p, int sms, cudaStream_t stream) {
+  using S = WgTileShape<kTile>;
+  const int kTiles = (p.K + kBK - 1) / kBK;
+  const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
+  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
+  splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
+  if (splits < 4) splits = 1;
+  return launchWgmma<kTile, T, OUT, false>(p, int((kTiles + splits - 1) / splits), stream);
+}
+
+// Prompt rows of an AddFloat output (FOLD, bits independent of M): K's parts over blocks of the small tile while even
+// that tile's grid would leave more than half the SMs idle (wgmmaSplitRows) and the split workspace holds the
+// partials (out_proj at 128 rows: 32 tiles); else every block folds its own parts, in the medium tile once its grid
+// covers most SMs. Measured against launchForRows on an H100 (bench/RESULTS.md, session 6): mlp_down at 2048 rows
+// 138 vs 118 µs, out_proj 65 vs 57 µs — the price of invariance, paid only by passes of grouped prompts.
+template <class T>
+cudaError_t launchFoldedResidual(const GemmParams& p, int sms, cudaStream_t stream) {
+  const int kTiles = (p.K + kBK - 1) / kBK;
+  const size_t partials = size_t((p.K + kWgmmaPartK - 1) / kWgmmaPartK) * size_t(p.M) * size_t(p.N);
+  const bool split = p.K > kWgmmaPartK && p.M <= wgmmaSplitRows(p.N, sms) && p.split_partials &&
+                     partials <= p.split_partial_floats;
+  if (split) return launchWgmma<WgTile::Small, T, GemmOut::AddFloat, true>(p, kWgmmaPartK / kBK, stream);
+  return tiles(p, 128, 128) * 8 >= int64_t(sms) * 7
+             ? launchWgmma<WgTile::Medium, T, GemmOut::AddFloat, true>(p, kTiles, stream)
+             : launchWgmma<WgTile::Small, T, GemmOut::AddFloat, true>(p, kTiles, stream);
+}
+
 template <WgTile kTile>
 cudaError_t prepareTile() {
   auto each = [](auto t) {
     using T = typename decltype(t)::type;
     for (GemmOut out : {GemmOut::Half, GemmOut::HalfGelu, GemmOut::Float, GemmOut::AddFloat}) {
-      const cudaError_t err = switchGemmOut(out, [&](auto o) {
-        return cudaFuncSetAttribute(wgmmaKernel<kTile, T, decltype(o)::value>(),
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile>());
-      });
-      if (err != cudaSuccess) return err;
+      for (bool fold : {false, true}) {
+        const cudaError_t err = switchGemmOut(out, [&](auto o) {
+          constexpr GemmOut OUT = decltype(o)::value;
+          auto set = [](auto kernel) {
+            return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile>());
+          };
+          if (fold) {
+            if constexpr (tileServes<kTile, OUT, true>()) return set(wgmmaKernel<kTile, T, OUT, true>());
+          } else {
+            if constexpr (tileServes<kTile, OUT, false>()) return set(wgmmaKernel<kTile, T, OUT, false>());
+          }
+          return cudaSuccess;
+        });
+        if (err != cudaSuccess) return err;
+      }
     }
     return cudaSuccess;
   };
@@ -275,6 +360,7 @@ cudaError_t gemmWgmmaPrepare() {
   if (err == cudaSuccess) err = freeErr;
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Large>();
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Small>();
+  if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Medium>();
   if (err == cudaSuccess && hasWgmma) wgmmaDevices.fetch_or(uint64_t(1) << device);
   return err;
 }
@@ -290,14 +376,16 @@ cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
   if (err == cudaSuccess) err = multiprocessorCount(&sms);
   if (err != cudaSuccess) return err;
   if (!(wgmmaDevices.load() >> device & 1)) return cudaErrorNotSupported;
-  // The large tile once its grid covers most SMs (2048 rows × 2048 columns: 128 blocks on 132 SMs), else the small.
-  const WgTile tile = tiles(p, 128, 256) * 8 >= int64_t(sms) * 7 ? WgTile::Large : WgTile::Small;
+  const bool large = tiles(p, 128, 256) * 8 >= int64_t(sms) * 7;
   return switchHalf(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     return switchGemmOut(p.out, [&](auto o) {
       constexpr GemmOut OUT = decltype(o)::value;
-      return tile == WgTile::Large ? launchWgmma<WgTile::Large, T, OUT>(p, sms, stream)
-                                   : launchWgmma<WgTile::Small, T, OUT>(p, sms, stream);
+      if constexpr (OUT == GemmOut::AddFloat) {
+        if (p.row_invariant) return launchFoldedResidual<T>(p, sms, stream);
+      }
+      return large ? launchForRows<WgTile::Large, T, OUT>(p, sms, stream)
+                   : launchForRows<WgTile::Small, T, OUT>(p, sms, stream);
     });
   });
 }

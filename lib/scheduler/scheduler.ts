@@ -1,13 +1,13 @@
 /**
  * Continuous batching over one native engine. Concurrent generations share decode steps: each iteration of the
- * loop admits waiting requests into free sequence slots, runs prefill chunks of the admitted prompts up to a budget
- * of prompt tokens (at least one chunk; so a long prompt holds the running sequences back by that budget, not by
- * its whole length, and a burst of short prompts starts decoding together instead of one per step), then one
- * decode step over every running sequence whose next token is known, and hands each sequence the token its
- * sampler picks. A prompt's chunks are the same whatever runs beside it (prefillChunkTokens each), so its
- * numbers do not depend on the budget or on other requests. Sequences that
- * finish, break off or abort leave at once; the native slot of one released mid-call is reused only after that
- * call lands.
+ * loop admits waiting requests into free sequence slots, prefills admitted prompts up to a budget of prompt tokens
+ * (at least one chunk; so a long prompt holds the running sequences back by that budget, not by its whole length,
+ * and a burst of short prompts starts decoding together instead of one per step: prompts of one chunk share one
+ * forwardPrompts call), then one decode step over every running sequence whose next token is known, and hands
+ * each sequence the token its sampler picks. A long prompt's chunks are the same whatever runs beside it
+ * (prefillChunkTokens each). Prompts that share a call get the logits they would get alone, bit for bit (the
+ * engine's GEMMs keep a row's sums independent of the rows beside it). Sequences that finish, break off or abort
+ * leave at once; the native slot of one released mid-call is reused only after that call lands.
  *
  * Sampling. A decode step asks the engine for each row's top-K candidates and log-sum-exp (decodeBatchCandidates)
  * instead of the full rows, unless every sampler in the batch needs full rows (decodeBatch). A row whose
@@ -446,38 +446,81 @@ export class Scheduler {
     return false;
   }
 
-  /** Prefill chunks in admission order while they fit the per-step budget (the first always runs); false if none ran. */
+  /**
+   * Prefill up to the per-step budget of prompt tokens (the first always runs), in admission order: whole prompts
+   * of one chunk go together through one forwardPrompts call, longer prompts and prompt-logits requests chunk by
+   * chunk. False if nothing ran.
+   */
   private async prefillRound(): Promise<boolean> {
     let budget = this.options.prefillTokensPerStep;
     let ran = false;
+    const fits = (tokens: number) => !ran || tokens <= budget;
+    const whole: Sequence[] = [];
     for (const sequence of [...this.active]) {
+      if (sequence.phase !== 'prefill') continue;
+      const remaining = sequence.prompt.length - sequence.prefilled;
+      if (sequence.sampler && sequence.prefilled === 0 && remaining <= this.options.prefillChunkTokens) {
+        if (whole.length < MAX_PROMPT_SEQUENCES && fits(remaining)) {
+          whole.push(sequence);
+          budget -= remaining;
+          ran = true;
+        }
+        continue;
+      }
       while (sequence.phase === 'prefill' && !this.closed) {
         const chunk = Math.min(this.options.prefillChunkTokens, sequence.prompt.length - sequence.prefilled);
-        if (ran && chunk > budget) break;
-        await this.prefillChunk(sequence);
+        if (!fits(chunk)) break;
         ran = true;
         budget -= chunk;
+        await this.prefillChunk(sequence);
       }
-      if (budget <= 0) break;
     }
+    // Those released while the chunks ran are gone.
+    const prompts = whole.filter((sequence) => sequence.phase === 'prefill');
+    if (prompts.length > 0 && !this.closed) await this.prefillPrompts(prompts);
     return ran;
   }
 
+  private async prefillPrompts(batch: Sequence[]): Promise<void> {
+    const ids = new Int32Array(batch.reduce((n, sequence) => n + sequence.prompt.length, 0));
+    let at = 0;
+    for (const sequence of batch) {
+      ids.set(sequence.prompt, at);
+      at += sequence.prompt.length;
+      sequence.inFlight = true;
+    }
+    let logits: Float32Array;
+    try {
+      logits = await this.engine.forwardPrompts(Int32Array.from(batch, (s) => s.handle), ids, Int32Array.from(batch, (s) => s.prompt.length));
+    } catch (err) {
+      const error = fromNativeError(err);
+      for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
+      return;
+    }
+    const vocab = logits.length / batch.length;
+    batch.forEach((sequence, i) => {
+      if (this.landed(sequence)) this.prefilled(sequence, sequence.prompt.length, logits.subarray(i * vocab, (i + 1) * vocab));
+    });
+  }
+
   private async prefillChunk(sequence: Sequence): Promise<void> {
-    const start = sequence.prefilled;
-    const chunk = sequence.prompt.subarray(start, start + this.options.prefillChunkTokens);
-    const sampler = sequence.sampler;
+    const chunk = sequence.prompt.subarray(sequence.prefilled, sequence.prefilled + this.options.prefillChunkTokens);
     sequence.inFlight = true;
     let logits: Float32Array;
     try {
-      logits = await this.engine.forward(sequence.handle, chunk, sampler === null);
+      logits = await this.engine.forward(sequence.handle, chunk, sequence.sampler === null);
     } catch (err) {
       if (this.landed(sequence)) this.finish(sequence, fromNativeError(err));
       return;
     }
-    if (!this.landed(sequence)) return;
-    sequence.prefilled += chunk.length;
-    sequence.length += chunk.length;
+    if (this.landed(sequence)) this.prefilled(sequence, chunk.length, logits);
+  }
+
+  /** `tokens` more of the prompt landed with these logits (every row's for a prompt-logits request, else the last row's). */
+  private prefilled(sequence: Sequence, tokens: number, logits: Float32Array): void {
+    const sampler = sequence.sampler;
+    sequence.prefilled += tokens;
+    sequence.length += tokens;
     if (!sampler) sequence.promptRows.push(logits);
     if (sequence.prefilled < sequence.prompt.length) return;
     if (!sampler) {
@@ -632,6 +675,8 @@ export class Scheduler {
 
 /** decodeGreedy's picks per call hold at most this many rows. */
 const MAX_GREEDY_ROWS = 64;
+/** The native forwardPrompts' most sequences per call (kMaxPromptSequences). */
+const MAX_PROMPT_SEQUENCES = 64;
 
 /** The error the sampler throws for a row whose pick decodeGreedy refused: -1 = a +Infinity logit, -2 = no finite one. */
 function greedyRefusal(code: number): FlashMptError {

@@ -1,9 +1,10 @@
 /**
  * Batch invariance on the GPU (issue 6): greedy continuations of 16 concurrent requests of different prompt lengths,
- * sharing decode steps through the scheduler, equal the same requests run one at a time, token for token. The decode
- * kernels sum every row in an order that does not depend on the batch (kernels/gemm/gemm_skinny.cu,
- * kernels/attention/decode.cu) and reduce split-K partials in a fixed order, so a batched row is bitwise its solo
- * row and there is no near-tie excuse; a parting is printed with its margin in the solo run's logits before failing.
+ * sharing prefill passes (forwardPrompts) and decode steps through the scheduler, equal the same requests run one at
+ * a time, token for token. The kernels sum every row in an order that does not depend on the rows beside it (decode:
+ * kernels/gemm/gemm_skinny.cu, kernels/attention/decode.cu; prompts: kernels/gemm/gemm_wgmma.cu's K parts) and
+ * reduce split partials in a fixed order, so a batched row is bitwise its solo row and there is no near-tie excuse;
+ * a parting is printed with its margin in the solo run's logits before failing.
  *
  * The model is the oracle's 1B-shape checkpoint when FLASH_MPT_ORACLE_1B names its folder (scripts/gpu-session.sh
  * makes one), else the embedded 1B shape with seeded random weights.

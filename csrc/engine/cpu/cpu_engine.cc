@@ -86,6 +86,37 @@ class CpuEngine final : public Engine {
     claim.commit();
   }
 
+  void forwardPrompts(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, float* out) override {
+    last_rows_ = 0;
+    const int64_t total = checkPromptsRequest(lengths, n);
+    checkIds(ids, total);
+    SequenceSlots::Claim claim(slots_, seqs, n, lengths);
+    // Passes of whole prompts while they fit kMaxRowsPerPass rows; a longer prompt runs alone, pass by pass.
+    std::vector<Row> rows;
+    std::vector<int64_t> logitRows;
+    const int32_t* passIds = ids;
+    int outRow = 0;
+    auto flush = [&] {
+      if (rows.empty()) return;
+      runPass(rows, passIds, logitRows, out + int64_t(outRow) * config_.vocab_size);
+      passIds += rows.size();
+      outRow += int(logitRows.size());
+      rows.clear();
+      logitRows.clear();
+    };
+    for (int i = 0; i < n; ++i) {
+      if (int64_t(rows.size()) + lengths[i] > kMaxRowsPerPass) flush();
+      for (int64_t first = 0; first < lengths[i]; first += kMaxRowsPerPass) {
+        const int64_t count = std::min(kMaxRowsPerPass, lengths[i] - first);
+        for (int64_t t = 0; t < count; ++t) rows.push_back({claim.blockTable(i), claim.start(i) + first + t});
+        if (first + count == lengths[i]) logitRows.push_back(int64_t(rows.size()) - 1);
+        if (first + count < lengths[i]) flush();
+      }
+    }
+    flush();
+    claim.commit();
+  }
+
   void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) override {
     decodeStep(seqs, ids, n);
     std::copy_n(last_logits_.data(), size_t(n) * size_t(config_.vocab_size), out);
@@ -255,6 +286,13 @@ class CpuEngine final : public Engine {
   // Runs the tokens `rows` (ids[i] at rows[i]) through the model, appending their keys and values to the cache.
   // Writes logits of rows [logits_from, rows.size()) to out, one vocab_size row each.
   void runPass(const std::vector<Row>& rows, const int32_t* ids, int64_t logits_from, float* out) {
+    std::vector<int64_t> logitRows;
+    for (int64_t r = logits_from; r < int64_t(rows.size()); ++r) logitRows.push_back(r);
+    runPass(rows, ids, logitRows, out);
+  }
+
+  // The same, with the logits of the rows listed in logit_rows (ascending), in that order.
+  void runPass(const std::vector<Row>& rows, const int32_t* ids, const std::vector<int64_t>& logit_rows, float* out) {
     const int64_t n = int64_t(rows.size());
     const int64_t d = config_.d_model, d_ff = config_.d_ff;
     const int head_dim = config_.d_model / config_.n_heads;
@@ -297,11 +335,14 @@ class CpuEngine final : public Engine {
       for (int64_t i = 0; i < n * d; ++i) x[i] += tmp[i];
     }
 
-    const int64_t n_logits = n - logits_from;
-    if (n_logits <= 0) return;
-    float* hf = h + logits_from * d;
-    cpu::layerNorm(x + logits_from * d, n_logits, d, ln_f_w_.get(), ln_f_b_.get(), eps, hf, &pool_);
-    cpu::linear(hf, n_logits, d, wte_.get(), nullptr, config_.vocab_size, out, &pool_);
+    const int64_t n_logits = int64_t(logit_rows.size());
+    if (n_logits == 0) return;
+    // The listed rows gathered to the front of x (ascending, so no row is overwritten before it is read).
+    for (int64_t i = 0; i < n_logits; ++i) {
+      if (logit_rows[size_t(i)] != i) std::copy_n(x + logit_rows[size_t(i)] * d, d, x + i * d);
+    }
+    cpu::layerNorm(x, n_logits, d, ln_f_w_.get(), ln_f_b_.get(), eps, h, &pool_);
+    cpu::linear(h, n_logits, d, wte_.get(), nullptr, config_.vocab_size, out, &pool_);
     if (config_.logit_scale != 1.f) {
       for (int64_t i = 0; i < n_logits * config_.vocab_size; ++i) out[i] *= config_.logit_scale;
     }

@@ -42,6 +42,7 @@ constexpr size_t kCandidateFloats = size_t(kDecodeRows) * (2 * kMaxCandidates + 
 // candidates' pinned buffer.
 constexpr size_t kGreedyInts = size_t(kDecodeRows) * (1 + kMaxGreedySteps);
 static_assert(kMaxGreedyRows <= kDecodeRows, "a greedy chain runs in one decode group");
+static_assert(kMaxPromptSequences <= kDecodeRows, "a prompts pass's block tables and logits rows fit one decode group");
 static_assert(kGreedyInts - kDecodeRows <= kCandidateFloats, "the picks fit the pinned candidates buffer");
 
 class Stream {
@@ -96,7 +97,8 @@ class CudaEngine final : public Engine {
         max_sequences_(o.max_sequences),
         slots_(o.max_sequences, resolvedKvBlocks(o), o.kv_tokens) {
     useDevice();
-    const int rows = int(std::max<int64_t>(std::min<int64_t>(kv_tokens_, kPrefillRows), kDecodeRows));
+    // Rows of one prefill pass: a prompt's chunk, or several sequences' prompts together (forwardPrompts).
+    const int rows = int(std::max<int64_t>(std::min<int64_t>(kv_tokens_ * max_sequences_, kPrefillRows), kDecodeRows));
     checkMemory(o, rows);
     CUDA_CHECK(gemmPrepare());
     stream_ = std::make_unique<Stream>();
@@ -122,9 +124,11 @@ class CudaEngine final : public Engine {
       CUDA_CHECK(cudaMemcpyAsync(alibi_.get(), config_.alibi_slopes.data(), alibi_.bytes(), cudaMemcpyHostToDevice,
                                  stream));
     }
-    // Token ids of a prefill chunk, then the decode step's ids, table rows, positions and sequence lengths, then
-    // the block-table rows of the step's sequences (one for a chunk, kDecodeRows for a decode step).
-    const size_t stepInts = size_t(rows) + 4 * size_t(kDecodeRows) + size_t(kDecodeRows) * size_t(kv_.table_stride);
+    // Token ids of a prefill pass, then the decode step's ids, table rows, positions and sequence lengths, then
+    // the block-table rows of the call's sequences (kDecodeRows = kMaxPromptSequences), then a prompts pass's
+    // table row and position of each row.
+    const size_t stepInts =
+        3 * size_t(rows) + 4 * size_t(kDecodeRows) + size_t(kDecodeRows) * size_t(kv_.table_stride);
     step_ = DeviceBuffer(stepInts * sizeof(int32_t));
     host_step_ = PinnedBuffer(stepInts * sizeof(int32_t));
     candidates_ = DeviceBuffer(kCandidateFloats * sizeof(float));
@@ -171,35 +175,34 @@ class CudaEngine final : public Engine {
       return;
     }
 
-    const cudaStream_t stream = stream_->get();
+    prefillChunks(claim, 0, ids, n, all_logits, out);
+    claim.commit();
+  }
+
+  void forwardPrompts(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, float* out) override {
+    std::lock_guard<std::mutex> lock(call_mutex_);
+    useDevice();
+    last_rows_ = 0;  // this call overwrites ws_.logits
+    const int64_t total = checkPromptsRequest(lengths, n);
+    checkIds(ids, total);
+    SequenceSlots::Claim claim(slots_, seqs, n, lengths);
     const int64_t vocab = config_.vocab_size;
-    int32_t* hostIds = host_step_.as<int32_t>();
-    int32_t* deviceIds = step_.as<int32_t>();
-    const size_t tableBytes = size_t(kv_.table_stride) * sizeof(int32_t);
-    std::memcpy(hostTables(), claim.blockTable(0), tableBytes);
-    CUDA_CHECK(cudaMemcpyAsync(deviceTables(), hostTables(), tableBytes, cudaMemcpyHostToDevice, stream));
-    for (int64_t done = 0; done < n;) {
-      const int rows = int(std::min<int64_t>(ws_.rows, n - done));
-      std::memcpy(hostIds, ids + done, size_t(rows) * sizeof(int32_t));
-      CUDA_CHECK(cudaMemcpyAsync(deviceIds, hostIds, size_t(rows) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
-      PassRows pass;
-      pass.rows = rows;
-      pass.ids = deviceIds;
-      pass.block_tables = deviceTables();
-      pass.position0 = int(claim.start(0) + done);
-      enqueueLayers(state_, pass, stream);
-      if (all_logits) {
-        for (int row0 = 0; row0 < rows; row0 += kDecodeRows) {
-          const int group = std::min(kDecodeRows, rows - row0);
-          enqueueHead(state_, row0, group, stream, false);
-          readLogits(ws_.logits, 0, out + (done + row0) * vocab, group);
-        }
-      } else if (done + rows == n) {
-        enqueueHead(state_, rows - 1, 1, stream, true);
-        readLogits(ws_.logits, 0, out, 1);
+    // Passes of whole prompts while they fit the workspace's rows; a longer prompt runs alone, chunk by chunk, and
+    // so does every prompt where the GEMMs' sums for a row would depend on the pass's row count.
+    const bool shared = gemmRowInvariance(dtype_);
+    for (int first = 0; first < n;) {
+      if (!shared || lengths[first] > ws_.rows) {
+        prefillChunks(claim, first, ids, lengths[first], false, out + first * vocab);
+        ids += lengths[first++];
+        continue;
       }
-      synchronize();  // the pinned ids buffer is reused by the next chunk
-      done += rows;
+      int count = 0;
+      int64_t rows = 0;
+      while (first + count < n && rows + lengths[first + count] <= ws_.rows) rows += lengths[first + count++];
+      enqueuePrompts(claim, first, count, ids, lengths + first);
+      readLogits(ws_.logits, 0, out + first * vocab, count);  // waits: the pinned inputs are free again
+      ids += rows;
+      first += count;
     }
     claim.commit();
   }
@@ -353,6 +356,94 @@ class CudaEngine final : public Engine {
                                   std::to_string(config_.vocab_size) + ")");
       }
     }
+  }
+
+  // Runs n ids of claim row i in chunks of the workspace's rows: logits of every row (all_logits) or of the last.
+  void prefillChunks(const SequenceSlots::Claim& claim, int i, const int32_t* ids, int64_t n, bool all_logits,
+                     float* out) {
+    const cudaStream_t stream = stream_->get();
+    const int64_t vocab = config_.vocab_size;
+    int32_t* hostIds = host_step_.as<int32_t>();
+    int32_t* deviceIds = step_.as<int32_t>();
+    const size_t tableBytes = size_t(kv_.table_stride) * sizeof(int32_t);
+    std::memcpy(hostTables(), claim.blockTable(i), tableBytes);
+    CUDA_CHECK(cudaMemcpyAsync(deviceTables(), hostTables(), tableBytes, cudaMemcpyHostToDevice, stream));
+    for (int64_t done = 0; done < n;) {
+      const int rows = int(std::min<int64_t>(ws_.rows, n - done));
+      std::memcpy(hostIds, ids + done, size_t(rows) * sizeof(int32_t));
+      CUDA_CHECK(cudaMemcpyAsync(deviceIds, hostIds, size_t(rows) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+      PassRows pass;
+      pass.rows = rows;
+      pass.ids = deviceIds;
+      pass.block_tables = deviceTables();
+      pass.position0 = int(claim.start(i) + done);
+      enqueueLayers(state_, pass, stream);
+      if (all_logits) {
+        for (int row0 = 0; row0 < rows; row0 += kDecodeRows) {
+          const int group = std::min(kDecodeRows, rows - row0);
+          enqueueHead(state_, row0, group, stream, false);
+          readLogits(ws_.logits, 0, out + (done + row0) * vocab, group);
+        }
+      } else if (done + rows == n) {
+        enqueueHead(state_, rows - 1, 1, stream, true);
+        readLogits(ws_.logits, 0, out, 1);
+      }
+      synchronize();  // the pinned ids buffer is reused by the next chunk
+      done += rows;
+    }
+  }
+
+  // Enqueues one pass over the whole prompts of claim rows [first, first + count) (ids concatenated, lengths[i] ≥ 1
+  // each, ≤ ws_.rows together) and the head over each prompt's last row: its logits land in ws_.logits row i.
+  void enqueuePrompts(const SequenceSlots::Claim& claim, int first, int count, const int32_t* ids,
+                      const int64_t* lengths) {
+    const cudaStream_t stream = stream_->get();
+    const size_t stride = size_t(kv_.table_stride);
+    const size_t rowsOffset = size_t(ws_.rows) + 4 * size_t(kDecodeRows) + size_t(kDecodeRows) * stride;
+    int32_t* hostRows = host_step_.as<int32_t>() + rowsOffset;
+    int32_t* hostPositions = hostRows + ws_.rows;
+    int32_t* deviceRows = step_.as<int32_t>() + rowsOffset;
+    std::vector<PromptSegment> segments(static_cast<size_t>(count));
+    int rows = 0;
+    for (int i = 0; i < count; ++i) {
+      const int start = int(claim.start(first + i)), length = int(lengths[i]);
+      std::memcpy(hostTables() + i * stride, claim.blockTable(first + i), stride * sizeof(int32_t));
+      segments[size_t(i)] = {rows, length, start, deviceTables() + i * stride};
+      for (int t = 0; t < length; ++t) {
+        hostRows[rows + t] = i;
+        hostPositions[rows + t] = start + t;
+      }
+      rows += length;
+    }
+    std::memcpy(host_step_.get(), ids, size_t(rows) * sizeof(int32_t));
+    CUDA_CHECK(cudaMemcpyAsync(step_.get(), host_step_.get(), size_t(rows) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               stream));
+    CUDA_CHECK(cudaMemcpyAsync(deviceRows, hostRows, 2 * size_t(ws_.rows) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               stream));
+    CUDA_CHECK(cudaMemcpyAsync(deviceTables(), hostTables(), size_t(count) * stride * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream));
+    PassRows pass;
+    pass.rows = rows;
+    pass.ids = step_.as<int32_t>();
+    pass.block_tables = deviceTables();
+    pass.segments = segments.data();
+    pass.segment_count = count;
+    pass.table_rows = deviceRows;
+    pass.positions = deviceRows + ws_.rows;
+    enqueueLayers(state_, pass, stream);
+    // Each prompt's last row to row i of the residual stream, in ascending order: row i ≤ its source, and every
+    // earlier source has been read by then.
+    float* x = ws_.x.as<float>();
+    const size_t rowBytes = size_t(config_.d_model) * sizeof(float);
+    for (int i = 0; i < count; ++i) {
+      const PromptSegment& seg = segments[size_t(i)];
+      const int last = seg.row0 + seg.rows - 1;
+      if (last != i) {
+        CUDA_CHECK(cudaMemcpyAsync(x + size_t(i) * config_.d_model, x + size_t(last) * config_.d_model, rowBytes,
+                                   cudaMemcpyDeviceToDevice, stream));
+      }
+    }
+    enqueueHead(state_, 0, count, stream, false);
   }
 
   // The block-table rows of the current call, after the step's ids and scalars in step_ / host_step_.

@@ -28,8 +28,9 @@ uint8_t* offsetBytes(const DeviceBuffer& buffer, int64_t elements, DType dtype) 
   return buffer.as<uint8_t>() + elements * int64_t(dtypeSize(dtype));
 }
 
+// rowInvariant: GemmParams::row_invariant (a pass of several prompts).
 void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, const float* bias, void* c, int64_t ldc,
-             int m, int n, int k, GemmOut out, cudaStream_t stream, float alpha = 1.f) {
+             int m, int n, int k, GemmOut out, bool rowInvariant, cudaStream_t stream, float alpha = 1.f) {
   GemmParams p;
   p.a = a;
   p.w = w;
@@ -45,6 +46,7 @@ void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, c
   p.out = out;
   p.dtype = s.dtype;
   p.pdl = true;
+  p.row_invariant = rowInvariant;
   p.split_partials = s.ws->split_partials.as<float>();
   p.split_partial_floats = s.ws->split_partials.bytes() / sizeof(float);
   p.split_counters = s.ws->split_counters.as<unsigned>();
@@ -117,20 +119,37 @@ void runNaive(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t
   CUDA_CHECK(naive_attention(p, NaiveScores::Float, s.ws->naive.get(), stream));
 }
 
+// A chunk's attention: the fused kernel where it applies, else the naive one.
+void runChunkAttention(const ForwardState& s, const FlashAttentionParams& p, cudaStream_t stream) {
+  if (fusedAttention(*s.config, s.dtype)) {
+    CUDA_CHECK(flash_attention_prefill(p, stream));
+  } else {
+    runNaive(s, p, stream);
+  }
+}
+
 // Decode steps with the fused kernel take the new token straight from ws.qkv (no QKV epilogue kernel).
 void runAttention(const ForwardState& s, const PassRows& r, int layer, const LayerWeights& w, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
   const bool fused = fusedAttention(c, s.dtype);
+  if (r.segments) {  // each prompt attends to its own cache, written by the QKV epilogue
+    const int64_t rowBytes = int64_t(c.d_model) * int64_t(dtypeSize(s.dtype));
+    for (int i = 0; i < r.segment_count; ++i) {
+      const PromptSegment& seg = r.segments[i];
+      const int keys = seg.position0 + seg.rows;
+      gatherSequence(s, layer, seg.block_table, keys, stream);
+      runChunkAttention(s,
+                        chunkAttention(s, s.ws->q.as<uint8_t>() + seg.row0 * rowBytes,
+                                       s.ws->h.as<uint8_t>() + seg.row0 * rowBytes, seg.rows, keys),
+                        stream);
+    }
+    return;
+  }
   if (!r.decode) {
     // The QKV epilogue wrote the chunk's own keys to k_seq / v_seq; a cached prefix comes from the blocks.
     if (r.position0 > 0) gatherSequence(s, layer, r.block_tables, r.position0, stream);
-    const FlashAttentionParams p = chunkAttention(s, s.ws->q.get(), s.ws->h.get(), r.rows, r.position0 + r.rows);
-    if (fused) {
-      CUDA_CHECK(flash_attention_prefill(p, stream));
-    } else {
-      runNaive(s, p, stream);
-    }
+    runChunkAttention(s, chunkAttention(s, s.ws->q.get(), s.ws->h.get(), r.rows, r.position0 + r.rows), stream);
     return;
   }
   if (!fused) {  // one query per row against its own sequence, lengths read on the host
@@ -189,7 +208,7 @@ void runQkvEpilogue(const ForwardState& s, const PassRows& r, int layer, const L
   qp.kv.table_stride = s.kv->table_stride;
   qp.kv.block_stride = s.kv->block_stride;
   qp.kv.row_stride = d;
-  if (r.decode) {
+  if (r.decode || r.segments) {
     qp.sequences = r.table_rows;
     qp.positions = r.positions;
   } else {
@@ -233,8 +252,9 @@ size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv
   return fusedAttention(c, dtype) ? 0 : size_t(c.n_heads) * size_t(rows) * size_t(kv_tokens) * sizeof(float);
 }
 
-// Split-K workspace: what the skinny kernel's splits of a decode step (≤ 16 of kDecodeRows × d_model) and the
-// wgmma kernel's (≤ 2 blocks per SM of 64 × 128 outputs) need at most; a split that does not fit is not made.
+// Split-K workspace: what the skinny kernel's splits of a decode step (≤ 16 of kDecodeRows × d_model), the wgmma
+// kernel's for the rows of a chunk (≤ 2 blocks per SM of 64 × 128 outputs) and its row-invariant parts of K for
+// grouped prompts of few rows (gemm.h) need at most; a split that does not fit is not made.
 size_t multiprocessors() {
   int sms = 0;
   CUDA_CHECK(multiprocessorCount(&sms));
@@ -242,10 +262,13 @@ size_t multiprocessors() {
 }
 
 size_t splitPartialFloats(const ModelConfig& c) {
-  return std::max(size_t(16) * kDecodeRows * size_t(c.d_model), multiprocessors() * 2 * 64 * 128);
+  const size_t sms = multiprocessors();
+  return std::max({size_t(16) * kDecodeRows * size_t(c.d_model), sms * 2 * 64 * 128,
+                   wgmmaSplitFloats(c.d_model, c.d_model, int(sms)), wgmmaSplitFloats(c.d_model, c.d_ff, int(sms))});
 }
 
-// Tickets: one per skinny block of 16 outputs of a d_model-wide output, or per wgmma output tile.
+// Tickets: one per skinny block of 16 outputs of a d_model-wide output, or per wgmma output tile (the fixup kernel
+// after a row-invariant split needs none).
 size_t splitCounters(const ModelConfig& c) { return std::max(size_t(c.d_model) / 16 + 1, multiprocessors() * 2); }
 
 }  // namespace
@@ -310,6 +333,9 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
   const ModelConfig& c = *s.config;
   const Workspace& ws = *s.ws;
   const int d = c.d_model, rows = r.rows;
+  // Prompts sharing a pass get their solo pass's bits; a chunk of one sequence runs alone whatever else runs, so it
+  // takes the fastest GEMMs for its rows (gemm.h).
+  const bool rowInvariant = r.segments != nullptr;
   float* x = ws.x.as<float>();
 
   EmbeddingParams emb;
@@ -324,15 +350,15 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const LayerWeights& w = s.weights->layers[size_t(layer)];
     runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), true, stream);
-    runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, stream);
+    runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, rowInvariant, stream);
 
     // The fused decode kernel does the epilogue's work itself.
     if (!r.decode || !fusedAttention(c, s.dtype)) runQkvEpilogue(s, r, layer, w, stream);
     runAttention(s, r, layer, w, stream);
-    runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, stream);
+    runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, rowInvariant, stream);
     runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
-    runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, stream);
-    runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, stream);
+    runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, rowInvariant, stream);
+    runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, rowInvariant, stream);
   }
 }
 
@@ -342,7 +368,7 @@ void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream,
   runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
                pdl, stream);
   runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
-          c.d_model, GemmOut::Float, stream, c.logit_scale);
+          c.d_model, GemmOut::Float, false, stream, c.logit_scale);
 }
 
 }  // namespace flashmpt

@@ -56,8 +56,15 @@ struct ForwardState {
   const float* alibi_slopes = nullptr;  // device, or nullptr without ALiBi
 };
 
-// Which tokens a pass runs: a chunk of one sequence (prefill or extend), or one new token for each of
-// several sequences (decode).
+// The rows [row0, row0 + rows) of a prompts pass: one prompt (or its last chunk) at positions position0 ..
+// position0 + rows − 1 of the sequence with device block-table row block_table.
+struct PromptSegment {
+  int row0 = 0, rows = 0, position0 = 0;
+  const int32_t* block_table = nullptr;
+};
+
+// Which tokens a pass runs: a chunk of one sequence (prefill or extend), one new token for each of several
+// sequences (decode), or whole prompts of several sequences (segments).
 struct PassRows {
   int rows = 0;
   const int32_t* ids = nullptr;  // device [rows]
@@ -65,8 +72,11 @@ struct PassRows {
   // Device block-table rows (KvCache::table_stride entries each): the chunk's sequence, or one per decode row.
   const int32_t* block_tables = nullptr;
   int position0 = 0;  // chunk: rows are positions position0 .. position0 + rows − 1
+  // Host [segment_count]: the prompts of a prompts pass (table_rows and positions then give each row's).
+  const PromptSegment* segments = nullptr;
+  int segment_count = 0;
   // decode: device [rows] each; row r's table row (r itself), position (negative: a padding row, computed,
-  // never cached) and the keys it attends to, itself included
+  // never cached) and the keys it attends to, itself included; a prompts pass: table row and position
   const int* table_rows = nullptr;
   const int* positions = nullptr;
   const int* seq_lens = nullptr;
