@@ -11,10 +11,10 @@
 // An AddFloat output (the residual GEMMs) whose grid leaves SMs idle (few rows) is split along K over blockIdx.z
 // when the caller gives a split workspace; a second kernel adds the splits' partials in order (epilogue.cuh), so
 // the output is reproducible bit for bit. How many splits depends on M, so a row's bits do too, except with FOLD
-// (GemmParams::row_invariant): K then runs in fixed parts of kWgmmaPartK elements, each from zero, folded in order — by
-// the block itself (a drain of its MMAs at each part's end), or, for grids that would leave most SMs idle, by the
-// fixup kernel over blocks of one part each. As for the other outputs (K in one pass), a row's bits then depend
-// neither on M nor on the row's place in its tile: prompts prefilled in one pass get their solo bits.
+// (GemmParams::row_invariant): K then runs in fixed parts of kWgmmaPartK elements, each from zero, folded in
+// order — by the block itself (a drain of its MMAs at each part's end), or, for grids that would leave most SMs
+// idle, by the fixup kernel over blocks of one part each. As for the other outputs (K in one pass), a row's bits
+// then depend neither on M nor on the row's place in its tile: prompts prefilled in one pass get their solo bits.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
@@ -46,11 +46,10 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   constexpr int kWgM = BM / 64, kWgN = 2 / kWgM, WN = BN / kWgN;  // consumer warpgroups' grid and their N
   constexpr int kTileA = BM * kBK, kTileW = BN * kBK;              // elements per stage
   constexpr uint32_t kStageBytes = (kTileA + kTileW) * 2;
-  constexpr bool kFold = FOLD;
   static_assert(!FOLD || OUT == GemmOut::AddFloat, "folded parts are for AddFloat outputs");
   constexpr int kPartTiles = kWgmmaPartK / kBK;
   static_assert(kWgM * kWgN == 2 && WN % 64 == 0, "tile shape");
-  static_assert(!kFold || WN <= 128, "a folding consumer holds two sets of accumulators");
+  static_assert(!FOLD || WN <= 128, "a folding consumer holds two sets of accumulators");
   static_assert(kWgmmaPartK % kBK == 0, "parts of whole k-tiles");
 
   extern __shared__ unsigned char smemRaw[];
@@ -91,7 +90,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   if constexpr (MIN_BLOCKS == 1) setmaxnregInc<232>();  // 128·40 + 256·232 = the 384·168 registers at launch
 
   const int c = wg - 1, wgm = c / kWgN, wgn = c % kWgN;
-  float acc[WN / 2], total[WN / 2];  // total: the folded parts (kFold only)
+  float acc[WN / 2], total[WN / 2];  // total: the folded parts (FOLD only)
 #pragma unroll
   for (int i = 0; i < WN / 2; ++i) acc[i] = total[i] = 0.f;
 
@@ -109,7 +108,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     // Keep this k-tile's MMAs in flight; the previous one has finished reading its stage, so hand it back.
     wgmmaWait<1>();
     if (kt > 0) mbarrierArrive(&empty[(kt - 1) % STAGES]);
-    if constexpr (kFold) {
+    if constexpr (FOLD) {
       if ((kBegin + kt + 1) % kPartTiles == 0 || kt + 1 == kTiles) {  // a part ends: add it to the total
         wgmmaWait<0>();
 #pragma unroll
@@ -139,7 +138,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(v[4 * j + 2], v[4 * j + 3]);
     }
   };
-  if constexpr (kFold) {
+  if constexpr (FOLD) {
     stage(total);
   } else {
     stage(acc);
@@ -151,17 +150,12 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     const float2 v = *reinterpret_cast<const float2*>(staging + row * kLd + col);
     const int m = m0 + wgm * 64 + warp * 16 + row, n = n0 + wgn * WN + col;
     if (m >= p.M) continue;
-    if constexpr (kFold) {
-      if (gridDim.z > 1) {
-        if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
-        if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
-      } else {
-        if (n < p.N) addFoldedSum(p, m, n, v.x);
-        if (n + 1 < p.N) addFoldedSum(p, m, n + 1, v.y);
-      }
-    } else if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
+    if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
       if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
       if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
+    } else if constexpr (FOLD) {
+      if (n < p.N) addFoldedSum(p, m, n, v.x);
+      if (n + 1 < p.N) addFoldedSum(p, m, n + 1, v.y);
     } else {
       epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
     }
