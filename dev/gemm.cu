@@ -472,12 +472,10 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
   CHECK(cudaMemset(out, 0, size_t(64) * vocab * 4));
   const SplitWorkspace split(engineSplitFloats());  // mlp_down splits over K as in the engine
 
-  std::printf("\ndecode weight stream (skinny, bf16): 24 layers × {Wqkv, out_proj, mlp_up, mlp_down} + LM head, "
-              "%.3f GB, floor %.3f ms at %.0f GB/s copy\n| rows | ms | GB/s | fraction of copy bandwidth |\n"
-              "| ---: | ---: | ---: | ---: |\n",
-              weightBytes / 1e9, weightBytes / copyBw * 1e3, copyBw / 1e9);
-  for (int rows : {1, 2, 4, 8, 16, 32, 64}) {
-    const float t = timeGraph(
+  // The chain as the engine's decode step runs it (skinny), and every GEMM row-invariant (the wgmma kernel at
+  // every M: a candidate decode family, docs/NEXT.md) where the device has it: "wgmma-ri ms", else "-".
+  auto chain = [&](int rows, bool rowInvariant) {
+    return timeGraph(
         [&](cudaStream_t st) {
           for (int l = 0; l < layers; ++l) {
             for (int i = 0; i < 4; ++i) {
@@ -485,16 +483,31 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
               GemmParams p = contiguousParams(act, weights[size_t(l) * 4 + i], out, rows, s.N, s.K, s.out);
               split.attach(p);
               p.pdl = true;
+              p.row_invariant = rowInvariant;
               CHECK(gemm(p, st));
             }
           }
           GemmParams p = contiguousParams(act, head, out, rows, vocab, d, GemmOut::Float);
           p.pdl = true;
+          p.row_invariant = rowInvariant;
           CHECK(gemm(p, st));
         },
         3);
+  };
+  const bool rowInvariant = gemmRowInvariance(DType::BF16);
+  std::printf("\ndecode weight stream (skinny, bf16): 24 layers × {Wqkv, out_proj, mlp_up, mlp_down} + LM head, "
+              "%.3f GB, floor %.3f ms at %.0f GB/s copy\n| rows | ms | GB/s | fraction of copy bandwidth | wgmma-ri ms |\n"
+              "| ---: | ---: | ---: | ---: | ---: |\n",
+              weightBytes / 1e9, weightBytes / copyBw * 1e3, copyBw / 1e9);
+  for (int rows : {1, 2, 4, 8, 16, 32, 64}) {
+    const float t = chain(rows, false);
     const double bw = weightBytes / (t * 1e-3);
-    std::printf("| %d | %.4f | %.0f | %.2f |\n", rows, t, bw / 1e9, bw / copyBw);
+    std::printf("| %d | %.4f | %.0f | %.2f |", rows, t, bw / 1e9, bw / copyBw);
+    if (rowInvariant) {
+      std::printf(" %.4f |\n", chain(rows, true));
+    } else {
+      std::printf(" - |\n");
+    }
   }
   std::printf("\nsingle skinny GEMMs, each over 8 rotating weight copies\n| GEMM | rows | us | GB/s |\n"
               "| --- | ---: | ---: | ---: |\n");
