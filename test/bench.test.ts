@@ -18,6 +18,10 @@ describe('flash-mpt bench drivers (CPU)', () => {
       expect(row.pickedOnDevice).toBeGreaterThan(0);
       expect(row.decodeTokensPerSecond).toBeGreaterThan(0);
       expect(row.modelTokensPerSecond).toBeUndefined();
+      // The scheduler awaits one engine call at a time: its prefill and decode time fit inside the round.
+      expect(row.prefillSeconds).toBeGreaterThan(0);
+      expect(row.decodeSeconds).toBeGreaterThan(0);
+      expect(row.prefillSeconds + row.decodeSeconds).toBeLessThanOrEqual(row.seconds + 1e-3);
     }
     expect(formatServingBench(r)).toContain('| 3 |');
   }, 120_000);

@@ -176,6 +176,9 @@ describeWithData('OpenAI-compatible server', 'data/gpt-neox-20b/tokenizer.json',
     // It stopped well before max_tokens: the disconnect, not the length, ended it.
     expect(after.flash_mpt_generated_tokens_total - before.flash_mpt_generated_tokens_total).toBeLessThan(maxTokens);
     expect(after.flash_mpt_kv_blocks_total).toBe(16 * (512 / 64)); // 16 sequences × 512 tokens in blocks of 64
+    // Its prompt and its decode steps ran in the engine, and the counters say how long.
+    expect(after.flash_mpt_prefill_seconds_total).toBeGreaterThan(before.flash_mpt_prefill_seconds_total);
+    expect(after.flash_mpt_decode_seconds_total).toBeGreaterThan(before.flash_mpt_decode_seconds_total);
   });
 
   test('malformed JSON is a 400 invalid_request_error', async () => {

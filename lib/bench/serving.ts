@@ -34,6 +34,9 @@ export interface ServingBenchRow {
   sampledFromCandidates: number;
   sampledFromFullRow: number;
   pickedOnDevice: number;
+  /** Of `seconds`: the engine's prefill calls and its decode calls (wall time; the rest is the host between them). */
+  prefillSeconds: number;
+  decodeSeconds: number;
 }
 
 export interface ServingBenchResult {
@@ -81,6 +84,8 @@ async function round(model: Model, concurrency: number, promptTokens: number, ne
     sampledFromCandidates: after.sampledFromCandidatesTotal - before.sampledFromCandidatesTotal,
     sampledFromFullRow: after.sampledFromFullRowTotal - before.sampledFromFullRowTotal,
     pickedOnDevice: after.pickedOnDeviceTotal - before.pickedOnDeviceTotal,
+    prefillSeconds: after.prefillSecondsTotal - before.prefillSecondsTotal,
+    decodeSeconds: after.decodeSecondsTotal - before.decodeSecondsTotal,
   };
 }
 
@@ -127,17 +132,18 @@ export async function runServingBench(opts: ServingBenchOptions): Promise<Servin
 }
 
 export function formatServingBench(r: ServingBenchResult): string {
+  const ms = (seconds: number) => (seconds * 1000).toFixed(0);
   const lines = [
     `flash-mpt bench serving — ${r.model} on ${r.device}: prompt ${r.promptTokens} tokens, ${r.newTokens} new tokens each, temperature ${r.temperature}`,
     r.copyGBs === undefined
       ? 'bandwidth model: GPU only'
       : `bandwidth model: (${(r.weightBytes / 1e9).toFixed(2)} GB of weights + batch × ${(r.kvBytesPerToken / 1e3).toFixed(0)} kB of KV per token of context) ÷ copy ${r.copyGBs.toFixed(0)} GB/s (same run)`,
     '',
-    '| concurrency | output tok/s (prefill included) | decode tok/s (all decoding) | model tok/s | of model | sampled from candidates / full row / picked on device |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| concurrency | output tok/s (prefill included) | decode tok/s (all decoding) | model tok/s | of model | sampled from candidates / full row / picked on device | ms: engine prefill / decode / rest |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...r.rows.map(
       (x) =>
-        `| ${x.concurrency} | ${x.outputTokensPerSecond.toFixed(0)} | ${x.decodeTokensPerSecond.toFixed(0)} | ${x.modelTokensPerSecond?.toFixed(0) ?? '–'} | ${x.ratioToModel === undefined ? '–' : `${(100 * x.ratioToModel).toFixed(1)}%`} | ${x.sampledFromCandidates} / ${x.sampledFromFullRow} / ${x.pickedOnDevice} |`,
+        `| ${x.concurrency} | ${x.outputTokensPerSecond.toFixed(0)} | ${x.decodeTokensPerSecond.toFixed(0)} | ${x.modelTokensPerSecond?.toFixed(0) ?? '–'} | ${x.ratioToModel === undefined ? '–' : `${(100 * x.ratioToModel).toFixed(1)}%`} | ${x.sampledFromCandidates} / ${x.sampledFromFullRow} / ${x.pickedOnDevice} | ${ms(x.prefillSeconds)} / ${ms(x.decodeSeconds)} / ${ms(x.seconds - x.prefillSeconds - x.decodeSeconds)} |`,
     ),
   ];
   return lines.join('\n');

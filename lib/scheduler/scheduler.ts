@@ -73,6 +73,10 @@ export interface SchedulerMetrics {
   sampledFromFullRowTotal: number;
   /** Tokens picked on the device by greedy chains. */
   pickedOnDeviceTotal: number;
+  /** Seconds the engine's prefill calls (forward, forwardPrompts) took, wall time from call to result. */
+  prefillSecondsTotal: number;
+  /** Seconds its decode calls (decodeBatch, decodeBatchCandidates, decodeGreedy) took. */
+  decodeSecondsTotal: number;
 }
 
 /** What the scheduler asks of a sequence's sampler. */
@@ -227,6 +231,7 @@ export class Scheduler {
   private sampledFromCandidates = 0;
   private sampledFromFullRow = 0;
   private pickedOnDeviceCount = 0;
+  private readonly engineSeconds = { prefill: 0, decode: 0 };
   private readonly rate = new TokenRate();
   /** Decoding sequences whose consumer has not yet queued its next token (no pending next()). */
   private awaitingConsumers = 0;
@@ -303,6 +308,8 @@ export class Scheduler {
       sampledFromCandidatesTotal: this.sampledFromCandidates,
       sampledFromFullRowTotal: this.sampledFromFullRow,
       pickedOnDeviceTotal: this.pickedOnDeviceCount,
+      prefillSecondsTotal: this.engineSeconds.prefill,
+      decodeSecondsTotal: this.engineSeconds.decode,
     };
   }
 
@@ -438,6 +445,16 @@ export class Scheduler {
     }
   }
 
+  /** Awaits an engine call started just now, adding its wall time to the phase's total (metrics). */
+  private async timed<T>(phase: 'prefill' | 'decode', call: Promise<T>): Promise<T> {
+    const start = performance.now();
+    try {
+      return await call;
+    } finally {
+      this.engineSeconds[phase] += (performance.now() - start) / 1000;
+    }
+  }
+
   /** A native call using `sequence` ended: false when the sequence was released meanwhile (its slot is free now). */
   private landed(sequence: Sequence): boolean {
     sequence.inFlight = false;
@@ -491,7 +508,7 @@ export class Scheduler {
     }
     let logits: Float32Array;
     try {
-      logits = await this.engine.forwardPrompts(Int32Array.from(batch, (s) => s.handle), ids, Int32Array.from(batch, (s) => s.prompt.length));
+      logits = await this.timed('prefill', this.engine.forwardPrompts(Int32Array.from(batch, (s) => s.handle), ids, Int32Array.from(batch, (s) => s.prompt.length)));
     } catch (err) {
       const error = fromNativeError(err);
       for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
@@ -508,7 +525,7 @@ export class Scheduler {
     sequence.inFlight = true;
     let logits: Float32Array;
     try {
-      logits = await this.engine.forward(sequence.handle, chunk, sequence.sampler === null);
+      logits = await this.timed('prefill', this.engine.forward(sequence.handle, chunk, sequence.sampler === null));
     } catch (err) {
       if (this.landed(sequence)) this.finish(sequence, fromNativeError(err));
       return;
@@ -558,7 +575,7 @@ export class Scheduler {
       }
       let picks: Int32Array;
       try {
-        picks = await this.engine.decodeGreedy(seqs, ids, steps, this.capacity.sampleableVocab, banned);
+        picks = await this.timed('decode', this.engine.decodeGreedy(seqs, ids, steps, this.capacity.sampleableVocab, banned));
       } catch (err) {
         const error = fromNativeError(err);
         for (const sequence of batch) {
@@ -614,8 +631,8 @@ export class Scheduler {
     let step: DecodedStep;
     try {
       step = useCandidates
-        ? { candidates: await this.engine.decodeBatchCandidates(seqs, ids, this.candidates, this.capacity.sampleableVocab) }
-        : { rows: await this.engine.decodeBatch(seqs, ids) };
+        ? { candidates: await this.timed('decode', this.engine.decodeBatchCandidates(seqs, ids, this.candidates, this.capacity.sampleableVocab)) }
+        : { rows: await this.timed('decode', this.engine.decodeBatch(seqs, ids)) };
     } catch (err) {
       const error = fromNativeError(err);
       for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);

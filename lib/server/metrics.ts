@@ -25,5 +25,7 @@ export function prometheusText(replicas: readonly Replica[]): string {
   metric('flash_mpt_sampled_from_candidates_total', 'counter', "Tokens sampled from a decode step's top-K candidates alone.", (m) => m.sampledFromCandidatesTotal);
   metric('flash_mpt_sampled_from_full_row_total', 'counter', 'Tokens sampled from a full row of logits.', (m) => m.sampledFromFullRowTotal);
   metric('flash_mpt_picked_on_device_total', 'counter', 'Greedy tokens picked on the device by chained decode steps.', (m) => m.pickedOnDeviceTotal);
+  metric('flash_mpt_prefill_seconds_total', 'counter', "Seconds the engine's prefill calls took (wall time).", (m) => m.prefillSecondsTotal);
+  metric('flash_mpt_decode_seconds_total', 'counter', "Seconds the engine's decode calls took (wall time).", (m) => m.decodeSecondsTotal);
   return `${lines.join('\n')}\n`;
 }
