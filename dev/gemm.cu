@@ -144,12 +144,11 @@ std::vector<Kernel> kernelsFor(int M) {
   return k;
 }
 
-// The engine's split workspace (csrc/engine/cuda/forward.cu, splitPartialFloats) for the 1B shape.
+// The engine's split workspace (csrc/engine/cuda/forward.cu) for the 1B shape's residual GEMMs.
 size_t engineSplitFloats() {
   int sms = 0;
   CHECK(multiprocessorCount(&sms));
-  return std::max({size_t(16) * 64 * 2048, size_t(sms) * 2 * 64 * 128, wgmmaSplitFloats(2048, 2048, sms),
-                   wgmmaSplitFloats(2048, 8192, sms)});
+  return gemmSplitWorkspace(2048, 8192, sms).partial_floats;
 }
 
 void check(int M, int N, int K, DType t, GemmOut out, bool bias, std::mt19937& rng) {

@@ -1,6 +1,7 @@
 // GEMM entry point: checks the layout contract once, then sends fp32 to the SIMT kernel, row-invariant calls to the
 // wgmma kernel where gemmPrepare found it usable, other decode-sized M to the skinny kernel, and everything else to
 // the wgmma kernel, else to the tiled one.
+#include <algorithm>
 #include <cstdint>
 
 #include "kernels/gemm/gemm.h"
@@ -24,6 +25,15 @@ cudaError_t gemm(const GemmParams& p, cudaStream_t stream) {
 }
 
 bool gemmRowInvariance(DType dtype) { return dtype == DType::F32 || gemmWgmmaReady(); }
+
+GemmSplitWorkspace gemmSplitWorkspace(int N, int K, int sms) {
+  GemmSplitWorkspace w;
+  w.partial_floats = std::max(gemmSkinnySplitFloats(N), gemmWgmmaSplitFloats(N, K, sms));
+  // Tickets: one per skinny block of 16 outputs, or per wgmma output tile of a split for the rows (≤ 2 per SM); the
+  // fixup kernel after a row-invariant split needs none.
+  w.counters = std::max(size_t(N) / 16 + 1, size_t(sms) * 2);
+  return w;
+}
 
 cudaError_t multiprocessorCount(int* sms) {
   int device = 0;

@@ -50,16 +50,17 @@ struct GemmParams {
 
 // Largest M the skinny kernel takes; larger M goes to the wgmma or the tiled kernel.
 constexpr int kSkinnyMaxRows = 64;
-// With row_invariant the wgmma kernel sums an AddFloat output's K in parts of this many elements, folded in order.
-constexpr int kWgmmaPartK = 512;
-// Most rows of an N-wide AddFloat output whose parts of K the wgmma kernel spreads over blocks (one part each):
-// while its small tile's grid (64 × 128 outputs a block) fills at most half of `sms` SMs.
-inline int wgmmaSplitRows(int N, int sms) { return 64 * (sms / (2 * ((N + 127) / 128))); }
-// Split workspace floats (GemmParams::split_partials) that lets it do so for every such M.
-inline size_t wgmmaSplitFloats(int N, int K, int sms) {
-  if (K <= kWgmmaPartK) return 0;
-  return size_t((K + kWgmmaPartK - 1) / kWgmmaPartK) * size_t(wgmmaSplitRows(N, sms)) * size_t(N);
-}
+
+// The split workspace (GemmParams::split_*) with which gemm() makes every split it would make for AddFloat outputs
+// at most N wide and K deep, at any M, on a device of `sms` SMs; with less, a split that does not fit is not made.
+struct GemmSplitWorkspace {
+  size_t partial_floats = 0;
+  size_t counters = 0;
+};
+GemmSplitWorkspace gemmSplitWorkspace(int N, int K, int sms);
+// Its parts per kernel (gemm_skinny.cu, gemm_wgmma.cu).
+size_t gemmSkinnySplitFloats(int N);
+size_t gemmWgmmaSplitFloats(int N, int K, int sms);
 
 // Picks the kernel from the dtype, M and the device. Returns cudaErrorInvalidValue for unsupported shapes or
 // alignment.

@@ -331,8 +331,8 @@ __global__ void __launch_bounds__(kWarps * 32, kStaged ? 2 : 0) gemmSkinnyKernel
 template <class T, int NT, GemmOut OUT>
 cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
   const int tiles = (p.N + kTileFeatures - 1) / kTileFeatures;
-  // Only an fp32 accumulation can take partial sums from several blocks; the count depends on K alone (the engine's
-  // workspace holds kMaxSplits splits of every tile at 64 rows, so its capacity never binds).
+  // Only an fp32 accumulation can take partial sums from several blocks; the count depends on K alone (a workspace
+  // of gemmSkinnySplitFloats holds kMaxSplits splits of every tile at 64 rows, so its capacity never binds).
   int splits = OUT == GemmOut::AddFloat ? (p.K + kWarpStride - 1) / kWarpStride : 1;
   splits = std::min({splits, kMaxSplits, splitCapacity(p, tiles)});
   const int steps = (p.K + kStepK - 1) / kStepK;
@@ -366,6 +366,8 @@ cudaError_t launchSkinny(const GemmParams& p, cudaStream_t stream) {
 }
 
 }  // namespace
+
+size_t gemmSkinnySplitFloats(int N) { return size_t(kMaxSplits) * kSkinnyMaxRows * size_t(N); }
 
 cudaError_t gemmSkinny(const GemmParams& p, cudaStream_t stream) {
   if (p.M > kSkinnyMaxRows) return cudaErrorInvalidValue;

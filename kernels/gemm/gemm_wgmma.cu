@@ -31,6 +31,8 @@ namespace flashmpt {
 namespace {
 
 constexpr int kBK = 64;  // 64 16-bit elements: one 128-byte swizzle row
+// With row_invariant an AddFloat output's K runs in parts of this many elements, folded in order.
+constexpr int kWgmmaPartK = 512;
 constexpr int kThreads = 384;
 
 template <int BM, int BN, int STAGES>
@@ -247,6 +249,13 @@ cudaError_t tileMap(CUtensorMap* map, DType dtype, const void* base, int rows, i
 
 int64_t tiles(const GemmParams& p, int bm, int bn) { return int64_t((p.M + bm - 1) / bm) * ((p.N + bn - 1) / bn); }
 
+// Row-invariant parts of K (FOLD).
+int parts(int K) { return (K + kWgmmaPartK - 1) / kWgmmaPartK; }
+
+// Most rows of an N-wide AddFloat output whose parts of K are spread over blocks (one part each): while the small
+// tile's grid (64 × 128 outputs a block) fills at most half of `sms` SMs.
+int splitRows(int N, int sms) { return 64 * (sms / (2 * ((N + 127) / 128))); }
+
 // Blocks of blockIdx.z run perSplit k-tiles each; more than one such block: the fixup kernel adds their partials.
 template <WgTile kTile, class T, GemmOut OUT, bool FOLD>
 cudaError_t launchWgmma(const GemmParams& p, int perSplit, cudaStream_t stream) {
@@ -282,15 +291,15 @@ cudaError_t launchForRows(const GemmParams& p, int sms, cudaStream_t stream) {
 }
 
 // Prompt rows of an AddFloat output (FOLD, bits independent of M): K's parts over blocks of the small tile while even
-// that tile's grid would leave more than half the SMs idle (wgmmaSplitRows) and the split workspace holds the
+// that tile's grid would leave more than half the SMs idle (splitRows) and the split workspace holds the
 // partials (out_proj at 128 rows: 32 tiles); else every block folds its own parts, in the medium tile once its grid
 // covers most SMs. Measured against launchForRows on an H100 (bench/RESULTS.md, session 6): mlp_down at 2048 rows
 // 138 vs 118 µs, out_proj 65 vs 57 µs — the price of invariance, paid only by passes of grouped prompts.
 template <class T>
 cudaError_t launchFoldedResidual(const GemmParams& p, int sms, cudaStream_t stream) {
   const int kTiles = (p.K + kBK - 1) / kBK;
-  const size_t partials = size_t((p.K + kWgmmaPartK - 1) / kWgmmaPartK) * size_t(p.M) * size_t(p.N);
-  const bool split = p.K > kWgmmaPartK && p.M <= wgmmaSplitRows(p.N, sms) && p.split_partials &&
+  const size_t partials = size_t(parts(p.K)) * size_t(p.M) * size_t(p.N);
+  const bool split = parts(p.K) > 1 && p.M <= splitRows(p.N, sms) && p.split_partials &&
                      partials <= p.split_partial_floats;
   if (split) return launchWgmma<WgTile::Small, T, GemmOut::AddFloat, true>(p, kWgmmaPartK / kBK, stream);
   return tiles(p, 128, 128) * 8 >= int64_t(sms) * 7
@@ -382,6 +391,16 @@ cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
                    : launchForRows<WgTile::Small, T, OUT>(p, sms, stream);
     });
   });
+}
+
+// A split for the rows (launchForRows) makes at most as many splits as resident blocks of the small tile (2 per SM,
+// 64 × 128 outputs each) leave free, so splits × M × N stays within that (the large tile's grid covers most SMs: it
+// never splits); a row-invariant split stores every part of up to splitRows rows.
+size_t gemmWgmmaSplitFloats(int N, int K, int sms) {
+  using S = WgTileShape<WgTile::Small>;
+  const size_t forRows = size_t(sms) * S::kMinBlocks * S::kBM * S::kBN;
+  const size_t invariant = parts(K) > 1 ? size_t(parts(K)) * size_t(splitRows(N, sms)) * size_t(N) : 0;
+  return std::max(forRows, invariant);
 }
 
 }  // namespace flashmpt

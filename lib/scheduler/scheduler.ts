@@ -471,24 +471,23 @@ export class Scheduler {
   private async prefillRound(): Promise<boolean> {
     let budget = this.options.prefillTokensPerStep;
     let ran = false;
-    const fits = (tokens: number) => !ran || tokens <= budget;
+    /** Takes `tokens` of the budget if they fit (the first take always does). */
+    const take = (tokens: number) => {
+      if (ran && tokens > budget) return false;
+      ran = true;
+      budget -= tokens;
+      return true;
+    };
     const whole: Sequence[] = [];
     for (const sequence of [...this.active]) {
       if (sequence.phase !== 'prefill') continue;
       const remaining = sequence.prompt.length - sequence.prefilled;
       if (sequence.sampler && sequence.prefilled === 0 && remaining <= this.options.prefillChunkTokens) {
-        if (whole.length < MAX_PROMPT_SEQUENCES && fits(remaining)) {
-          whole.push(sequence);
-          budget -= remaining;
-          ran = true;
-        }
+        if (whole.length < MAX_PROMPT_SEQUENCES && take(remaining)) whole.push(sequence);
         continue;
       }
       while (sequence.phase === 'prefill' && !this.closed) {
-        const chunk = Math.min(this.options.prefillChunkTokens, sequence.prompt.length - sequence.prefilled);
-        if (!fits(chunk)) break;
-        ran = true;
-        budget -= chunk;
+        if (!take(Math.min(this.options.prefillChunkTokens, sequence.prompt.length - sequence.prefilled))) break;
         await this.prefillChunk(sequence);
       }
     }

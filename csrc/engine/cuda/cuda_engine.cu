@@ -399,10 +399,10 @@ class CudaEngine final : public Engine {
                       const int64_t* lengths) {
     const cudaStream_t stream = stream_->get();
     const size_t stride = size_t(kv_.table_stride);
-    const size_t rowsOffset = size_t(ws_.rows) + 4 * size_t(kDecodeRows) + size_t(kDecodeRows) * stride;
-    int32_t* hostRows = host_step_.as<int32_t>() + rowsOffset;
+    // After the kDecodeRows block-table rows: each row's table row, then each row's position.
+    int32_t* hostRows = hostTables() + kDecodeRows * stride;
     int32_t* hostPositions = hostRows + ws_.rows;
-    int32_t* deviceRows = step_.as<int32_t>() + rowsOffset;
+    int32_t* deviceRows = deviceTables() + kDecodeRows * stride;
     std::vector<PromptSegment> segments(static_cast<size_t>(count));
     int rows = 0;
     for (int i = 0; i < count; ++i) {

@@ -252,24 +252,12 @@ size_t naiveScratchBytes(const ModelConfig& c, DType dtype, int rows, int64_t kv
   return fusedAttention(c, dtype) ? 0 : size_t(c.n_heads) * size_t(rows) * size_t(kv_tokens) * sizeof(float);
 }
 
-// Split-K workspace: what the skinny kernel's splits of a decode step (≤ 16 of kDecodeRows × d_model), the wgmma
-// kernel's for the rows of a chunk (≤ 2 blocks per SM of 64 × 128 outputs) and its row-invariant parts of K for
-// grouped prompts of few rows (gemm.h) need at most; a split that does not fit is not made.
-size_t multiprocessors() {
+// Split-K workspace of the residual GEMMs (out_proj, mlp_down: d_model wide, at most max(d_model, d_ff) deep).
+GemmSplitWorkspace splitWorkspace(const ModelConfig& c) {
   int sms = 0;
   CUDA_CHECK(multiprocessorCount(&sms));
-  return size_t(sms);
+  return gemmSplitWorkspace(c.d_model, std::max(c.d_model, c.d_ff), sms);
 }
-
-size_t splitPartialFloats(const ModelConfig& c) {
-  const size_t sms = multiprocessors();
-  return std::max({size_t(16) * kDecodeRows * size_t(c.d_model), sms * 2 * 64 * 128,
-                   wgmmaSplitFloats(c.d_model, c.d_model, int(sms)), wgmmaSplitFloats(c.d_model, c.d_ff, int(sms))});
-}
-
-// Tickets: one per skinny block of 16 outputs of a d_model-wide output, or per wgmma output tile (the fixup kernel
-// after a row-invariant split needs none).
-size_t splitCounters(const ModelConfig& c) { return std::max(size_t(c.d_model) / 16 + 1, multiprocessors() * 2); }
 
 }  // namespace
 
@@ -296,8 +284,9 @@ WorkspaceSizes workspaceSizes(const ModelConfig& c, DType dtype, int rows, int64
   z.attn_counters = decodeAttentionCounters(c) * sizeof(unsigned);
   z.naive = naiveScratchBytes(c, dtype, rows, kv_tokens);
   z.k_seq = z.v_seq = size_t(kv_tokens) * d * e;
-  z.split_partials = splitPartialFloats(c) * sizeof(float);
-  z.split_counters = splitCounters(c) * sizeof(unsigned);
+  const GemmSplitWorkspace split = splitWorkspace(c);
+  z.split_partials = split.partial_floats * sizeof(float);
+  z.split_counters = split.counters * sizeof(unsigned);
   return z;
 }
 
