@@ -183,6 +183,26 @@ describe('Sampler: each option shapes the distribution as defined', () => {
     expect(totalVariation(frequencies(sampler, logits, 6), referenceDistribution(penalized, {}))).toBeLessThan(TOLERANCE);
   });
 
+  test('a new prompt replaces the earlier one: its tokens alone count as seen, generated ones stay', () => {
+    const logits = Float32Array.of(2, 1.9, 1.8, 1.7, 1.6, 1.5);
+    const replaced = makeSampler({ temperature: 0, repetitionPenalty: 2 }, 6);
+    replaced.setPrompt([0, 1, 1]);
+    expect(replaced.sample(logits)).toBe(2); // 2 and 1.9 halved
+    replaced.accept(2);
+    replaced.setPrompt([3, 0]);
+    expect(replaced.sample(logits)).toBe(1); // 0 (prompt), 2 (generated) and 3 (prompt) halved; 1 no longer
+    replaced.setPrompt([]);
+    expect(replaced.sample(logits)).toBe(0); // only the generated 2 stays penalized
+
+    // The candidate path sees the same penalties (a prompt token the candidates lack would be a raised unseen one).
+    const raising = makeSampler({ temperature: 0, repetitionPenalty: 0.5 }, 6);
+    raising.setPrompt([5]);
+    raising.setPrompt([4]);
+    const candidates = { ids: Int32Array.of(0, 1, 2), logits: logits.slice(0, 3), logSumExp: 3.5 };
+    expect(raising.sampleFromCandidates(candidates)).toBeNull(); // 4, doubled to 3.2, is not among them
+    expect(raising.sample(logits)).toBe(4);
+  });
+
   test('presence and frequency penalties follow OpenAI: logit − count × frequency − (count > 0) × presence, over output only', () => {
     const logits = Float32Array.of(1, 0.5, 0.8, -0.3, 0.2);
     const sampler = makeSampler({ presencePenalty: 0.6, frequencyPenalty: 0.4 }, 5);

@@ -1,6 +1,6 @@
 // GEMM entry point: checks the layout contract once, then sends fp32 to the SIMT kernel, row-invariant calls to the
-// wgmma kernel where gemmPrepare found it usable, other decode-sized M to the skinny kernel, and everything else to
-// the wgmma kernel, else to the tiled one.
+// wgmma kernel where gemmPrepare found it usable, other decode-sized M to the skinny kernel (or, when asked, to the
+// wgmma kernel's decode layout), and everything else to the wgmma kernel, else to the tiled one.
 #include <algorithm>
 #include <cstdint>
 
@@ -20,7 +20,9 @@ cudaError_t gemm(const GemmParams& p, cudaStream_t stream) {
   }
   if (p.dtype == DType::F32) return gemmSimt(p, stream);
   const bool wgmma = gemmWgmmaReady();
-  if (p.M <= kSkinnyMaxRows && !(p.row_invariant && wgmma)) return gemmSkinny(p, stream);
+  if (p.M <= kSkinnyMaxRows && !(p.row_invariant && wgmma)) {
+    return p.wgmma_decode && wgmma ? gemmWgmmaDecode(p, stream) : gemmSkinny(p, stream);
+  }
   return wgmma ? gemmWgmma(p, stream) : gemmTiled(p, stream);
 }
 

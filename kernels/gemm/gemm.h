@@ -1,12 +1,13 @@
 // C = epilogue(alpha · A·Wᵀ), W in PyTorch's Linear layout [N, K] row-major. bf16 / f16 run on tensor cores, in
 // three kernels behind one entry point: for prefill (M > 64) a TMA + wgmma GEMM on compute capability 9.0 when
 // the binary carries sm_90a code, else a tiled mma.sync GEMM; for decode (M ≤ 64) a weight-streaming skinny
-// GEMM that reads each weight byte once with 16-byte loads. fp32 (the engine's float32 correctness mode) runs a
+// GEMM that reads each weight byte once with 16-byte loads, or when asked (GemmParams::wgmma_decode) the wgmma
+// kernel's decode layout, K in parts per cluster of blocks. fp32 (the engine's float32 correctness mode) runs a
 // plain SIMT kernel with fp32 FMAs, no TF32. The skinny kernel (long K) and the wgmma kernel split K of an AddFloat
 // output when given a split workspace, reducing the splits in a fixed order. Every output is bitwise reproducible,
-// and a row's sums do not depend on how many rows run beside it (batch invariance): among decode rows (the skinny
-// kernel, M ≤ 64), and on the wgmma kernel at any M when asked (GemmParams::row_invariant), so a sequence decodes
-// the same alone or in a batch, and a prompt prefills the same alone or beside others.
+// and a row's sums do not depend on how many rows run beside it (batch invariance): among decode rows (M ≤ 64, on
+// either decode kernel), and on the wgmma kernel at any M when asked (GemmParams::row_invariant), so a sequence
+// decodes the same alone or in a batch, and a prompt prefills the same alone or beside others.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -40,6 +41,11 @@ struct GemmParams {
   // gemmRowInvariance holds, the wgmma kernel takes every M and sums an AddFloat output's K in fixed parts. Off,
   // prefill takes the fastest layout for its M, and M ≤ 64 the skinny kernel (invariant among M ≤ 64 only).
   bool row_invariant = false;
+  // Decode rows (M ≤ 64, not row_invariant) of an engine that batches many: the wgmma kernel's decode layout
+  // (gemmWgmmaDecode) where it runs, instead of the skinny kernel. Each is batch-invariant on its own, so one engine
+  // keeps to one; the wgmma layout is slower at few rows and faster from ~32 (H100: the 1B decode GEMMs at 1 / 64
+  // rows 1.28 / 1.50 ms against the skinny kernel's 1.02 / 1.98 ms, bench/RESULTS.md session 7).
+  bool wgmma_decode = false;
   // Workspace for splitting K of an AddFloat output over blocks (epilogue.cuh): split_partial_floats floats and
   // split_counter_count zeroed counters, left zeroed after each launch. Without it K is not split.
   float* split_partials = nullptr;
@@ -70,6 +76,9 @@ cudaError_t gemmSkinny(const GemmParams& params, cudaStream_t stream);
 cudaError_t gemmSimt(const GemmParams& params, cudaStream_t stream);  // F32 only; ignores pdl
 // cudaErrorNotSupported unless gemmPrepare found the wgmma kernel usable on the current device.
 cudaError_t gemmWgmma(const GemmParams& params, cudaStream_t stream);
+// Decode rows (M ≤ kSkinnyMaxRows) on the wgmma kernel: K in parts fixed by N, K and the SM count over a cluster of
+// blocks per 64-row tile, added in order through distributed shared memory, so a row's bits do not depend on M.
+cudaError_t gemmWgmmaDecode(const GemmParams& params, cudaStream_t stream);
 // Raises the dynamic shared-memory limits of the tiled and wgmma kernels and finds out whether the current device
 // runs the wgmma kernel (call once per device before graph capture; until then prefill uses the tiled kernel).
 cudaError_t gemmPrepare();

@@ -23,6 +23,7 @@
 #include <atomic>
 
 #include "kernels/common/dispatch.h"
+#include "kernels/common/pdl.cuh"
 #include "kernels/gemm/epilogue.cuh"
 #include "kernels/gemm/gemm.h"
 #include "kernels/gemm/wgmma.cuh"
@@ -34,17 +35,59 @@ constexpr int kBK = 64;  // 64 16-bit elements: one 128-byte swizzle row
 // With row_invariant an AddFloat output's K runs in parts of this many elements, folded in order.
 constexpr int kWgmmaPartK = 512;
 constexpr int kThreads = 384;
+constexpr int kMaxClusterParts = 8;  // the portable cluster size
 
 template <int BM, int BN, int STAGES>
 constexpr int wgmmaSmemBytes() {
   return STAGES * (BM + BN) * kBK * 2 + 2 * STAGES * 8 + 1024;  // tiles, full/empty barriers, 1024-byte alignment
 }
 
-template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT, bool FOLD>
+// Decode rows: the blocks of one output tile's cluster (its parts of K, cluster rank = blockIdx.z) each staged their
+// part's fp32 sums in shared memory, `ld` floats a row, consumer c's 64 columns from row 64·c. Every block then adds
+// a share of the tile's outputs over all parts in part order through distributed shared memory and applies the
+// epilogue; the second barrier keeps each block's staging alive until every other block has read it. All threads of
+// every block take part (the barriers count them).
+template <class T, GemmOut OUT, int BN, int WN, int kLd>
+__device__ __forceinline__ void addClusterParts(const GemmParams& p, const float* staging, int m0, int n0) {
+  clusterSync();
+  const int parts = gridDim.z, rank = blockIdx.z;
+  constexpr int kPairs = BN / 2;
+  const int rows = min(64, p.M - m0);
+  for (int i = rank * kThreads + threadIdx.x; i < rows * kPairs; i += parts * kThreads) {
+    const int row = i / kPairs, col = i % kPairs * 2;
+    const uint32_t local = sharedAddress(staging + (col / WN * 64 + row) * kLd + col % WN);
+    float2 v[kMaxClusterParts];
+#pragma unroll
+    for (int r = 0; r < kMaxClusterParts; ++r) {
+      if (r < parts) v[r] = loadSharedCluster2(mapShared(local, r));
+    }
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int r = 0; r < kMaxClusterParts; ++r) {
+      if (r < parts) s0 += v[r].x, s1 += v[r].y;
+    }
+    const int m = m0 + row, n = n0 + col;
+    if constexpr (OUT == GemmOut::AddFloat) {
+      if (n < p.N) addFoldedSum(p, m, n, s0);
+      if (n + 1 < p.N) addFoldedSum(p, m, n + 1, s1);
+    } else {
+      epilogueStorePair<T, OUT>(p, m, n, s0, s1);
+    }
+  }
+  clusterSync();
+}
+
+// How a block's K range and the blocks of blockIdx.z meet. Whole: K in one pass (z > 1, AddFloat only: the fixup
+// kernel adds the splits). Fold: K in fixed parts of kWgmmaPartK, folded in order (above). Cluster: the blocks of
+// blockIdx.z, one cluster, each run one part and add them all in order (addClusterParts), any output (decode rows).
+enum class WgParts { Whole, Fold, Cluster };
+
+template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT, WgParts PARTS>
 __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     gemmWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapW,
                     const GemmParams p, int kTilesPerSplit) {
 #ifdef FLASHMPT_HAS_WGMMA
+  constexpr bool FOLD = PARTS == WgParts::Fold, CLUSTER = PARTS == WgParts::Cluster;
   constexpr int kWgM = BM / 64, kWgN = 2 / kWgM, WN = BN / kWgN;  // consumer warpgroups' grid and their N
   constexpr int kTileA = BM * kBK, kTileW = BN * kBK;              // elements per stage
   constexpr uint32_t kStageBytes = (kTileA + kTileW) * 2;
@@ -74,12 +117,23 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     }
     fenceBarrierInit();
   }
+  if constexpr (CLUSTER) pdlLaunchDependents();
   __syncthreads();
 
   if (wg == 0) {
     if constexpr (MIN_BLOCKS == 1) setmaxnregDec<40>();
     if (threadIdx.x == 0) {
-      for (int kt = 0; kt < kTiles; ++kt) {
+      // Decode rows launch under PDL: their first stages' weights (no kernel writes them) stream in before the
+      // programmatic wait (pdl.cuh), overlapping the previous kernel's tail; the activations follow once it has
+      // finished. Prefill launches keep the plain order.
+      const int early = CLUSTER ? min(kTiles, STAGES) : 0;
+      for (int kt = 0; kt < early; ++kt) {
+        mbarrierArriveExpectTx(&full[kt], kStageBytes);
+        tmaLoad2d(tileW(kt), &mapW, (kBegin + kt) * kBK, n0, &full[kt]);
+      }
+      if constexpr (CLUSTER) pdlWait();
+      for (int kt = 0; kt < early; ++kt) tmaLoad2d(tileA(kt), &mapA, (kBegin + kt) * kBK, m0, &full[kt]);
+      for (int kt = early; kt < kTiles; ++kt) {
         const int s = kt % STAGES;
         mbarrierWait(&empty[s], ((kt / STAGES) & 1) ^ 1);
         mbarrierArriveExpectTx(&full[s], kStageBytes);
@@ -87,6 +141,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
         tmaLoad2d(tileW(s), &mapW, (kBegin + kt) * kBK, n0, &full[s]);
       }
     }
+    if constexpr (CLUSTER) addClusterParts<T, OUT, BN, WN, WN + 8>(p, reinterpret_cast<float*>(smem), m0, n0);
     return;
   }
   if constexpr (MIN_BLOCKS == 1) setmaxnregInc<232>();  // 128·40 + 256·232 = the 384·168 registers at launch
@@ -145,6 +200,10 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   } else {
     stage(acc);
   }
+  if constexpr (CLUSTER) {
+    addClusterParts<T, OUT, BN, WN, kLd>(p, reinterpret_cast<float*>(smem), m0, n0);
+    return;
+  }
   __syncwarp();
 #pragma unroll 4
   for (int i = lane; i < 16 * WN / 2; i += 32) {
@@ -198,19 +257,20 @@ struct WgTileShape<WgTile::Small> { static constexpr int kBM = 64, kBN = 128, kS
 template <>
 struct WgTileShape<WgTile::Medium> { static constexpr int kBM = 128, kBN = 128, kStages = 6, kMinBlocks = 1; };
 
-// The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds.
-template <WgTile kTile, GemmOut OUT, bool FOLD>
+// The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds,
+// the small one alone serves decode rows (Cluster).
+template <WgTile kTile, GemmOut OUT, WgParts PARTS>
 constexpr bool tileServes() {
-  if constexpr (FOLD && OUT != GemmOut::AddFloat) return false;
-  if constexpr (kTile == WgTile::Large) return !FOLD;
-  if constexpr (kTile == WgTile::Medium) return FOLD;
+  if constexpr (PARTS == WgParts::Fold && OUT != GemmOut::AddFloat) return false;
+  if constexpr (kTile == WgTile::Large) return PARTS == WgParts::Whole;
+  if constexpr (kTile == WgTile::Medium) return PARTS == WgParts::Fold;
   return true;
 }
 
-template <WgTile kTile, class T, GemmOut OUT, bool FOLD>
+template <WgTile kTile, class T, GemmOut OUT, WgParts PARTS>
 constexpr auto wgmmaKernel() {
   using S = WgTileShape<kTile>;
-  return gemmWgmmaKernel<T, S::kBM, S::kBN, S::kStages, S::kMinBlocks, OUT, FOLD>;
+  return gemmWgmmaKernel<T, S::kBM, S::kBN, S::kStages, S::kMinBlocks, OUT, PARTS>;
 }
 
 template <WgTile kTile>
@@ -256,10 +316,11 @@ int parts(int K) { return (K + kWgmmaPartK - 1) / kWgmmaPartK; }
 // tile's grid (64 × 128 outputs a block) fills at most half of `sms` SMs.
 int splitRows(int N, int sms) { return 64 * (sms / (2 * ((N + 127) / 128))); }
 
-// Blocks of blockIdx.z run perSplit k-tiles each; more than one such block: the fixup kernel adds their partials.
-template <WgTile kTile, class T, GemmOut OUT, bool FOLD>
+// Blocks of blockIdx.z run perSplit k-tiles each; more than one such block: the fixup kernel adds their partials
+// (Cluster: the blocks of blockIdx.z form a cluster and add them themselves).
+template <WgTile kTile, class T, GemmOut OUT, WgParts PARTS>
 cudaError_t launchWgmma(const GemmParams& p, int perSplit, cudaStream_t stream) {
-  static_assert(tileServes<kTile, OUT, FOLD>(), "tile and output");
+  static_assert(tileServes<kTile, OUT, PARTS>(), "tile and output");
   using S = WgTileShape<kTile>;
   CUtensorMap mapA, mapW;
   cudaError_t err = tileMap(&mapA, p.dtype, p.a, p.M, p.K, p.lda, S::kBM);
@@ -267,9 +328,12 @@ cudaError_t launchWgmma(const GemmParams& p, int perSplit, cudaStream_t stream) 
   if (err != cudaSuccess) return err;
   const int kTiles = (p.K + kBK - 1) / kBK;
   const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
-  wgmmaKernel<kTile, T, OUT, FOLD>()<<<grid, kThreads, smemBytes<kTile>(), stream>>>(mapA, mapW, p, perSplit);
-  err = cudaGetLastError();
-  if (err != cudaSuccess || grid.z == 1) return err;
+  // Decode rows launch under PDL (their weights stream in during the previous kernel's tail); prefill launches
+  // measured 0.1-0.3 ms slower at 128 and 512 tokens under it (H100, session 7), so they launch as before.
+  const bool cluster = PARTS == WgParts::Cluster;
+  err = launchPdlCluster(p.pdl && cluster, dim3(1, 1, cluster ? grid.z : 1), wgmmaKernel<kTile, T, OUT, PARTS>(), grid, dim3(kThreads), smemBytes<kTile>(),
+                         stream, mapA, mapW, p, perSplit);
+  if (err != cudaSuccess || grid.z == 1 || PARTS == WgParts::Cluster) return err;
   const int64_t outputs = int64_t(p.M) * p.N;
   splitReduceKernel<<<unsigned((outputs + 255) / 256), 256, 0, stream>>>(p, int(grid.z));
   return cudaGetLastError();
@@ -287,7 +351,7 @@ cudaError_t launchForRows(const GemmParams& p, int sms, cudaStream_t stream) {
   int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
   splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
   if (splits < 4) splits = 1;
-  return launchWgmma<kTile, T, OUT, false>(p, int((kTiles + splits - 1) / splits), stream);
+  return launchWgmma<kTile, T, OUT, WgParts::Whole>(p, int((kTiles + splits - 1) / splits), stream);
 }
 
 // Prompt rows of an AddFloat output (FOLD, bits independent of M): K's parts over blocks of the small tile while even
@@ -301,10 +365,21 @@ cudaError_t launchFoldedResidual(const GemmParams& p, int sms, cudaStream_t stre
   const size_t partials = size_t(parts(p.K)) * size_t(p.M) * size_t(p.N);
   const bool split = parts(p.K) > 1 && p.M <= splitRows(p.N, sms) && p.split_partials &&
                      partials <= p.split_partial_floats;
-  if (split) return launchWgmma<WgTile::Small, T, GemmOut::AddFloat, true>(p, kWgmmaPartK / kBK, stream);
+  if (split) return launchWgmma<WgTile::Small, T, GemmOut::AddFloat, WgParts::Fold>(p, kWgmmaPartK / kBK, stream);
   return tiles(p, 128, 128) * 8 >= int64_t(sms) * 7
-             ? launchWgmma<WgTile::Medium, T, GemmOut::AddFloat, true>(p, kTiles, stream)
-             : launchWgmma<WgTile::Small, T, GemmOut::AddFloat, true>(p, kTiles, stream);
+             ? launchWgmma<WgTile::Medium, T, GemmOut::AddFloat, WgParts::Fold>(p, kTiles, stream)
+             : launchWgmma<WgTile::Small, T, GemmOut::AddFloat, WgParts::Fold>(p, kTiles, stream);
+}
+
+// Decode rows (M ≤ 64, one 64-row tile): K cut into parts by the shape and the SM count alone, never by M, so a row's
+// sums are the same whatever rows run beside it (batch invariance). As many parts as keep the grid within one block
+// per SM, at most a cluster's kMaxClusterParts, each part at least two k-tiles: the second block slot of each SM is
+// then free for the next kernel's blocks, which start streaming their weights under PDL while this one finishes
+// (H100, session 7: the 64-row decode chain 1.63 ms at two blocks per SM, 1.50 ms at one).
+int decodePartTiles(int N, int K, int sms) {
+  const int nTiles = (N + 127) / 128, kTiles = (K + kBK - 1) / kBK;
+  const int parts = std::clamp(sms / nTiles, 1, std::max(1, std::min(kMaxClusterParts, kTiles / 2)));
+  return (kTiles + parts - 1) / parts;
 }
 
 template <WgTile kTile>
@@ -312,21 +387,22 @@ cudaError_t prepareTile() {
   auto each = [](auto t) {
     using T = typename decltype(t)::type;
     for (GemmOut out : {GemmOut::Half, GemmOut::HalfGelu, GemmOut::Float, GemmOut::AddFloat}) {
-      for (bool fold : {false, true}) {
-        const cudaError_t err = switchGemmOut(out, [&](auto o) {
-          constexpr GemmOut OUT = decltype(o)::value;
-          auto set = [](auto kernel) {
-            return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile>());
-          };
-          if (fold) {
-            if constexpr (tileServes<kTile, OUT, true>()) return set(wgmmaKernel<kTile, T, OUT, true>());
+      const cudaError_t err = switchGemmOut(out, [&](auto o) {
+        constexpr GemmOut OUT = decltype(o)::value;
+        auto set = [](auto parts) {
+          constexpr WgParts PARTS = decltype(parts)::value;
+          if constexpr (tileServes<kTile, OUT, PARTS>()) {
+            return cudaFuncSetAttribute(wgmmaKernel<kTile, T, OUT, PARTS>(),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile>());
           } else {
-            if constexpr (tileServes<kTile, OUT, false>()) return set(wgmmaKernel<kTile, T, OUT, false>());
+            return cudaSuccess;
           }
-          return cudaSuccess;
-        });
-        if (err != cudaSuccess) return err;
-      }
+        };
+        cudaError_t e = set(std::integral_constant<WgParts, WgParts::Whole>{});
+        if (e == cudaSuccess) e = set(std::integral_constant<WgParts, WgParts::Fold>{});
+        return e == cudaSuccess ? set(std::integral_constant<WgParts, WgParts::Cluster>{}) : e;
+      });
+      if (err != cudaSuccess) return err;
     }
     return cudaSuccess;
   };
@@ -373,12 +449,22 @@ bool gemmWgmmaReady() {
   return currentDevice(&device) == cudaSuccess && (wgmmaDevices.load() >> device & 1);
 }
 
-cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
-  int device = 0, sms = 0;
+namespace {
+
+// The current device's SM count, or cudaErrorNotSupported where gemmWgmmaPrepare did not find the kernel usable.
+cudaError_t wgmmaDeviceSms(int* sms) {
+  int device = 0;
   cudaError_t err = currentDevice(&device);
-  if (err == cudaSuccess) err = multiprocessorCount(&sms);
+  if (err == cudaSuccess) err = multiprocessorCount(sms);
   if (err != cudaSuccess) return err;
-  if (!(wgmmaDevices.load() >> device & 1)) return cudaErrorNotSupported;
+  return wgmmaDevices.load() >> device & 1 ? cudaSuccess : cudaErrorNotSupported;
+}
+
+}  // namespace
+
+cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
+  int sms = 0;
+  if (const cudaError_t err = wgmmaDeviceSms(&sms); err != cudaSuccess) return err;
   const bool large = tiles(p, 128, 256) * 8 >= int64_t(sms) * 7;
   return switchHalf(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;
@@ -389,6 +475,19 @@ cudaError_t gemmWgmma(const GemmParams& p, cudaStream_t stream) {
       }
       return large ? launchForRows<WgTile::Large, T, OUT>(p, sms, stream)
                    : launchForRows<WgTile::Small, T, OUT>(p, sms, stream);
+    });
+  });
+}
+
+cudaError_t gemmWgmmaDecode(const GemmParams& p, cudaStream_t stream) {
+  int sms = 0;
+  if (const cudaError_t err = wgmmaDeviceSms(&sms); err != cudaSuccess) return err;
+  if (p.M > kSkinnyMaxRows) return cudaErrorInvalidValue;
+  return switchHalf(p.dtype, [&](auto t) {
+    using T = typename decltype(t)::type;
+    return switchGemmOut(p.out, [&](auto o) {
+      return launchWgmma<WgTile::Small, T, decltype(o)::value, WgParts::Cluster>(p, decodePartTiles(p.N, p.K, sms),
+                                                                                 stream);
     });
   });
 }

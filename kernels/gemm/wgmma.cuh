@@ -1,5 +1,6 @@
 // The Hopper (sm_90a) instructions of the wgmma GEMM: mbarriers, TMA tile loads (cp.async.bulk.tensor) that
-// complete on an mbarrier, setmaxnreg, named barriers, and warpgroup MMA (wgmma) with both operands in
+// complete on an mbarrier, setmaxnreg, named and cluster barriers, distributed shared memory loads, and warpgroup
+// MMA (wgmma) with both operands in
 // 128-byte-swizzled shared memory. Only kernels compiled for sm_90a may call these (their bodies are guarded by FLASHMPT_HAS_WGMMA).
 #pragma once
 #include <cuda_bf16.h>
@@ -73,6 +74,24 @@ __device__ __forceinline__ uint64_t swizzle128Descriptor(const void* tile) {
 template <int kId, int kThreads>
 __device__ __forceinline__ void namedBarrierSync() {
   asm volatile("bar.sync %0, %1;\n" ::"n"(kId), "n"(kThreads) : "memory");
+}
+
+// Barrier over every thread of the cluster: shared-memory writes before it are visible to the cluster's loads after.
+__device__ __forceinline__ void clusterSync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+
+// The shared::cluster address of the same offset as shared::cta address `local` in the cluster's block `rank`.
+__device__ __forceinline__ uint32_t mapShared(uint32_t local, int rank) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(rank));
+  return remote;
+}
+
+__device__ __forceinline__ float2 loadSharedCluster2(uint32_t address) {
+  float2 v;
+  asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(address) : "memory");
+  return v;
 }
 
 __device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }

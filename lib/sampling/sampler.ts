@@ -79,6 +79,8 @@ export class Sampler {
   /** 1 where processing changes a token's logit; lets the full-row pass skip the lookups for all others. */
   private readonly adjusted: Uint8Array;
   private adjustedIds: number[] = [];
+  /** The current prompt's ids below vocabSize, each once (their IN_PROMPT bits). */
+  private promptIds: number[] = [];
   /** Drawn by a candidate attempt that returned null; the full-row call that follows uses it. */
   private pendingUniform: number | undefined;
 
@@ -114,16 +116,26 @@ export class Sampler {
     this.greedyBannedId = plainGreedy ? this.bannedId : null;
   }
 
-  /** The prompt's tokens, which the repetition penalty counts as seen. Replaces any earlier prompt. */
+  /**
+   * The prompt's tokens, which the repetition penalty counts as seen. Replaces any earlier prompt. Touches only the
+   * ids of the two prompts, not the whole vocabulary (a request's set-up: 0.8 ms per request on the 50k vocabulary
+   * took ~50 ms of host time from a round of 64 concurrent requests, H100 host, session 7).
+   */
   setPrompt(ids: ArrayLike<number>): void {
-    for (let id = 0; id < this.vocabSize; id++) this.seen[id] &= ~IN_PROMPT;
+    const previous = this.promptIds;
+    for (const id of previous) this.seen[id] &= ~IN_PROMPT;
+    const marked: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
-      if (id >= 0 && id < this.vocabSize) this.seen[id] |= IN_PROMPT;
+      if (id >= 0 && id < this.vocabSize && (this.seen[id] & IN_PROMPT) === 0) {
+        this.seen[id] |= IN_PROMPT;
+        marked.push(id);
+      }
     }
-    this.adjusted.fill(0);
-    this.adjustedIds = [];
-    for (let id = 0; id < this.vocabSize; id++) this.refreshAdjusted(id);
+    this.promptIds = marked;
+    for (const id of previous) this.refreshAdjusted(id);
+    for (const id of marked) this.refreshAdjusted(id);
+    if (previous.length > 0) this.adjustedIds = this.adjustedIds.filter((id) => this.adjusted[id] !== 0);
   }
 
   /** Records a generated token for the penalties. */

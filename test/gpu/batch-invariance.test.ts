@@ -1,8 +1,10 @@
 /**
- * Batch invariance on the GPU (issue 6): greedy continuations of 16 concurrent requests of different prompt lengths,
+ * Batch invariance on the GPU (issue 6): greedy continuations of concurrent requests of different prompt lengths,
  * sharing prefill passes (forwardPrompts) and decode steps through the scheduler, equal the same requests run one at
- * a time, token for token. The kernels sum every row in an order that does not depend on the rows beside it (decode:
- * kernels/gemm/gemm_skinny.cu, kernels/attention/decode.cu; prompts: kernels/gemm/gemm_wgmma.cu's K parts) and
+ * a time, token for token: 16 requests on a 16-sequence model (decode GEMMs on kernels/gemm/gemm_skinny.cu), 48 on a
+ * 64-sequence one (on the wgmma kernel's decode layout, csrc/engine/cuda/forward.h). The kernels sum every row in an
+ * order that does not depend on the rows beside it (decode: those GEMMs, kernels/attention/decode.cu; prompts:
+ * kernels/gemm/gemm_wgmma.cu's K parts) and
  * reduce split partials in a fixed order, so a batched row is bitwise its solo row and there is no near-tie excuse;
  * a parting is printed with its margin in the solo run's logits before failing.
  *
@@ -13,15 +15,17 @@ import { createRandomModel, loadModel, Model, parseConfig } from '../../lib';
 import { SEED_MODEL_SHAPE } from '../../lib/bench/engine';
 import { describeGpu } from './gpu';
 
-const REQUESTS = 16;
 const NEW_TOKENS = 32;
 
-describeGpu('batch invariance on cuda:0 (1B shape, bf16)', () => {
+for (const [REQUESTS, SEQUENCES] of [
+  [16, 16],
+  [48, 64],
+]) describeGpu(`batch invariance on cuda:0 (1B shape, bf16): ${REQUESTS} requests, a model of ${SEQUENCES} sequences`, () => {
   let model: Model;
   const source = process.env.FLASH_MPT_ORACLE_1B;
 
   beforeAll(async () => {
-    const options = { device: 'cuda:0' as const, maxSequences: REQUESTS, maxContext: 512 };
+    const options = { device: 'cuda:0' as const, maxSequences: SEQUENCES, maxContext: 512 };
     model = source ? await loadModel(source, options) : await createRandomModel(parseConfig(SEED_MODEL_SHAPE, 'embedded 1B shape'), { ...options, seed: 7 });
   }, 300_000);
   afterAll(async () => {
@@ -48,7 +52,7 @@ describeGpu('batch invariance on cuda:0 (1B shape, bf16)', () => {
       const margin = last[solo[r][part]] - last[batched[r][part]];
       console.log(`[batch] ${source ? 'oracle 1B' : 'random 1B'} request ${r} (prompt ${prompts[r].length}): parts at step ${part}, ${batched[r][part]} for ${solo[r][part]}, solo margin ${margin.toExponential(2)}`);
     }
-    console.log(`[batch] ${source ? 'oracle 1B' : 'random 1B'}: ${equal} of ${REQUESTS} batched continuations equal their solo run over ${NEW_TOKENS} tokens`);
+    console.log(`[batch] ${source ? 'oracle 1B' : 'random 1B'}, ${SEQUENCES} sequences: ${equal} of ${REQUESTS} batched continuations equal their solo run over ${NEW_TOKENS} tokens`);
     expect(equal).toBe(REQUESTS);
   }, 600_000);
 });

@@ -144,9 +144,10 @@ describeGpu('CUDA engine vs the CPU reference engine', () => {
       gs.forEach((s) => gpu.releaseSequence(s));
     });
 
-    it('decode is batch invariant: each row of a decodeBatch of 5 equals its sequence decoded alone, bit for bit', async () => {
-      const alone = await native.createEngine(options(c, 0, { kvTokens: 512, maxSequences: 5, computeDType: dtype }));
-      const batched = await native.createEngine(options(c, 0, { kvTokens: 512, maxSequences: 5, computeDType: dtype }));
+    // 5 sequences: the skinny decode GEMM; 32 and more: the wgmma kernel's decode layout (csrc/engine/cuda/forward.h).
+    it.each([5, 32])('decode is batch invariant: each row of a decodeBatch of 5 equals its sequence decoded alone, bit for bit (engines of %i sequences)', async (slots) => {
+      const alone = await native.createEngine(options(c, 0, { kvTokens: 512, maxSequences: slots, computeDType: dtype }));
+      const batched = await native.createEngine(options(c, 0, { kvTokens: 512, maxSequences: slots, computeDType: dtype }));
       try {
         const prompts = [1, 9, 40, 77, 130].map((n, i) => ids(n, 30 + i, c.vocabSize));
         const a = prompts.map(() => alone.createSequence());

@@ -149,6 +149,7 @@ class CudaEngine final : public Engine {
     state_.kv = &kv_;
     state_.ws = &ws_;
     state_.alibi_slopes = alibi_.as<float>();
+    state_.wgmma_decode = max_sequences_ >= kWgmmaDecodeMinSequences;
   }
 
   ~CudaEngine() override {

@@ -28,9 +28,17 @@ uint8_t* offsetBytes(const DeviceBuffer& buffer, int64_t elements, DType dtype) 
   return buffer.as<uint8_t>() + elements * int64_t(dtypeSize(dtype));
 }
 
-// rowInvariant: GemmParams::row_invariant (a pass of several prompts).
+// How a pass's GEMMs sum a row (kernels/gemm/gemm.h): bits independent of M at any M for a pass of several prompts
+// (GemmParams::row_invariant); else the fastest layout for the pass's rows (a chunk of one sequence runs alone
+// whatever else runs), up to 64 rows the skinny kernel or, in engines that batch many, the wgmma kernel's decode
+// layout (GemmParams::wgmma_decode) — the same kernel for a decode step's rows and for one sequence's, so that
+// decodeBatch gives each row forward's bits.
+enum class GemmRows { Fastest, Prompts, WgmmaDecode };
+
+GemmRows singleGemmRows(const ForwardState& s) { return s.wgmma_decode ? GemmRows::WgmmaDecode : GemmRows::Fastest; }
+
 void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, const float* bias, void* c, int64_t ldc,
-             int m, int n, int k, GemmOut out, bool rowInvariant, cudaStream_t stream, float alpha = 1.f) {
+             int m, int n, int k, GemmOut out, GemmRows rows, cudaStream_t stream, float alpha = 1.f) {
   GemmParams p;
   p.a = a;
   p.w = w;
@@ -46,7 +54,8 @@ void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, c
   p.out = out;
   p.dtype = s.dtype;
   p.pdl = true;
-  p.row_invariant = rowInvariant;
+  p.row_invariant = rows == GemmRows::Prompts;
+  p.wgmma_decode = rows == GemmRows::WgmmaDecode;
   p.split_partials = s.ws->split_partials.as<float>();
   p.split_partial_floats = s.ws->split_partials.bytes() / sizeof(float);
   p.split_counters = s.ws->split_counters.as<unsigned>();
@@ -322,9 +331,8 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
   const ModelConfig& c = *s.config;
   const Workspace& ws = *s.ws;
   const int d = c.d_model, rows = r.rows;
-  // Prompts sharing a pass get their solo pass's bits; a chunk of one sequence runs alone whatever else runs, so it
-  // takes the fastest GEMMs for its rows (gemm.h).
-  const bool rowInvariant = r.segments != nullptr;
+  // Prompts sharing a pass get their solo pass's bits.
+  const GemmRows gemmRows = r.segments ? GemmRows::Prompts : singleGemmRows(s);
   float* x = ws.x.as<float>();
 
   EmbeddingParams emb;
@@ -339,15 +347,15 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
   for (int layer = 0; layer < c.n_layers; ++layer) {
     const LayerWeights& w = s.weights->layers[size_t(layer)];
     runLayerNorm(s, x, rows, w.ln1_w, w.ln1_b, ws.h.get(), true, stream);
-    runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, rowInvariant, stream);
+    runGemm(s, ws.h.get(), d, w.wqkv, w.bqkv, ws.qkv.get(), 3 * d, rows, 3 * d, d, GemmOut::Half, gemmRows, stream);
 
     // The fused decode kernel does the epilogue's work itself.
     if (!r.decode || !fusedAttention(c, s.dtype)) runQkvEpilogue(s, r, layer, w, stream);
     runAttention(s, r, layer, w, stream);
-    runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, rowInvariant, stream);
+    runGemm(s, ws.h.get(), d, w.wout, w.bout, x, d, rows, d, d, GemmOut::AddFloat, gemmRows, stream);
     runLayerNorm(s, x, rows, w.ln2_w, w.ln2_b, ws.h.get(), true, stream);
-    runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, rowInvariant, stream);
-    runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, rowInvariant, stream);
+    runGemm(s, ws.h.get(), d, w.wup, w.bup, ws.u.get(), c.d_ff, rows, c.d_ff, d, GemmOut::HalfGelu, gemmRows, stream);
+    runGemm(s, ws.u.get(), c.d_ff, w.wdown, w.bdown, x, d, rows, d, c.d_ff, GemmOut::AddFloat, gemmRows, stream);
   }
 }
 
@@ -357,7 +365,7 @@ void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream,
   runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
                pdl, stream);
   runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
-          c.d_model, GemmOut::Float, false, stream, c.logit_scale);
+          c.d_model, GemmOut::Float, singleGemmRows(s), stream, c.logit_scale);
 }
 
 }  // namespace flashmpt

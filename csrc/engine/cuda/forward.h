@@ -54,7 +54,14 @@ struct ForwardState {
   const KvCache* kv = nullptr;
   const Workspace* ws = nullptr;
   const float* alibi_slopes = nullptr;  // device, or nullptr without ALiBi
+  // GEMMs of up to 64 rows outside prompts passes (decode steps, a sequence's short chunks, the LM head) run on the
+  // wgmma kernel's decode layout (GemmParams::wgmma_decode) instead of the skinny kernel: engines of at least
+  // kWgmmaDecodeMinSequences sequences, whose large decode batches carry the throughput.
+  bool wgmma_decode = false;
 };
+
+// The decode GEMMs of the 1B shape run faster on the wgmma layout from ~32 rows and slower below 16 (H100, session 7).
+constexpr int kWgmmaDecodeMinSequences = 32;
 
 // The rows [row0, row0 + rows) of a prompts pass: one prompt (or its last chunk) at positions position0 ..
 // position0 + rows − 1 of the sequence with device block-table row block_table.
