@@ -1,7 +1,8 @@
 // GEMM harness (not part of the addon): validates every prefill kernel the device runs (tiled mma.sync, and wgmma
-// on compute capability 9.0 with an sm_90a build) and the skinny decode kernel against a float64 CPU reference over
-// shapes with ragged edges and every epilogue, then times the prefill kernels side by side on the 1B model's shapes
-// (twice: the spread is the noise) and the decode weight stream next to the measured device-to-device copy bandwidth.
+// on compute capability 9.0 with an sm_90a build) and the decode kernels (skinny, and there the wgmma decode layout,
+// "wgmma-dec") against a float64 CPU reference over shapes with ragged edges and every epilogue, and their batch
+// invariance, then times the prefill kernels side by side on the 1B model's shapes (twice: the spread is the noise)
+// and the decode weight stream through each decode kernel next to the measured device-to-device copy bandwidth.
 //   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a --expt-relaxed-constexpr -I. dev/gemm.cu \
 //        kernels/gemm/*.cu kernels/random/random_init.cu -o gemm && ./gemm
 // Prints one line per check and a table per timing; exits non-zero when a check fails.
@@ -493,7 +494,9 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
       const float t = timeGraph(
           [&](cudaStream_t st) {
             for (int l = 0; l < layers; ++l) {
-              for (int i = 0; i < kLayerShapes; ++i) launch(k, kShapes[i], weights[size_t(l) * kLayerShapes + i], rows, st);
+              for (int i = 0; i < kLayerShapes; ++i) {
+                launch(k, kShapes[i], weights[size_t(l) * kLayerShapes + i], rows, st);
+              }
             }
             launch(k, head, headWeights, rows, st);
           },
@@ -502,7 +505,8 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
     }
     std::printf("\n");
   }
-  std::printf("\nsingle decode GEMMs, each over 8 rotating weight copies (the LM head over one): us (GB/s)\n| GEMM | rows |");
+  std::printf("\nsingle decode GEMMs, each over 8 rotating weight copies (the LM head over one): us (GB/s)\n"
+              "| GEMM | rows |");
   for (const Kernel& k : kernels) std::printf(" %s |", k.name);
   std::printf("\n| --- | ---: |");
   for (size_t i = 0; i < kernels.size(); ++i) std::printf(" ---: |");
@@ -533,7 +537,7 @@ void timeDecodeChain(double copyBw, std::mt19937& rng) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  // `gemm decode`: only the decode (skinny) kernel's checks and timings.
+  // `gemm decode`: only the decode kernels' checks and timings.
   const bool decodeOnly = argc > 1 && std::strcmp(argv[1], "decode") == 0;
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));

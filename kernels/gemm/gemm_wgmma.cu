@@ -1,7 +1,7 @@
-// Prefill GEMM on Hopper (sm_90a): TMA loads BM×64 tiles of A and BN×64 tiles of W into 128-byte-swizzled shared
-// memory, a STAGES-deep ring of full/empty mbarriers hands them from one producer warpgroup to two consumer
-// warpgroups, which run wgmma (m64nWNk16, operands straight from shared memory, fp32 accumulators in registers)
-// and apply the fused epilogue (kernels/gemm/epilogue.cuh) through shared memory.
+// Prefill (and, when asked, decode) GEMM on Hopper (sm_90a): TMA loads BM×64 tiles of A and BN×64 tiles of W into
+// 128-byte-swizzled shared memory, a STAGES-deep ring of full/empty mbarriers hands them from one producer
+// warpgroup to two consumer warpgroups, which run wgmma (m64nWNk16, operands straight from shared memory, fp32
+// accumulators in registers) and apply the fused epilogue (kernels/gemm/epilogue.cuh) through shared memory.
 //
 // Warpgroup 0 is the producer: one thread issues the copies, the group gives its registers to the consumers
 // (setmaxnreg) in the one-block-per-SM tile. Consumer warpgroup c owns rows (c / kWgN)·64 and columns
@@ -15,6 +15,11 @@
 // order — by the block itself (a drain of its MMAs at each part's end), or, for grids that would leave most SMs
 // idle, by the fixup kernel over blocks of one part each. As for the other outputs (K in one pass), a row's bits
 // then depend neither on M nor on the row's place in its tile: prompts prefilled in one pass get their solo bits.
+//
+// Decode rows (gemmWgmmaDecode, M ≤ 64) run the small tile with K in parts fixed by the shape, one block per part,
+// the parts of an output tile one thread-block cluster: each block stages its part's sums in shared memory and the
+// cluster adds them in part order through distributed shared memory (addClusterParts), so a row's bits do not
+// depend on M and no workspace or second kernel is needed. These launches alone run under PDL.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
@@ -331,8 +336,8 @@ cudaError_t launchWgmma(const GemmParams& p, int perSplit, cudaStream_t stream) 
   // Decode rows launch under PDL (their weights stream in during the previous kernel's tail); prefill launches
   // measured 0.1-0.3 ms slower at 128 and 512 tokens under it (H100, session 7), so they launch as before.
   const bool cluster = PARTS == WgParts::Cluster;
-  err = launchPdlCluster(p.pdl && cluster, dim3(1, 1, cluster ? grid.z : 1), wgmmaKernel<kTile, T, OUT, PARTS>(), grid, dim3(kThreads), smemBytes<kTile>(),
-                         stream, mapA, mapW, p, perSplit);
+  err = launchPdlCluster(p.pdl && cluster, dim3(1, 1, cluster ? grid.z : 1), wgmmaKernel<kTile, T, OUT, PARTS>(), grid,
+                         dim3(kThreads), smemBytes<kTile>(), stream, mapA, mapW, p, perSplit);
   if (err != cudaSuccess || grid.z == 1 || PARTS == WgParts::Cluster) return err;
   const int64_t outputs = int64_t(p.M) * p.N;
   splitReduceKernel<<<unsigned((outputs + 255) / 256), 256, 0, stream>>>(p, int(grid.z));
