@@ -98,6 +98,39 @@ describe('Sampler: greedy', () => {
     expect(sampler.sample(Float32Array.of(5, 5, 5, 5, 5, 5))).toBe(0);
   });
 
+  test('with bias, penalties, a banned eos, NaN and ties: the argmax of the processed row, ties to the lowest id', () => {
+    const size = 300;
+    const eos = 3;
+    // Token 1's bias lifts its raw 1 onto the row's usual maximum, 2: a tie that only the lower id may win.
+    const options = { temperature: 0, ignoreEos: true, logitBias: { 1: 1, 17: -2, 40: 0.5 }, repetitionPenalty: 1.3, presencePenalty: 0.2, frequencyPenalty: 0.1 };
+    const sampler = makeSampler(options, size, eos);
+    const prompt = [7, 8, 9, 40, 41];
+    sampler.setPrompt(prompt);
+    const counts = new Map<number, number>();
+    const rng = new SeededRng(11);
+    for (let step = 0; step < 60; step++) {
+      // Logits 0, 1 or 2, so that ties are common; a few NaNs.
+      const row = Float32Array.from({ length: size }, () => (rng.nextFloat() < 0.02 ? NaN : Math.floor(rng.nextFloat() * 3)));
+      let want = -1;
+      let wantLogit = -Infinity;
+      for (let id = 0; id < size; id++) {
+        let logit = row[id] + ((options.logitBias as Record<number, number>)[id] ?? 0);
+        const count = counts.get(id) ?? 0;
+        if (prompt.includes(id) || count > 0) logit = logit > 0 ? logit / 1.3 : logit * 1.3;
+        if (count > 0) logit -= count * 0.1 + 0.2;
+        if (id === eos || Number.isNaN(logit)) logit = -Infinity;
+        if (logit > wantLogit) {
+          wantLogit = logit;
+          want = id;
+        }
+      }
+      const got = sampler.sample(row);
+      expect(got).toBe(want);
+      sampler.accept(got);
+      counts.set(got, (counts.get(got) ?? 0) + 1);
+    }
+  });
+
   test('truncation options do not change the argmax', () => {
     const row = normalRow(500, 3, 7);
     const argmax = row.indexOf(Math.max(...row));

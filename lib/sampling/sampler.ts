@@ -78,6 +78,7 @@ export class Sampler {
   private readonly generatedCount: Uint32Array;
   /** 1 where processing changes a token's logit; lets the full-row pass skip the lookups for all others. */
   private readonly adjusted: Uint8Array;
+  /** The ids whose `adjusted` is 1, each once. */
   private adjustedIds: number[] = [];
   /** The current prompt's ids below vocabSize, each once (their IN_PROMPT bits). */
   private promptIds: number[] = [];
@@ -157,11 +158,22 @@ export class Sampler {
       throw new FlashMptError('E_INVALID_ARGUMENT', message);
     }
     if (this.temperature === 0) {
+      // The raw logits of the ids processing leaves alone, then the processed adjusted ones: the argmax of the
+      // processed row (NaN as -Infinity, ties to the lower id) without a lookup per id.
+      const adjusted = this.adjusted;
       let best = -1;
-      let bestLogit = -Infinity;
+      let bestLogit = NEGATIVE_INFINITY;
       for (let id = 0; id < size; id++) {
-        const logit = this.processedLogit(logits[id], id);
+        if (adjusted[id] !== 0) continue;
+        const logit = logits[id];
         if (logit > bestLogit) {
+          bestLogit = logit;
+          best = id;
+        }
+      }
+      for (const id of this.adjustedIds) {
+        const logit = this.processedLogit(logits[id], id);
+        if (logit > bestLogit || (logit === bestLogit && id < best)) {
           bestLogit = logit;
           best = id;
         }
