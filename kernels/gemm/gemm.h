@@ -34,8 +34,8 @@ struct GemmParams {
   const float* bias = nullptr;  // [N] or nullptr
   GemmOut out = GemmOut::Half;
   DType dtype = DType::BF16;  // of a and w: BF16, F16 or F32
-  // Programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh), honored by the skinny kernel: its weights
-  // start streaming while the previous kernel in the stream finishes.
+  // Programmatic dependent launch on sm_90+ (kernels/common/pdl.cuh), honored by the decode kernels (the skinny
+  // kernel, the wgmma decode layout): their weights start streaming while the previous kernel in the stream finishes.
   bool pdl = false;
   // A row's sums must not depend on M or on the rows beside it, at any M (prompts sharing a prefill pass): where
   // gemmRowInvariance holds, the wgmma kernel takes every M and sums an AddFloat output's K in fixed parts. Off,

@@ -47,8 +47,20 @@ constexpr int wgmmaSmemBytes() {
   return STAGES * (BM + BN) * kBK * 2 + 2 * STAGES * 8 + 1024;  // tiles, full/empty barriers, 1024-byte alignment
 }
 
+// The summed parts of columns n and n + 1 of row m: an AddFloat output through addFoldedSum (the bits every way of
+// adding parts shares), any other through the epilogue.
+template <class T, GemmOut OUT>
+__device__ __forceinline__ void storeSummedPair(const GemmParams& p, int m, int n, float s0, float s1) {
+  if constexpr (OUT == GemmOut::AddFloat) {
+    if (n < p.N) addFoldedSum(p, m, n, s0);
+    if (n + 1 < p.N) addFoldedSum(p, m, n + 1, s1);
+  } else {
+    epilogueStorePair<T, OUT>(p, m, n, s0, s1);
+  }
+}
+
 // Decode rows: the blocks of one output tile's cluster (its parts of K, cluster rank = blockIdx.z) each staged their
-// part's fp32 sums in shared memory, `ld` floats a row, consumer c's 64 columns from row 64·c. Every block then adds
+// part's fp32 sums in shared memory, kLd floats a row, consumer c's WN columns from row 64·c. Every block then adds
 // a share of the tile's outputs over all parts in part order through distributed shared memory and applies the
 // epilogue; the second barrier keeps each block's staging alive until every other block has read it. All threads of
 // every block take part (the barriers count them).
@@ -71,13 +83,7 @@ __device__ __forceinline__ void addClusterParts(const GemmParams& p, const float
     for (int r = 0; r < kMaxClusterParts; ++r) {
       if (r < parts) s0 += v[r].x, s1 += v[r].y;
     }
-    const int m = m0 + row, n = n0 + col;
-    if constexpr (OUT == GemmOut::AddFloat) {
-      if (n < p.N) addFoldedSum(p, m, n, s0);
-      if (n + 1 < p.N) addFoldedSum(p, m, n + 1, s1);
-    } else {
-      epilogueStorePair<T, OUT>(p, m, n, s0, s1);
-    }
+    storeSummedPair<T, OUT>(p, m0 + row, n0 + col, s0, s1);
   }
   clusterSync();
 }
@@ -101,6 +107,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   static_assert(kWgM * kWgN == 2 && WN % 64 == 0, "tile shape");
   static_assert(!FOLD || WN <= 128, "a folding consumer holds two sets of accumulators");
   static_assert(kWgmmaPartK % kBK == 0, "parts of whole k-tiles");
+  static_assert(!CLUSTER || BM == 64, "a decode cluster adds one 64-row tile");
 
   extern __shared__ unsigned char smemRaw[];
   // 128-byte swizzle atoms (8 rows × 128 bytes) must start on 1024-byte boundaries.
@@ -220,8 +227,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
       if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
     } else if constexpr (FOLD) {
-      if (n < p.N) addFoldedSum(p, m, n, v.x);
-      if (n + 1 < p.N) addFoldedSum(p, m, n + 1, v.y);
+      storeSummedPair<T, OUT>(p, m, n, v.x, v.y);
     } else {
       epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
     }

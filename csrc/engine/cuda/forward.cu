@@ -35,7 +35,7 @@ uint8_t* offsetBytes(const DeviceBuffer& buffer, int64_t elements, DType dtype) 
 // decodeBatch gives each row forward's bits.
 enum class GemmRows { Fastest, Prompts, WgmmaDecode };
 
-GemmRows singleGemmRows(const ForwardState& s) { return s.wgmma_decode ? GemmRows::WgmmaDecode : GemmRows::Fastest; }
+GemmRows nonPromptGemmRows(const ForwardState& s) { return s.wgmma_decode ? GemmRows::WgmmaDecode : GemmRows::Fastest; }
 
 void runGemm(const ForwardState& s, const void* a, int64_t lda, const void* w, const float* bias, void* c, int64_t ldc,
              int m, int n, int k, GemmOut out, GemmRows rows, cudaStream_t stream, float alpha = 1.f) {
@@ -332,7 +332,7 @@ void enqueueLayers(const ForwardState& s, const PassRows& r, cudaStream_t stream
   const Workspace& ws = *s.ws;
   const int d = c.d_model, rows = r.rows;
   // Prompts sharing a pass get their solo pass's bits.
-  const GemmRows gemmRows = r.segments ? GemmRows::Prompts : singleGemmRows(s);
+  const GemmRows gemmRows = r.segments ? GemmRows::Prompts : nonPromptGemmRows(s);
   float* x = ws.x.as<float>();
 
   EmbeddingParams emb;
@@ -365,7 +365,7 @@ void enqueueHead(const ForwardState& s, int row0, int rows, cudaStream_t stream,
   runLayerNorm(s, ws.x.as<float>() + int64_t(row0) * c.d_model, rows, s.weights->lnf_w, s.weights->lnf_b, ws.h.get(),
                pdl, stream);
   runGemm(s, ws.h.get(), c.d_model, s.weights->wte, nullptr, ws.logits.get(), c.vocab_size, rows, c.vocab_size,
-          c.d_model, GemmOut::Float, singleGemmRows(s), stream, c.logit_scale);
+          c.d_model, GemmOut::Float, nonPromptGemmRows(s), stream, c.logit_scale);
 }
 
 }  // namespace flashmpt
