@@ -424,6 +424,11 @@ void run_checks() {
   std::vector<int> many(300);
   for (size_t i = 0; i < many.size(); ++i) many[i] = 1 + int(i * 37 % 257);
   check_decode(AttnDType::BF16, 128, true, many, 300, rng);
+  // Fewer CTAs than splits per (batch, head), more than one: each CTA walks several splits, then takes a ticket.
+  std::vector<int> mixed(40);
+  for (size_t i = 0; i < mixed.size(); ++i) mixed[i] = 1 + int(i * 97 % 1100);
+  check_decode(AttnDType::BF16, 128, true, mixed, 1100, rng);
+  check_decode(AttnDType::BF16, 128, true, mixed, 1100, rng, true);
   check_validation();
 }
 
@@ -569,12 +574,14 @@ void run_bench() {
   if (!g_json)
     std::printf("\ndecode bf16, %d heads x %d, ALiBi: GB/s over the KV bytes read (2*B*L*H*D*2)\n%-6s %-6s %10s %10s %8s\n",
                 H, D, "B", "L", "us", "GB/s", "of copy");
-  struct DecodeShape { int B, L; };
-  for (const DecodeShape& s : {DecodeShape{1, 8192}, DecodeShape{1, 16384}, DecodeShape{16, 2048}}) {
+  // max_len: the engine's context limit, which fixes the splits; {64, 192, 2304} is a serving step's attention.
+  struct DecodeShape { int B, L, max_len; };
+  for (const DecodeShape& s : {DecodeShape{1, 8192, 8192}, DecodeShape{1, 16384, 16384}, DecodeShape{16, 2048, 2048},
+                               DecodeShape{64, 192, 2304}}) {
     const double kv_bytes = 2.0 * s.B * s.L * H * D * 2;
     const int copies = std::max(2, int(std::ceil(512e6 / kv_bytes)));
     // The engine's paged layout; copy c's sequences own blocks c·B·blocks_per_seq onwards, in order.
-    const int blocks_per_seq = s.L / kKvBlockTokens, n_blocks = s.B * copies * blocks_per_seq;
+    const int blocks_per_seq = (s.max_len + kKvBlockTokens - 1) / kKvBlockTokens, n_blocks = s.B * copies * blocks_per_seq;
     const int64_t row_stride = int64_t(H) * D, block_stride = int64_t(kKvBlockTokens) * row_stride;
     const size_t cache = size_t(n_blocks) * block_stride;
     DevBuf kc(cache * 2), vc(cache * 2), dq(size_t(s.B) * H * D * 2), dout(size_t(s.B) * H * D * 2);
@@ -585,14 +592,14 @@ void run_bench() {
     DevBuf dtable(n_blocks * sizeof(int32_t)), dlens(s.B * sizeof(int));
     CHECK(cudaMemcpy(dtable.ptr, table.data(), n_blocks * sizeof(int32_t), cudaMemcpyHostToDevice));
     CHECK(cudaMemcpy(dlens.ptr, lens.data(), s.B * sizeof(int), cudaMemcpyHostToDevice));
-    DevBuf ws(decode_attention_workspace_floats(s.B, H, D, s.L) * sizeof(float)), counters(size_t(s.B) * H * 4);
+    DevBuf ws(decode_attention_workspace_floats(s.B, H, D, s.max_len) * sizeof(float)), counters(size_t(s.B) * H * 4);
     CHECK(cudaMemset(counters.ptr, 0, size_t(s.B) * H * 4));
     DecodeAttentionParams p{};
     p.q = dq.ptr, p.o = dout.ptr, p.k_cache = kc.ptr, p.v_cache = vc.ptr;
     p.seq_len = dlens.as<int>();
     p.kv.table_stride = blocks_per_seq, p.kv.block_stride = block_stride, p.kv.row_stride = row_stride;
     p.head_stride = D;
-    p.batch = s.B, p.n_heads = H, p.head_dim = D, p.max_seq_len = s.L;
+    p.batch = s.B, p.n_heads = H, p.head_dim = D, p.max_seq_len = s.max_len;
     p.softmax_scale = 1.f / std::sqrt(float(D));
     p.alibi_slopes = dslopes.as<float>();
     p.workspace = ws.as<float>();

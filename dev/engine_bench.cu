@@ -2,10 +2,14 @@
 // GPU, timed through the Engine interface with no JS in the loop, next to the copy-bandwidth floor.
 //   prefill: median ms of forward() over a fresh sequence at 128 / 512 / 2048 tokens, TFLOP/s and MFU against
 //            a GEMM rate given as argv[1] (TFLOP/s measured in the same run; 0 to skip MFU);
-//   decode:  ms per token at batch 1 (forward of one token: the CUDA-graph path) and tokens/s for batches of
-//            decodeBatch, the batch-1 figure as a multiple of weight bytes ÷ copy bandwidth.
-// Usage: engine_bench <GEMM TFLOP/s> [decode batch sizes...: decode only, e.g. under a profiler]
+//   decode:  ms per token at batch 1 (forward of one token: the CUDA-graph path) and tokens/s for larger batches
+//            (a decodeGreedy chain of 128 steps: the serving engine's greedy path, no logits copied out), after a
+//            prompt of 32 tokens per sequence; the batch-1 figure as a multiple of weight bytes ÷ copy bandwidth.
+//            The first timed step of each batch runs between cudaProfilerStart and cudaProfilerStop, so
+//            `ncu --profile-from-start off` sees one step's kernels.
+// Usage: engine_bench <GEMM TFLOP/s> [BATCH[:PROMPT]...: decode only, e.g. `engine_bench 0 64:128` under ncu]
 // Built from the addon's object files plus this file (see bench/RESULTS-engine.md for the command).
+#include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -13,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "csrc/engine/engine.h"
@@ -73,10 +78,13 @@ ModelConfig seedModel() {
 int main(int argc, char** argv) {
   const double gemmTflops = argc > 1 ? std::atof(argv[1]) : 0;
   // Further arguments: decode batch sizes only, no prefill (e.g. `engine_bench 0 1` under a profiler).
-  std::vector<int> batches;
-  for (int i = 2; i < argc; ++i) batches.push_back(std::atoi(argv[i]));
+  std::vector<std::pair<int, int>> batches;  // (batch, prompt tokens)
+  for (int i = 2; i < argc; ++i) {
+    const char* colon = std::strchr(argv[i], ':');
+    batches.emplace_back(std::atoi(argv[i]), colon ? std::atoi(colon + 1) : 32);
+  }
   const bool prefill = batches.empty();
-  if (prefill) batches = {1, 8, 16, 64};
+  if (prefill) batches = {{1, 32}, {8, 32}, {16, 32}, {64, 32}};
   try {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 2;
@@ -118,31 +126,35 @@ int main(int argc, char** argv) {
     }
 
     const double floorMs = engine->weightBytes() / bw * 1e3;
-    std::printf("\n| decode batch | ms/step | tokens/s | ms/step ÷ weight floor (%.3f ms) |\n| ---: | ---: | ---: | ---: |\n",
-                floorMs);
-    for (int batch : batches) {
+    std::printf("\n| decode batch | prompt | ms/step | tokens/s | ms/step ÷ weight floor (%.3f ms) |\n"
+                "| ---: | ---: | ---: | ---: | ---: |\n", floorMs);
+    const int steps = 128;
+    for (const auto& [batchSize, promptSize] : batches) {
+      const int batch = batchSize, promptTokens = promptSize;  // captured by the lambda below
       std::vector<int> seqs;
-      std::vector<int32_t> prompt(32), next(static_cast<size_t>(batch));
-      for (int i = 0; i < 32; ++i) prompt[size_t(i)] = i + 1;
+      std::vector<int32_t> prompt(static_cast<size_t>(promptTokens)), next(static_cast<size_t>(batch));
+      std::vector<int32_t> picks(size_t(steps) * size_t(batch));
+      for (int i = 0; i < promptTokens; ++i) prompt[size_t(i)] = (i * 7919 + 13) % c.vocab_size;
       for (int b = 0; b < batch; ++b) {
         seqs.push_back(engine->createSequence());
-        engine->forward(seqs.back(), prompt.data(), 32, false, logits.data());
+        engine->forward(seqs.back(), prompt.data(), promptTokens, false, logits.data());
         next[size_t(b)] = 42 + b;
       }
-      auto step = [&] {
+      auto run = [&](int n) {
         if (batch == 1) {
-          engine->forward(seqs[0], next.data(), 1, false, logits.data());
+          for (int i = 0; i < n; ++i) engine->forward(seqs[0], next.data(), 1, false, logits.data());
         } else {
-          engine->decodeBatch(seqs.data(), next.data(), batch, logits.data());
+          engine->decodeGreedy(seqs.data(), next.data(), batch, n, c.vocab_size, -1, picks.data());
         }
       };
-      step();  // eager
-      step();  // capture
-      const int steps = 128;
+      run(2);  // eager, capture
+      cudaProfilerStart();
+      run(1);
+      cudaProfilerStop();
       const double s = nowMs();
-      for (int i = 0; i < steps; ++i) step();
+      run(steps);
       const double t = (nowMs() - s) / steps;
-      std::printf("| %d | %.3f | %.0f | %.2f |\n", batch, t, batch * 1e3 / t, t / floorMs);
+      std::printf("| %d | %d | %.3f | %.0f | %.2f |\n", batch, promptTokens, t, batch * 1e3 / t, t / floorMs);
       for (int seq : seqs) engine->releaseSequence(seq);
     }
   } catch (const FlashError& e) {

@@ -1,13 +1,18 @@
 // Decode attention (flash-decoding): one query per (batch, head) against its cached keys. Memory bound: every
 // K and V byte is read once, so the design is about bytes in flight, not arithmetic. One kernel, grid
-// (split, head, batch), one wave of CTAs:
-//   A CTA walks its slice of the keys in tiles; each thread owns one 16-byte column of head_dim and loads that
+// (split CTAs, head, batch):
+//   A CTA takes the splits blockIdx.x, blockIdx.x + gridDim.x, ... of its (batch, head) in turn: every split when
+//   the batch is small (each split its own CTA), one CTA walking them all when the (batch, head) pairs alone fill
+//   the GPU. A grid of every split for every pair spends its time on CTAs that exit at once: a 64-row serving step
+//   at 130 keys ran 18 split CTAs per pair of which 16 had no keys (decode_split_ctas).
+//   For each split the CTA walks its slice of the keys in tiles; each thread owns one 16-byte column of head_dim and loads that
 //   column of 4 key rows (K and V) per tile, two tiles in flight (register double buffering). Scores are reduced
 //   over the row's threads with shuffles; each group of threads sharing a row keeps its own running
 //   (max, sum, acc) in fp32, and the groups are merged once at the end.
 //   A sequence with one split writes its output at once. Otherwise each split writes its unnormalized output
-//   and (max, sum) to the workspace and takes a ticket; the last of a (batch, head) to finish combines the
-//   splits with their log-sum-exp weights, in split order, so the result does not depend on which came last.
+//   and (max, sum) to the workspace; a CTA that did every split of its pair combines them, else each CTA takes
+//   a ticket for its splits and the last to finish combines them, with their log-sum-exp weights, in split order,
+//   so the result depends neither on which came last nor on how splits were dealt to CTAs.
 //   New-token mode (DecodeNewToken, the engine's decode step): every CTA computes the QK-LayerNorm statistics of
 //   its row over d_model (8 KB from L2, cheaper than a kernel boundary), normalizes its head of q, and the split
 //   holding the last key writes the new key and value into the cache and attends to them from registers.
@@ -18,6 +23,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "alibi.cuh"
@@ -43,6 +49,8 @@ constexpr int kSplitKeys = 128;  // keys per split at least: a multiple of every
 // of CTAs (16 heads × 32 on 132 SMs at 4 CTAs each); 64 made two (H100: 8k 68% → 77% of copy bandwidth, 16k 82% →
 // 86%, bench/NOTES-decode.md "N"). It also bounds the workspace.
 constexpr int kMaxSplits = 32;
+// CTAs resident per SM (the kernel's launch bounds: registers for four).
+constexpr int kDecodeCtasPerSm = 4;
 
 __host__ __device__ constexpr int cdiv(int a, int b) { return (a + b - 1) / b; }
 
@@ -156,16 +164,16 @@ __device__ void new_token_columns(const DecodeAttentionParams& p, int b, int h, 
   v_new = make_uint4(vw[0], vw[1], vw[2], vw[3]);
 }
 
-template <typename T, int kHeadDim, bool kAlibi, bool kNewToken>
-__global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
+// kWalkSplits: fewer CTAs than splits per (batch, head), so a CTA may take several (the loop compiled in).
+template <typename T, int kHeadDim, bool kAlibi, bool kNewToken, bool kWalkSplits>
+__global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads, kDecodeCtasPerSm)
     decode_kernel(const DecodeAttentionParams p, int n_splits, int split_keys) {
   using Tr = DecodeTraits<kHeadDim>;
   constexpr int TPR = Tr::kThreadsPerRow, RPP = Tr::kRowsPerPass, P = Tr::kPasses;
-  const int split = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x;
   const int len = min(p.seq_len[b], p.max_seq_len);
   const int n_active = len > 0 ? cdiv(len, split_keys) : 1;
-  if (split >= n_active) return;  // before the wait: idle CTAs leave the SMs at once
-  const int start = split * split_keys, end = min(len, start + split_keys);
+  if (int(blockIdx.x) >= n_active) return;  // before the wait: idle CTAs leave the SMs at once
 
   const int group = tid / TPR, col = (tid % TPR) * 8;
   const KvRows rows = p.kv.sequence(b);
@@ -179,12 +187,8 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   const float slope_log2 = kAlibi ? p.alibi_slopes[h] * kLog2e : 0.f;
   const int qpos = len - 1;
 
-  float m = -CUDART_INF_F, l = 0.f, acc[8];
-#pragma unroll
-  for (int i = 0; i < 8; ++i) acc[i] = 0.f;
-
-  // Rows t0 + i*RPP + group of a tile: all loads issued before any use.
-  auto load = [&](uint4 (&kv)[P], uint4 (&vv)[P], int t0) {
+  // Rows t0 + i*RPP + group of a tile of the split ending at `end`: all loads issued before any use.
+  auto load = [&](uint4 (&kv)[P], uint4 (&vv)[P], int t0, int end) {
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const int key = t0 + i * RPP + group;
@@ -200,8 +204,9 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
       }
     }
   };
+  float m, l, acc[8];
   // Online softmax of one tile into this row group's (m, l, acc).
-  auto consume = [&](const uint4 (&kv)[P], const uint4 (&vv)[P], int t0) {
+  auto consume = [&](const uint4 (&kv)[P], const uint4 (&vv)[P], int t0, int end) {
     float s[P], tile_max = -CUDART_INF_F;
 #pragma unroll
     for (int i = 0; i < P; ++i) {
@@ -239,7 +244,8 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   // step writes, so they arrive while the projection finishes. The new key's slot, loaded as zeros, is filled in
   // once the key exists.
   uint4 ka[P], va[P], kb[P], vb[P];
-  load(ka, va, start);
+  const int first_start = int(blockIdx.x) * split_keys;
+  load(ka, va, first_start, min(len, first_start + split_keys));
   if (kNewToken && group == 0 && col % 32 == 0) {  // the head's QK-LayerNorm weights, a line (32 floats) each
     const int c = h * kHeadDim + col;
     for (const float* w : {p.new_token.q_ln_weight, p.new_token.q_ln_bias, p.new_token.k_ln_weight, p.new_token.k_ln_bias})
@@ -256,74 +262,89 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
     new_token_columns<T, kHeadDim>(p, b, h, col, scale_log2, q, k_new, v_new);
 #pragma unroll
     for (int i = 0; i < P; ++i) {
-      if (start + i * RPP + group == len - 1) ka[i] = k_new, va[i] = v_new;
-    }
-    if (end == len && p.new_token.positions[b] >= 0 && group == 0) {
-      const int64_t at = rows.offset(len - 1) + column;
-      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.k_cache)) + at) = k_new;
-      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.v_cache)) + at) = v_new;
+      if (first_start + i * RPP + group == len - 1) ka[i] = k_new, va[i] = v_new;
     }
   } else {
     unpack8<T>(*reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + (int64_t(b) * p.n_heads + h) * kHeadDim + col), q);
 #pragma unroll
     for (int i = 0; i < 8; ++i) q[i] *= scale_log2;
   }
-  // Two register stages: the next tile's loads are in flight while this one is consumed.
-  for (int t0 = start;; t0 += 2 * Tr::kTileKeys) {
-    const int t1 = t0 + Tr::kTileKeys, t2 = t1 + Tr::kTileKeys;
-    if (t1 < end) load(kb, vb, t1);
-    consume(ka, va, t0);
-    if (t1 >= end) break;
-    if (t2 < end) load(ka, va, t2);
-    consume(kb, vb, t1);
-    if (t2 >= end) break;
-  }
 
-  // Merge the row groups of this CTA (each has its own max).
-  __shared__ float s_acc[RPP][kHeadDim];
-  __shared__ float s_m[RPP], s_l[RPP];
-  __shared__ bool s_last;
-#pragma unroll
-  for (int e = 0; e < 8; ++e) s_acc[group][col + e] = acc[e];
-  if (col == 0) {
-    s_m[group] = m;
-    s_l[group] = l;
-  }
-  __syncthreads();
-  float out = 0.f, mx = -CUDART_INF_F, sum = 0.f;
-  if (tid < kHeadDim) {
-#pragma unroll
-    for (int g = 0; g < RPP; ++g) mx = fmaxf(mx, s_m[g]);  // finite: the split has at least one key
-#pragma unroll
-    for (int g = 0; g < RPP; ++g) {
-      const float w = fast_exp2(s_m[g] - mx);
-      out = fmaf(w, s_acc[g][tid], out);
-      sum = fmaf(w, s_l[g], sum);
-    }
-  }
-  if (n_active == 1) {
-    if (tid < kHeadDim) o[tid] = T(out / sum);
-    return;
-  }
-
-  // Several splits: publish this one's partial, then the last to arrive merges them all.
+  // Several splits: each one's partial goes to the workspace for the merge below.
   const int64_t first = (int64_t(b) * p.n_heads + h) * n_splits;
   float* part = p.workspace + first * kHeadDim;
   float* ml = p.workspace + int64_t(p.batch) * p.n_heads * n_splits * kHeadDim + first * 2;
-  if (tid < kHeadDim) {
-    part[int64_t(split) * kHeadDim + tid] = out;
-    if (tid == 0) ml[split * 2] = mx, ml[split * 2 + 1] = sum;
+  __shared__ float s_acc[RPP][kHeadDim];
+  __shared__ float s_m[RPP], s_l[RPP];
+  int my_splits = 0;
+  for (int split = blockIdx.x;; split += gridDim.x) {
+    const int start = split * split_keys, end = min(len, start + split_keys);
+    if (split != int(blockIdx.x)) load(ka, va, start, end);
+    if (kNewToken && end == len && p.new_token.positions[b] >= 0 && group == 0) {
+      const int64_t at = rows.offset(len - 1) + column;
+      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.k_cache)) + at) = k_new;
+      *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.v_cache)) + at) = v_new;
+    }
+    m = -CUDART_INF_F, l = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) acc[i] = 0.f;
+    // Two register stages: the next tile's loads are in flight while this one is consumed.
+    for (int t0 = start;; t0 += 2 * Tr::kTileKeys) {
+      const int t1 = t0 + Tr::kTileKeys, t2 = t1 + Tr::kTileKeys;
+      if (t1 < end) load(kb, vb, t1, end);
+      consume(ka, va, t0, end);
+      if (t1 >= end) break;
+      if (t2 < end) load(ka, va, t2, end);
+      consume(kb, vb, t1, end);
+      if (t2 >= end) break;
+    }
+
+    // Merge the row groups of this CTA (each has its own max).
+#pragma unroll
+    for (int e = 0; e < 8; ++e) s_acc[group][col + e] = acc[e];
+    if (col == 0) {
+      s_m[group] = m;
+      s_l[group] = l;
+    }
+    __syncthreads();
+    float out = 0.f, mx = -CUDART_INF_F, sum = 0.f;
+    if (tid < kHeadDim) {
+#pragma unroll
+      for (int g = 0; g < RPP; ++g) mx = fmaxf(mx, s_m[g]);  // finite: the split has at least one key
+#pragma unroll
+      for (int g = 0; g < RPP; ++g) {
+        const float w = fast_exp2(s_m[g] - mx);
+        out = fmaf(w, s_acc[g][tid], out);
+        sum = fmaf(w, s_l[g], sum);
+      }
+    }
+    if (n_active == 1) {
+      if (tid < kHeadDim) o[tid] = T(out / sum);
+      return;
+    }
+    if (tid < kHeadDim) {
+      part[int64_t(split) * kHeadDim + tid] = out;
+      if (tid == 0) ml[split * 2] = mx, ml[split * 2 + 1] = sum;
+    }
+    ++my_splits;
+    if (!kWalkSplits || split + int(gridDim.x) >= n_active) break;
+    __syncthreads();  // s_acc, s_m and s_l are read before the next split writes them
   }
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    unsigned* ticket = p.split_counters + int64_t(b) * p.n_heads + h;
-    s_last = atomicAdd(ticket, 1u) == unsigned(n_active - 1);
-    if (s_last) *ticket = 0;  // every split of this launch has taken its ticket: ready for the next one
+
+  // A CTA with every split merges at once; otherwise the last CTA of the pair to finish does.
+  __shared__ bool s_last;
+  if (my_splits < n_active) __threadfence();  // this CTA's partials are visible before its ticket is
+  __syncthreads();                             // and written before this CTA's threads read them
+  if (my_splits < n_active) {
+    if (tid == 0) {
+      unsigned* ticket = p.split_counters + int64_t(b) * p.n_heads + h;
+      s_last = atomicAdd(ticket, unsigned(my_splits)) + unsigned(my_splits) == unsigned(n_active);
+      if (s_last) *ticket = 0;  // every split of this launch has been counted: ready for the next one
+    }
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
   }
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
   // The merge, with its loads in parallel rather than one L2 round trip per split: thread s fetches split s's
   // (max, sum), every thread weighs them, then sums its column over the splits in split order (several loads in
   // flight). Sums stay in split order, so the result does not depend on which split came last.
@@ -344,13 +365,27 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads)
   o[tid] = T(merged / total);
 }
 
+// CTAs along each (batch, head) pair's splits: every split its own CTA while the grid stays within one wave
+// (kDecodeCtasPerSm per SM), fewer (each walking several splits) when the pairs alone fill the GPU.
+inline int decode_split_ctas(int64_t pairs, int n_splits, int sms) {
+  return int(std::max<int64_t>(1, std::min<int64_t>(n_splits, int64_t(kDecodeCtasPerSm) * sms / pairs)));
+}
+
 template <typename T, int kHeadDim>
 cudaError_t run_decode(const DecodeAttentionParams& p, cudaStream_t stream) {
   const int split_keys = decode_split_keys(p.max_seq_len), n_splits = decode_max_splits(p.max_seq_len);
+  int device = 0, sms = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return err;
+  const int split_ctas = decode_split_ctas(int64_t(p.batch) * p.n_heads, n_splits, sms);
   return BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
     return BOOL_SWITCH(p.new_token.qkv != nullptr, kNewToken, [&] {
-      return launchPdl(p.pdl, decode_kernel<T, kHeadDim, kAlibi, kNewToken>, dim3(n_splits, p.n_heads, p.batch),
-                       dim3(DecodeTraits<kHeadDim>::kThreads), 0, stream, p, n_splits, split_keys);
+      return BOOL_SWITCH(split_ctas < n_splits, kWalkSplits, [&] {
+        return launchPdl(p.pdl, decode_kernel<T, kHeadDim, kAlibi, kNewToken, kWalkSplits>,
+                         dim3(split_ctas, p.n_heads, p.batch), dim3(DecodeTraits<kHeadDim>::kThreads), 0, stream, p,
+                         n_splits, split_keys);
+      });
     });
   });
 }
