@@ -16,7 +16,8 @@
 // idle, by the fixup kernel over blocks of one part each. As for the other outputs (K in one pass), a row's bits
 // then depend neither on M nor on the row's place in its tile: prompts prefilled in one pass get their solo bits.
 //
-// Decode rows (gemmWgmmaDecode, M ≤ 64) run the small tile with K in parts fixed by the shape, one block per part,
+// Decode rows (gemmWgmmaDecode, M ≤ 64) run a 64×128 tile (8 stages deep where a tile has at most two parts, else the
+// small tile's 4) with K in parts fixed by the shape, one block per part,
 // the parts of an output tile one thread-block cluster: each block stages its part's sums in shared memory and the
 // cluster adds them in part order through distributed shared memory (addClusterParts), so a row's bits do not
 // depend on M and no workspace or second kernel is needed. These launches alone run under PDL.
@@ -252,12 +253,14 @@ __global__ void wgmmaProbeKernel(int* hasWgmma) {
 #endif
 }
 
-// Three block tiles. Large: 128×256, one block per SM (4 stages = 192 KB), each consumer 64×256 (128 accumulator
+// Four block tiles. Large: 128×256, one block per SM (4 stages = 192 KB), each consumer 64×256 (128 accumulator
 // registers, hence the setmaxnreg split). Small: 64×128, two blocks per SM, each consumer 64×64: four times the
 // blocks, for grids the large tile would leave short of the SM count. Medium: 128×128, one block per SM, for the
 // AddFloat outputs of many rows, whose consumers hold the folded total beside the accumulators (2 × 64 registers:
-// the large tile's 2 × 128 do not fit).
-enum class WgTile { Large, Small, Medium };
+// the large tile's 2 × 128 do not fit). Decode: the small tile 8 stages deep (192 KB of weights and activations in
+// flight per SM) for decode rows whose tile has at most kDeepDecodeMaxParts parts of K (gemmWgmmaDecode); registers
+// still for two blocks, so the next kernel's blocks can start beside it where its shared memory allows.
+enum class WgTile { Large, Small, Medium, Decode };
 
 template <WgTile kTile>
 struct WgTileShape;
@@ -267,6 +270,8 @@ template <>
 struct WgTileShape<WgTile::Small> { static constexpr int kBM = 64, kBN = 128, kStages = 4, kMinBlocks = 2; };
 template <>
 struct WgTileShape<WgTile::Medium> { static constexpr int kBM = 128, kBN = 128, kStages = 6, kMinBlocks = 1; };
+template <>
+struct WgTileShape<WgTile::Decode> { static constexpr int kBM = 64, kBN = 128, kStages = 8, kMinBlocks = 2; };
 
 // The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds,
 // the small one alone serves decode rows (Cluster).
@@ -275,6 +280,7 @@ constexpr bool tileServes() {
   if constexpr (PARTS == WgParts::Fold && OUT != GemmOut::AddFloat) return false;
   if constexpr (kTile == WgTile::Large) return PARTS == WgParts::Whole;
   if constexpr (kTile == WgTile::Medium) return PARTS == WgParts::Fold;
+  if constexpr (kTile == WgTile::Decode) return PARTS == WgParts::Cluster;
   return true;
 }
 
@@ -387,6 +393,12 @@ cudaError_t launchFoldedResidual(const GemmParams& p, int sms, cudaStream_t stre
 // per SM, at most a cluster's kMaxClusterParts, each part at least two k-tiles: the second block slot of each SM is
 // then free for the next kernel's blocks, which start streaming their weights under PDL while this one finishes
 // (H100, session 7: the 64-row decode chain 1.63 ms at two blocks per SM, 1.50 ms at one).
+// Decode tiles of at most this many parts of K stream through the deep tile (WgTile::Decode): eight stages in flight
+// took Wqkv and mlp_up at 64 rows from 13.4 / 14.7 to 10.2 / 12.4 µs on an H200 (session 8). Tiles of more parts (a
+// cluster of 8 for out_proj and mlp_down: few k-tiles a block, a longer tail of adding parts) keep the small tile,
+// whose 99 KB let the next kernel's blocks start streaming beside it: deep, they measured 7.2 → 9.8 and 15.9 → 18.5 µs.
+constexpr int kDeepDecodeMaxParts = 2;
+
 int decodePartTiles(int N, int K, int sms) {
   const int nTiles = (N + 127) / 128, kTiles = (K + kBK - 1) / kBK;
   const int parts = std::clamp(sms / nTiles, 1, std::max(1, std::min(kMaxClusterParts, kTiles / 2)));
@@ -451,6 +463,7 @@ cudaError_t gemmWgmmaPrepare() {
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Large>();
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Small>();
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Medium>();
+  if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Decode>();
   if (err == cudaSuccess && hasWgmma) wgmmaDevices.fetch_or(uint64_t(1) << device);
   return err;
 }
@@ -494,11 +507,14 @@ cudaError_t gemmWgmmaDecode(const GemmParams& p, cudaStream_t stream) {
   int sms = 0;
   if (const cudaError_t err = wgmmaDeviceSms(&sms); err != cudaSuccess) return err;
   if (p.M > kSkinnyMaxRows) return cudaErrorInvalidValue;
+  const int perPart = decodePartTiles(p.N, p.K, sms), kTiles = (p.K + kBK - 1) / kBK;
+  const bool deep = (kTiles + perPart - 1) / perPart <= kDeepDecodeMaxParts;
   return switchHalf(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     return switchGemmOut(p.out, [&](auto o) {
-      return launchWgmma<WgTile::Small, T, decltype(o)::value, WgParts::Cluster>(p, decodePartTiles(p.N, p.K, sms),
-                                                                                 stream);
+      constexpr GemmOut OUT = decltype(o)::value;
+      return deep ? launchWgmma<WgTile::Decode, T, OUT, WgParts::Cluster>(p, perPart, stream)
+                  : launchWgmma<WgTile::Small, T, OUT, WgParts::Cluster>(p, perPart, stream);
     });
   });
 }
