@@ -204,7 +204,7 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads, kDecodeCtasP
       }
     }
   };
-  float m, l, acc[8];
+  float m = -CUDART_INF_F, l = 0.f, acc[8];  // reset at each split
   // Online softmax of one tile into this row group's (m, l, acc).
   auto consume = [&](const uint4 (&kv)[P], const uint4 (&vv)[P], int t0, int end) {
     float s[P], tile_max = -CUDART_INF_F;
@@ -279,7 +279,6 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads, kDecodeCtasP
   int my_splits = 0;
   for (int split = blockIdx.x;; split += gridDim.x) {
     const int start = split * split_keys, end = min(len, start + split_keys);
-    if (split != int(blockIdx.x)) load(ka, va, start, end);
     if (kNewToken && end == len && p.new_token.positions[b] >= 0 && group == 0) {
       const int64_t at = rows.offset(len - 1) + column;
       *reinterpret_cast<uint4*>(static_cast<T*>(const_cast<void*>(p.k_cache)) + at) = k_new;
@@ -298,6 +297,9 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads, kDecodeCtasP
       consume(kb, vb, t1, end);
       if (t2 >= end) break;
     }
+    // The next split's first tile goes out before this one's merge (ka is free at either exit of the loop above).
+    const int next = split + int(gridDim.x);
+    if (kWalkSplits && next < n_active) load(ka, va, next * split_keys, min(len, (next + 1) * split_keys));
 
     // Merge the row groups of this CTA (each has its own max).
 #pragma unroll
