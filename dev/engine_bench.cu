@@ -77,7 +77,7 @@ ModelConfig seedModel() {
 
 int main(int argc, char** argv) {
   const double gemmTflops = argc > 1 ? std::atof(argv[1]) : 0;
-  // Further arguments: decode batch sizes only, no prefill (e.g. `engine_bench 0 1` under a profiler).
+  // Further arguments: decode only, no prefill — BATCH or BATCH:PROMPT (prompt tokens per sequence, default 32).
   std::vector<std::pair<int, int>> batches;  // (batch, prompt tokens)
   for (int i = 2; i < argc; ++i) {
     const char* colon = std::strchr(argv[i], ':');

@@ -5,8 +5,9 @@
 //   the batch is small (each split its own CTA), one CTA walking them all when the (batch, head) pairs alone fill
 //   the GPU. A grid of every split for every pair spends its time on CTAs that exit at once: a 64-row serving step
 //   at 130 keys ran 18 split CTAs per pair of which 16 had no keys (decode_split_ctas).
-//   For each split the CTA walks its slice of the keys in tiles; each thread owns one 16-byte column of head_dim and loads that
-//   column of 4 key rows (K and V) per tile, two tiles in flight (register double buffering). Scores are reduced
+//   For each split the CTA walks its slice of the keys in tiles; each thread owns one 16-byte column of head_dim
+//   and loads that column of 4 key rows (K and V) per tile, two tiles in flight (register double buffering; a
+//   walking CTA loads the next split's first tile before merging the current one). Scores are reduced
 //   over the row's threads with shuffles; each group of threads sharing a row keeps its own running
 //   (max, sum, acc) in fp32, and the groups are merged once at the end.
 //   A sequence with one split writes its output at once. Otherwise each split writes its unnormalized output
