@@ -73,9 +73,13 @@ export class Sampler {
   private readonly logitBias: ReadonlyMap<number, number>;
   private readonly bannedId: number;
   private readonly rng: SeededRng;
-  /** Bit set per token: IN_PROMPT, GENERATED. */
-  private readonly seen: Uint8Array;
-  private readonly generatedCount: Uint32Array;
+  /**
+   * Bit set per token: IN_PROMPT, GENERATED — only with a repetition penalty, the one option that reads it; the
+   * generated counts only with a presence or frequency penalty. A plain request allocates neither (250 kB of the 50k
+   * vocabulary zeroed per request, a host cost of every prompt at 64 concurrent).
+   */
+  private readonly seen: Uint8Array | null;
+  private readonly generatedCount: Uint32Array | null;
   /** 1 where processing changes a token's logit; lets the full-row pass skip the lookups for all others. */
   private readonly adjusted: Uint8Array;
   /** The ids whose `adjusted` is 1, each once. */
@@ -104,8 +108,8 @@ export class Sampler {
     this.logitBias = options.logitBias;
     this.bannedId = options.ignoreEos && vocab.eosTokenId !== undefined ? vocab.eosTokenId : -1;
     this.rng = new SeededRng(options.seed ?? SeededRng.randomSeed());
-    this.seen = new Uint8Array(size);
-    this.generatedCount = new Uint32Array(size);
+    this.seen = this.repetitionPenalty !== 1 ? new Uint8Array(size) : null;
+    this.generatedCount = this.presencePenalty !== 0 || this.frequencyPenalty !== 0 ? new Uint32Array(size) : null;
     this.adjusted = new Uint8Array(size);
     for (const id of this.logitBias.keys()) this.refreshAdjusted(id);
     if (this.bannedId >= 0 && this.bannedId < size) this.refreshAdjusted(this.bannedId);
@@ -123,13 +127,15 @@ export class Sampler {
    * took ~50 ms of host time from a round of 64 concurrent requests, H100 host, session 7).
    */
   setPrompt(ids: ArrayLike<number>): void {
+    const seen = this.seen;
+    if (seen === null) return; // no repetition penalty: the prompt changes no logit
     const previous = this.promptIds;
-    for (const id of previous) this.seen[id] &= ~IN_PROMPT;
+    for (const id of previous) seen[id] &= ~IN_PROMPT;
     const marked: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i];
-      if (id >= 0 && id < this.vocabSize && (this.seen[id] & IN_PROMPT) === 0) {
-        this.seen[id] |= IN_PROMPT;
+      if (id >= 0 && id < this.vocabSize && (seen[id] & IN_PROMPT) === 0) {
+        seen[id] |= IN_PROMPT;
         marked.push(id);
       }
     }
@@ -145,8 +151,9 @@ export class Sampler {
       throw new FlashMptError('E_TOKEN_RANGE', `accepted token id must be a non-negative integer, got ${tokenId}`);
     }
     if (tokenId >= this.vocabSize) return; // never sampled, so no penalty could ever apply to it
-    this.generatedCount[tokenId]++;
-    this.seen[tokenId] |= GENERATED;
+    if (this.seen === null && this.generatedCount === null) return; // no penalty counts it
+    if (this.generatedCount !== null) this.generatedCount[tokenId]++;
+    if (this.seen !== null) this.seen[tokenId] |= GENERATED;
     this.refreshAdjusted(tokenId);
   }
 
@@ -285,10 +292,10 @@ export class Sampler {
     if (this.adjusted[id] !== 0) {
       if (id === this.bannedId) return NEGATIVE_INFINITY;
       logit += this.logitBias.get(id) ?? 0;
-      if (this.seen[id] !== 0 && this.repetitionPenalty !== 1) {
+      if (this.seen !== null && this.seen[id] !== 0) {
         logit = logit > 0 ? logit / this.repetitionPenalty : logit * this.repetitionPenalty;
       }
-      const count = this.generatedCount[id];
+      const count = this.generatedCount === null ? 0 : this.generatedCount[id];
       if (count > 0) logit -= count * this.frequencyPenalty + this.presencePenalty;
     }
     return logit === logit ? logit : NEGATIVE_INFINITY; // only NaN differs from itself
@@ -298,8 +305,8 @@ export class Sampler {
     const active =
       id === this.bannedId ||
       this.logitBias.has(id) ||
-      (this.seen[id] !== 0 && this.repetitionPenalty !== 1) ||
-      (this.generatedCount[id] > 0 && (this.presencePenalty !== 0 || this.frequencyPenalty !== 0));
+      (this.seen !== null && this.seen[id] !== 0) ||
+      (this.generatedCount !== null && this.generatedCount[id] > 0);
     if (active && this.adjusted[id] === 0) this.adjustedIds.push(id);
     this.adjusted[id] = active ? 1 : 0;
   }
@@ -307,10 +314,10 @@ export class Sampler {
   /** Whether processing may raise this token's logit (then an unseen raw logit no longer bounds it). */
   private mayRaise(id: number): boolean {
     if (id === this.bannedId) return false;
-    const count = this.generatedCount[id];
+    const count = this.generatedCount === null ? 0 : this.generatedCount[id];
     return (
       (this.logitBias.get(id) ?? 0) > 0 ||
-      (this.seen[id] !== 0 && this.repetitionPenalty < 1) ||
+      (this.seen !== null && this.seen[id] !== 0 && this.repetitionPenalty < 1) ||
       (count > 0 && count * this.frequencyPenalty + this.presencePenalty < 0)
     );
   }
