@@ -32,6 +32,7 @@
 #include "mma.cuh"
 #include "softmax.cuh"
 #include "static_switch.h"
+#include "kernels/common/device.h"
 #include "kernels/common/pdl.cuh"
 
 namespace flashmpt {
@@ -377,10 +378,8 @@ inline int decode_split_ctas(int64_t pairs, int n_splits, int sms) {
 template <typename T, int kHeadDim>
 cudaError_t run_decode(const DecodeAttentionParams& p, cudaStream_t stream) {
   const int split_keys = decode_split_keys(p.max_seq_len), n_splits = decode_max_splits(p.max_seq_len);
-  int device = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (err != cudaSuccess) return err;
+  int sms = 0;
+  if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
   const int split_ctas = decode_split_ctas(int64_t(p.batch) * p.n_heads, n_splits, sms);
   return BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
     return BOOL_SWITCH(p.new_token.qkv != nullptr, kNewToken, [&] {

@@ -37,12 +37,6 @@ GemmSplitWorkspace gemmSplitWorkspace(int N, int K, int sms) {
   return w;
 }
 
-cudaError_t multiprocessorCount(int* sms) {
-  int device = 0;
-  const cudaError_t err = cudaGetDevice(&device);
-  return err != cudaSuccess ? err : cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device);
-}
-
 cudaError_t gemmPrepare() {
   const cudaError_t err = gemmTiledPrepare();
   return err != cudaSuccess ? err : gemmWgmmaPrepare();

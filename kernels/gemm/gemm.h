@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "csrc/engine/engine.h"
+#include "kernels/common/device.h"  // multiprocessorCount, for the launchers and the engine's workspace sizes
 
 namespace flashmpt {
 
@@ -88,8 +89,6 @@ bool gemmWgmmaReady();  // on the current device
 // Whether gemm() honours row_invariant on the current device for dtype (the wgmma kernel, or the SIMT kernel of
 // F32); elsewhere the tiled and skinny kernels' sums depend on M.
 bool gemmRowInvariance(DType dtype);
-// The current device's SM count (the launchers size their grids by it).
-cudaError_t multiprocessorCount(int* sms);
 
 // y = gelu_erf(x) elementwise over n elements of dtype (BF16, F16 or F32); y may alias x.
 struct GeluParams {

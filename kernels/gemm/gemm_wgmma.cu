@@ -274,7 +274,7 @@ template <>
 struct WgTileShape<WgTile::Decode> { static constexpr int kBM = 64, kBN = 128, kStages = 8, kMinBlocks = 2; };
 
 // The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds,
-// the small one alone serves decode rows (Cluster).
+// the decode one only serves decode rows (Cluster), the small one every layout.
 template <WgTile kTile, GemmOut OUT, WgParts PARTS>
 constexpr bool tileServes() {
   if constexpr (PARTS == WgParts::Fold && OUT != GemmOut::AddFloat) return false;

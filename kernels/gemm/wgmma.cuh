@@ -1,7 +1,7 @@
 // The Hopper (sm_90a) instructions of the wgmma GEMM: mbarriers, TMA tile loads (cp.async.bulk.tensor) that
 // complete on an mbarrier, setmaxnreg, named and cluster barriers, distributed shared memory loads, and warpgroup
-// MMA (wgmma) with both operands in
-// 128-byte-swizzled shared memory. Only kernels compiled for sm_90a may call these (their bodies are guarded by FLASHMPT_HAS_WGMMA).
+// MMA (wgmma) with both operands in 128-byte-swizzled shared memory. Only kernels compiled for sm_90a may call these
+// (their bodies are guarded by FLASHMPT_HAS_WGMMA).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -4,9 +4,9 @@
  * a time, token for token: 16 requests on a 16-sequence model (decode GEMMs on kernels/gemm/gemm_skinny.cu), 48 on a
  * 64-sequence one (on the wgmma kernel's decode layout, csrc/engine/cuda/forward.h). The kernels sum every row in an
  * order that does not depend on the rows beside it (decode: those GEMMs, kernels/attention/decode.cu; prompts:
- * kernels/gemm/gemm_wgmma.cu's K parts) and
- * reduce split partials in a fixed order, so a batched row is bitwise its solo row and there is no near-tie excuse;
- * a parting is printed with its margin in the solo run's logits before failing.
+ * kernels/gemm/gemm_wgmma.cu's K parts) and reduce split partials in a fixed order, so a batched row is bitwise its
+ * solo row and there is no near-tie excuse; a parting is printed with its margin in the solo run's logits before
+ * failing.
  *
  * The model is the oracle's 1B-shape checkpoint when FLASH_MPT_ORACLE_1B names its folder (scripts/gpu-session.sh
  * makes one), else the embedded 1B shape with seeded random weights.
