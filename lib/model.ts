@@ -35,7 +35,10 @@ export const LoadModelOptionsSchema = z
      * maxContext, enough for every sequence at full context. Less lets many short sequences run in little memory.
      */
     kvCacheTokens: z.number().int().positive().optional(),
-    /** Requests that may wait for a sequence slot; one more gets E_QUEUE_FULL at once. */
+    /**
+     * Requests that may wait for a busy sequence slot; one more gets E_QUEUE_FULL at once. A slot released while its
+     * last step still runs is not busy: the next request waits for it without counting here.
+     */
     maxQueue: z.number().int().nonnegative().default(256),
     /** How long a request may wait for a slot before it gets E_QUEUE_FULL; 0 = no limit. */
     queueTimeoutMs: z.number().int().nonnegative().default(60_000),

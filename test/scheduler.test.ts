@@ -185,6 +185,50 @@ describe('queue and release', () => {
     expect((await queued).tokenIds).toHaveLength(3);
   });
 
+  test('a slot released while its step runs takes the next request even with maxQueue 0; one more is refused', async () => {
+    // The real engine behind a proxy whose decode calls land only once `landSteps` is called.
+    const engine = model.live();
+    let stepsStarted = 0;
+    let landSteps: () => void = () => {};
+    const stepsMayLand = new Promise<void>((resolve) => (landSteps = resolve));
+    const gated = new Proxy(engine, {
+      get(target, name) {
+        const value = Reflect.get(target, name);
+        if (typeof value !== 'function') return value;
+        if (typeof name !== 'string' || !name.startsWith('decode')) return value.bind(target);
+        return async (...args: unknown[]) => {
+          stepsStarted++;
+          const result = await value.apply(target, args);
+          await stepsMayLand;
+          return result;
+        };
+      },
+    });
+    const blocks = engine.kvBlocks();
+    const capacity = { maxSequences: 1, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
+    const options = { maxQueue: 0, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 0, greedyChainSteps: 1 };
+    const scheduler = new Scheduler(gated, capacity, options);
+    const greedy = () => new Sampler(parseGenerateOptions({ temperature: 0, maxTokens: 4 }), { sampleableVocabSize: config.vocabSize });
+    try {
+      const first = scheduler.open(Int32Array.from(promptOf(6, 1).ids), { maxTokens: 4, sampler: greedy(), signal: undefined });
+      first.accept(await first.next());
+      const dropped = first.next();
+      while (stepsStarted === 0) await new Promise((resolve) => setImmediate(resolve));
+      first.release();
+      expect(await codeOf(dropped)).toBe('E_ABORTED');
+      const next = scheduler.open(Int32Array.from(promptOf(6, 2).ids), { maxTokens: 4, sampler: greedy(), signal: undefined });
+      expect(() => scheduler.open(Int32Array.from(promptOf(6, 3).ids), { maxTokens: 4, sampler: greedy(), signal: undefined })).toThrow(
+        expect.objectContaining({ code: 'E_QUEUE_FULL' }),
+      );
+      expect(scheduler.metrics()).toMatchObject({ queueLength: 1, runningSequences: 0 });
+      landSteps();
+      expect(typeof (await next.next())).toBe('number');
+      next.release();
+    } finally {
+      scheduler.close();
+    }
+  });
+
   test('a request waiting longer than queueTimeoutMs gets E_QUEUE_FULL', async () => {
     const timed = await smallModel({ maxSequences: 1, queueTimeoutMs: 50 });
     try {

@@ -33,7 +33,7 @@ import { unsampleableRowError, type Sampler } from '../sampling';
 import { TokenRate } from './token-rate';
 
 export interface SchedulerOptions {
-  /** Requests that may wait for a sequence slot; one more gets E_QUEUE_FULL at once. */
+  /** Requests that may wait for a busy sequence slot; one more gets E_QUEUE_FULL at once. */
   maxQueue: number;
   /** How long a request may wait for a slot before it gets E_QUEUE_FULL; 0 = no limit. */
   queueTimeoutMs: number;
@@ -271,7 +271,8 @@ export class Scheduler {
     this.queue.push(sequence);
     this.admit();
     if (sequence.phase === 'queued') {
-      if (this.queue.length > this.options.maxQueue) {
+      // A slot released while a step still ran for it frees when that step lands: its taker waits without counting.
+      if (this.queue.length > this.options.maxQueue + this.draining) {
         this.queue.pop();
         throw new FlashMptError(
           'E_QUEUE_FULL',
