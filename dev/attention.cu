@@ -575,9 +575,12 @@ void run_bench() {
     std::printf("\ndecode bf16, %d heads x %d, ALiBi: GB/s over the KV bytes read (2*B*L*H*D*2)\n%-6s %-6s %10s %10s %8s\n",
                 H, D, "B", "L", "us", "GB/s", "of copy");
   // max_len: the engine's context limit, which fixes the splits; {64, 192, 2304} is a serving step's attention.
-  struct DecodeShape { int B, L, max_len; };
-  for (const DecodeShape& s : {DecodeShape{1, 8192, 8192}, DecodeShape{1, 16384, 16384}, DecodeShape{16, 2048, 2048},
-                               DecodeShape{64, 192, 2304}}) {
+  // new_token: the engine's decode step (q, the new key and value from raw Wqkv rows, QK-LayerNorm), at a 64-row
+  // engine's first steps after prompts of 128.
+  struct DecodeShape { int B, L, max_len; bool new_token; };
+  for (const DecodeShape& s : {DecodeShape{1, 8192, 8192, false}, DecodeShape{1, 16384, 16384, false},
+                               DecodeShape{16, 2048, 2048, false}, DecodeShape{64, 192, 2304, false},
+                               DecodeShape{64, 130, 2304, true}}) {
     const double kv_bytes = 2.0 * s.B * s.L * H * D * 2;
     const int copies = std::max(2, int(std::ceil(512e6 / kv_bytes)));
     // The engine's paged layout; copy c's sequences own blocks c·B·blocks_per_seq onwards, in order.
@@ -605,6 +608,21 @@ void run_bench() {
     p.workspace = ws.as<float>();
     p.split_counters = counters.as<unsigned>();
     p.dtype = AttnDType::BF16;
+    const int d_model = H * D;
+    DevBuf dqkv(size_t(s.B) * 3 * d_model * 2), dln(4 * size_t(d_model) * sizeof(float)), dpos(s.B * sizeof(int));
+    if (s.new_token) {
+      fill(dqkv.ptr, size_t(s.B) * 3 * d_model, 7);
+      const std::vector<float> ln(4 * size_t(d_model), 1.f);
+      const std::vector<int> positions(s.B, s.L - 1);
+      CHECK(cudaMemcpy(dln.ptr, ln.data(), ln.size() * sizeof(float), cudaMemcpyHostToDevice));
+      CHECK(cudaMemcpy(dpos.ptr, positions.data(), s.B * sizeof(int), cudaMemcpyHostToDevice));
+      const float* w = dln.as<float>();
+      p.q = nullptr;
+      p.new_token.qkv = dqkv.ptr, p.new_token.positions = dpos.as<int>();
+      p.new_token.q_ln_weight = w, p.new_token.q_ln_bias = w + d_model;
+      p.new_token.k_ln_weight = w + 2 * d_model, p.new_token.k_ln_bias = w + 3 * d_model;
+      p.new_token.clip = 8.f;
+    }
     int it = 0;
     const double ms = time_ms(
         [&] {
@@ -613,9 +631,11 @@ void run_bench() {
         },
         15, 20);
     const double gbs = kv_bytes / (ms * 1e-3) / 1e9;
-    if (!g_json) std::printf("%-6d %-6d %10.1f %10.0f %7.0f%%\n", s.B, s.L, ms * 1e3, gbs, 100 * gbs / copy_gbs);
-    bench_json("{\"what\":\"decode\",\"B\":%d,\"L\":%d,\"us\":%.2f,\"gbs\":%.1f,\"of_copy\":%.3f}", s.B, s.L, ms * 1e3,
-               gbs, gbs / copy_gbs);
+    if (!g_json)
+      std::printf("%-6d %-6d %10.1f %10.0f %7.0f%%%s\n", s.B, s.L, ms * 1e3, gbs, 100 * gbs / copy_gbs,
+                  s.new_token ? "  (new token)" : "");
+    bench_json("{\"what\":\"decode\",\"B\":%d,\"L\":%d,\"new_token\":%s,\"us\":%.2f,\"gbs\":%.1f,\"of_copy\":%.3f}", s.B,
+               s.L, s.new_token ? "true" : "false", ms * 1e3, gbs, gbs / copy_gbs);
   }
 }
 
