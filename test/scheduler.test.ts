@@ -229,6 +229,51 @@ describe('queue and release', () => {
     }
   });
 
+  // The loop stops when its prefill round ran nothing and no row decodes. A request opened, or a slot freed for a
+  // queued one, while it awaited that round (wake() then found the loop running) must keep it going: the round is
+  // wrapped to do just that at that moment.
+  test.each([
+    ['a request opened', false],
+    ['a slot freed for a queued request', true],
+  ])('%s while the loop decides to stop is served (no lost wake-up)', async (_, queued) => {
+    const engine = model.live();
+    const blocks = engine.kvBlocks();
+    const capacity = { maxSequences: 1, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
+    const options = { maxQueue: 1, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 64, greedyChainSteps: 1 };
+    const scheduler = new Scheduler(engine, capacity, options);
+    const open = (salt: number) => {
+      const sampler = new Sampler(parseGenerateOptions({ temperature: 0, maxTokens: 1 }), { sampleableVocabSize: config.vocabSize });
+      return scheduler.open(Int32Array.from(promptOf(5, salt).ids), { maxTokens: 1, sampler, signal: undefined });
+    };
+    const internals = scheduler as unknown as { prefillRound: () => Promise<boolean> };
+    const round = internals.prefillRound.bind(scheduler);
+    const first = open(1);
+    let late: ReturnType<Scheduler['open']> | null = queued ? open(2) : null;
+    let armed = false;
+    internals.prefillRound = async () => {
+      const ran = await round();
+      if (!ran && armed) {
+        armed = false;
+        if (queued) first.release();
+        else late = open(2);
+      }
+      return ran;
+    };
+    const within = <T>(promise: Promise<T>) =>
+      Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('never served')), 5000).unref())]);
+    try {
+      expect(typeof (await first.next())).toBe('number');
+      if (queued) expect(scheduler.metrics().queueLength).toBe(1);
+      else first.release();
+      armed = true;
+      while (armed) await new Promise((resolve) => setImmediate(resolve));
+      expect(typeof (await within(late!.next()))).toBe('number');
+      late!.release();
+    } finally {
+      scheduler.close();
+    }
+  });
+
   test('a request waiting longer than queueTimeoutMs gets E_QUEUE_FULL', async () => {
     const timed = await smallModel({ maxSequences: 1, queueTimeoutMs: 50 });
     try {

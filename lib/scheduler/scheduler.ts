@@ -386,7 +386,11 @@ export class Scheduler {
       } else if (batch.length > 0) {
         await this.decodeStep(batch);
       }
-      if (this.closed || (!prefilled && batch.length === 0)) {
+      // Nothing ran: stop, unless requests came or slots freed while the prefill round was awaited (their wake()
+      // found the loop running, so this loop must take them).
+      const idle = !prefilled && batch.length === 0;
+      if (idle) this.admit();
+      if (this.closed || (idle && ![...this.active].some((s) => s.phase === 'prefill'))) {
         this.looping = false;
         return;
       }
