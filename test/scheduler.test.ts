@@ -274,6 +274,53 @@ describe('queue and release', () => {
     }
   });
 
+  test('a sequence leaving while a step for its batch waits in the engine queue does not fail the others', async () => {
+    // The engine behind a proxy whose decode calls reach it only once `startSteps` is called: the state of a call
+    // queued in the binding while a consumer leaves.
+    const two = await smallModel({ maxSequences: 2 });
+    const engine = two.live();
+    let stepsQueued = 0;
+    let startSteps: () => void = () => {};
+    const stepsMayStart = new Promise<void>((resolve) => (startSteps = resolve));
+    const queued = new Proxy(engine, {
+      get(target, name) {
+        const value = Reflect.get(target, name);
+        if (typeof value !== 'function') return value;
+        if (typeof name !== 'string' || !name.startsWith('decode')) return value.bind(target);
+        return async (...args: unknown[]) => {
+          stepsQueued++;
+          await stepsMayStart;
+          return value.apply(target, args);
+        };
+      },
+    });
+    const blocks = engine.kvBlocks();
+    const capacity = { maxSequences: 2, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
+    const options = { maxQueue: 0, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 64, greedyChainSteps: 1 };
+    const scheduler = new Scheduler(queued, capacity, options);
+    const open = (salt: number) => {
+      const sampler = new Sampler(parseGenerateOptions({ temperature: 0, maxTokens: 4 }), { sampleableVocabSize: config.vocabSize });
+      return scheduler.open(Int32Array.from(promptOf(6, salt).ids), { maxTokens: 4, sampler, signal: undefined });
+    };
+    try {
+      const [leaving, staying] = [open(1), open(2)];
+      for (const sequence of [leaving, staying]) sequence.accept(await sequence.next());
+      const dropped = leaving.next();
+      const kept = staying.next();
+      while (stepsQueued === 0) await new Promise((resolve) => setImmediate(resolve));
+      leaving.release();
+      startSteps();
+      expect(await codeOf(dropped)).toBe('E_ABORTED');
+      expect(typeof (await kept)).toBe('number');
+      staying.release();
+      await waitForFreeBlocks(two);
+      expect(two.schedulerMetrics().kvBlocksInUse).toBe(0);
+    } finally {
+      scheduler.close();
+      await two.dispose();
+    }
+  });
+
   test('a request waiting longer than queueTimeoutMs gets E_QUEUE_FULL', async () => {
     const timed = await smallModel({ maxSequences: 1, queueTimeoutMs: 50 });
     try {

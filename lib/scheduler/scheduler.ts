@@ -7,7 +7,7 @@
  * each sequence the token its sampler picks. A long prompt's chunks are the same whatever runs beside it
  * (prefillChunkTokens each). Prompts that share a call get the logits they would get alone, bit for bit (the
  * engine's GEMMs keep a row's sums independent of the rows beside it). Sequences that finish, break off or abort
- * leave at once; the native slot of one released mid-call is reused only after that call lands.
+ * leave at once; the engine lets go of one released mid-call only when that call lands.
  *
  * Sampling. A decode step asks the engine for each row's top-K candidates and log-sum-exp (decodeBatchCandidates)
  * instead of the full rows, unless every sampler in the batch needs full rows (decodeBatch). A row whose
@@ -358,9 +358,11 @@ export class Scheduler {
     } else {
       this.active.delete(sequence);
       this.reservedBlocks -= sequence.reservedBlocks;
-      if (sequence.inFlight) this.draining++;
       if (sequence.owesAnswer) this.consumerAnswered(sequence);
-      if (!this.closed) this.engine.releaseSequence(sequence.handle);
+      // A native call using the sequence may still wait in the engine's queue, where a released handle would fail
+      // the whole batch: the engine lets it go when that call lands (landed()).
+      if (sequence.inFlight) this.draining++;
+      else if (!this.closed) this.engine.releaseSequence(sequence.handle);
     }
     sequence.phase = 'done';
     if (this.queue.length > 0) this.wake();
@@ -460,11 +462,12 @@ export class Scheduler {
     }
   }
 
-  /** A native call using `sequence` ended: false when the sequence was released meanwhile (its slot is free now). */
+  /** A native call using `sequence` ended: false when the sequence was released meanwhile (its slot is freed now). */
   private landed(sequence: Sequence): boolean {
     sequence.inFlight = false;
     if (sequence.phase !== 'done') return true;
     this.draining--;
+    if (!this.closed) this.engine.releaseSequence(sequence.handle);
     return false;
   }
 
