@@ -3,7 +3,8 @@
  * budgets and sampling options, and consumers that read to the end, break off, abort (before or during the
  * request), or read slowly, against few sequence slots, a short queue with a timeout and a small KV budget. Every
  * request must settle — a result, or a typed E_QUEUE_FULL / E_ABORTED — within a time bound (no hang, no other
- * error), and afterwards no slot, queue entry or KV block may be left held. (Seed 3 found that a consumer leaving
+ * error), and afterwards no slot, queue entry or KV block may be left held; with dispose() in the middle of the
+ * storm, every request still settles. (Seed 3 found that a consumer leaving
  * while a decode step for its batch still waited in the engine's queue failed that step for every other row.)
  */
 import { parseConfig } from '../lib/config';
@@ -101,5 +102,23 @@ describe('the scheduler under a storm of requests (CPU engine)', () => {
     expect(model.schedulerMetrics().kvBlocksInUse).toBe(0);
     // And the model serves on.
     expect((await model.generate({ ids: [1, 2, 3] }, { maxTokens: 3, temperature: 0, ignoreEos: true })).tokenIds).toHaveLength(3);
+  }, 60_000);
+
+  it.each([4, 5])('seed %i: dispose() mid-storm settles every request (E_DISPOSED for those it cut off) and frees the model', async (seed) => {
+    const fuzzer = new Fuzzer(rng(seed));
+    const doomed = await createRandomModel(config, { device: 'cpu', seed: 11, maxSequences: 4, maxContext: 64, maxQueue: 12 });
+    const storm = Promise.all(Array.from({ length: REQUESTS }, () => request(doomed, new Fuzzer(rng(fuzzer.int(1 << 30))))));
+    await sleep(20 + fuzzer.int(60));
+    await doomed.dispose();
+    const outcomes = await Promise.race([
+      storm,
+      sleep(30_000).then(() => {
+        throw new Error('requests still pending 30 s after dispose()');
+      }),
+    ]);
+    console.log(`stress dispose seed ${seed}: ${JSON.stringify(tally(outcomes))}`);
+    for (const outcome of outcomes) if (outcome.kind === 'error') expect([...EXPECTED_ERRORS, 'E_DISPOSED']).toContain(outcome.code);
+    expect(outcomes.some((o) => o.kind === 'error' && o.code === 'E_DISPOSED')).toBe(true);
+    await expect(doomed.generate({ ids: [1] }, { maxTokens: 1 })).rejects.toMatchObject({ code: 'E_DISPOSED' });
   }, 60_000);
 });
