@@ -5,6 +5,7 @@
 import { parseConfig } from '../lib/config';
 import { FlashMptError } from '../lib/errors';
 import { createRandomModel, GenerateResult, LoadModelOptions, Model } from '../lib/model';
+import type { NativeEngine } from '../lib/native';
 import { parseGenerateOptions, Sampler } from '../lib/sampling';
 import { Scheduler, SchedulerOptions } from '../lib/scheduler/scheduler';
 
@@ -44,6 +45,44 @@ async function holdSlot(model: Model): Promise<AsyncGenerator<unknown, unknown, 
   const held = model.stream(promptOf(10, 9), { maxTokens: 50, temperature: 0 });
   await held.next();
   return held;
+}
+
+/**
+ * The real engine behind a proxy that holds each decode call until go(): before it reaches the engine ('start': a
+ * call still waiting in the binding's queue) or after it ran ('landing': a step that has not landed yet).
+ */
+function heldSteps(engine: NativeEngine, hold: 'start' | 'landing'): { engine: NativeEngine; calls: () => number; go: () => void } {
+  let calls = 0;
+  let go: () => void = () => {};
+  const gate = new Promise<void>((resolve) => (go = resolve));
+  const held = new Proxy(engine, {
+    get(target, name) {
+      const value = Reflect.get(target, name);
+      if (typeof value !== 'function') return value;
+      if (typeof name !== 'string' || !name.startsWith('decode')) return value.bind(target);
+      return async (...args: unknown[]) => {
+        calls++;
+        if (hold === 'start') await gate;
+        const result = await value.apply(target, args);
+        if (hold === 'landing') await gate;
+        return result;
+      };
+    },
+  });
+  return { engine: held, calls: () => calls, go };
+}
+
+/** A scheduler of its own over `engine` with `slots` sequence slots, and greedy 4-token requests on it. */
+function ownScheduler(engine: NativeEngine, slots: number, options: Partial<SchedulerOptions>) {
+  const blocks = engine.kvBlocks();
+  const capacity = { maxSequences: slots, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
+  const defaults = { maxQueue: 0, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 64, greedyChainSteps: 1 };
+  const scheduler = new Scheduler(engine, capacity, { ...defaults, ...options });
+  const open = (salt: number) => {
+    const sampler = new Sampler(parseGenerateOptions({ temperature: 0, maxTokens: 4 }), { sampleableVocabSize: config.vocabSize });
+    return scheduler.open(Int32Array.from(promptOf(6, salt).ids), { maxTokens: 4, sampler, signal: undefined });
+  };
+  return { scheduler, open };
 }
 
 describe('batching on the CPU engine', () => {
@@ -186,42 +225,19 @@ describe('queue and release', () => {
   });
 
   test('a slot released while its step runs takes the next request even with maxQueue 0; one more is refused', async () => {
-    // The real engine behind a proxy whose decode calls land only once `landSteps` is called.
-    const engine = model.live();
-    let stepsStarted = 0;
-    let landSteps: () => void = () => {};
-    const stepsMayLand = new Promise<void>((resolve) => (landSteps = resolve));
-    const gated = new Proxy(engine, {
-      get(target, name) {
-        const value = Reflect.get(target, name);
-        if (typeof value !== 'function') return value;
-        if (typeof name !== 'string' || !name.startsWith('decode')) return value.bind(target);
-        return async (...args: unknown[]) => {
-          stepsStarted++;
-          const result = await value.apply(target, args);
-          await stepsMayLand;
-          return result;
-        };
-      },
-    });
-    const blocks = engine.kvBlocks();
-    const capacity = { maxSequences: 1, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
-    const options = { maxQueue: 0, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 0, greedyChainSteps: 1 };
-    const scheduler = new Scheduler(gated, capacity, options);
-    const greedy = () => new Sampler(parseGenerateOptions({ temperature: 0, maxTokens: 4 }), { sampleableVocabSize: config.vocabSize });
+    const steps = heldSteps(model.live(), 'landing');
+    const { scheduler, open } = ownScheduler(steps.engine, 1, { candidates: 0 });
     try {
-      const first = scheduler.open(Int32Array.from(promptOf(6, 1).ids), { maxTokens: 4, sampler: greedy(), signal: undefined });
+      const first = open(1);
       first.accept(await first.next());
       const dropped = first.next();
-      while (stepsStarted === 0) await new Promise((resolve) => setImmediate(resolve));
+      while (steps.calls() === 0) await new Promise((resolve) => setImmediate(resolve));
       first.release();
       expect(await codeOf(dropped)).toBe('E_ABORTED');
-      const next = scheduler.open(Int32Array.from(promptOf(6, 2).ids), { maxTokens: 4, sampler: greedy(), signal: undefined });
-      expect(() => scheduler.open(Int32Array.from(promptOf(6, 3).ids), { maxTokens: 4, sampler: greedy(), signal: undefined })).toThrow(
-        expect.objectContaining({ code: 'E_QUEUE_FULL' }),
-      );
+      const next = open(2);
+      expect(() => open(3)).toThrow(expect.objectContaining({ code: 'E_QUEUE_FULL' }));
       expect(scheduler.metrics()).toMatchObject({ queueLength: 1, runningSequences: 0 });
-      landSteps();
+      steps.go();
       expect(typeof (await next.next())).toBe('number');
       next.release();
     } finally {
@@ -236,15 +252,7 @@ describe('queue and release', () => {
     ['a request opened', false],
     ['a slot freed for a queued request', true],
   ])('%s while the loop decides to stop is served (no lost wake-up)', async (_, queued) => {
-    const engine = model.live();
-    const blocks = engine.kvBlocks();
-    const capacity = { maxSequences: 1, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
-    const options = { maxQueue: 1, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 64, greedyChainSteps: 1 };
-    const scheduler = new Scheduler(engine, capacity, options);
-    const open = (salt: number) => {
-      const sampler = new Sampler(parseGenerateOptions({ temperature: 0, maxTokens: 1 }), { sampleableVocabSize: config.vocabSize });
-      return scheduler.open(Int32Array.from(promptOf(5, salt).ids), { maxTokens: 1, sampler, signal: undefined });
-    };
+    const { scheduler, open } = ownScheduler(model.live(), 1, { maxQueue: 1 });
     const internals = scheduler as unknown as { prefillRound: () => Promise<boolean> };
     const round = internals.prefillRound.bind(scheduler);
     const first = open(1);
@@ -259,15 +267,17 @@ describe('queue and release', () => {
       }
       return ran;
     };
-    const within = <T>(promise: Promise<T>) =>
-      Promise.race([promise, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('never served')), 5000).unref())]);
     try {
       expect(typeof (await first.next())).toBe('number');
       if (queued) expect(scheduler.metrics().queueLength).toBe(1);
       else first.release();
       armed = true;
       while (armed) await new Promise((resolve) => setImmediate(resolve));
-      expect(typeof (await within(late!.next()))).toBe('number');
+      const served = await Promise.race([
+        late!.next(),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('never served')), 5000).unref()),
+      ]);
+      expect(typeof served).toBe('number');
       late!.release();
     } finally {
       scheduler.close();
@@ -275,41 +285,17 @@ describe('queue and release', () => {
   });
 
   test('a sequence leaving while a step for its batch waits in the engine queue does not fail the others', async () => {
-    // The engine behind a proxy whose decode calls reach it only once `startSteps` is called: the state of a call
-    // queued in the binding while a consumer leaves.
     const two = await smallModel({ maxSequences: 2 });
-    const engine = two.live();
-    let stepsQueued = 0;
-    let startSteps: () => void = () => {};
-    const stepsMayStart = new Promise<void>((resolve) => (startSteps = resolve));
-    const queued = new Proxy(engine, {
-      get(target, name) {
-        const value = Reflect.get(target, name);
-        if (typeof value !== 'function') return value;
-        if (typeof name !== 'string' || !name.startsWith('decode')) return value.bind(target);
-        return async (...args: unknown[]) => {
-          stepsQueued++;
-          await stepsMayStart;
-          return value.apply(target, args);
-        };
-      },
-    });
-    const blocks = engine.kvBlocks();
-    const capacity = { maxSequences: 2, kvBlocks: blocks.total, kvBlockTokens: blocks.blockTokens, sampleableVocab: config.vocabSize };
-    const options = { maxQueue: 0, queueTimeoutMs: 0, prefillChunkTokens: 512, prefillTokensPerStep: 2048, candidates: 64, greedyChainSteps: 1 };
-    const scheduler = new Scheduler(queued, capacity, options);
-    const open = (salt: number) => {
-      const sampler = new Sampler(parseGenerateOptions({ temperature: 0, maxTokens: 4 }), { sampleableVocabSize: config.vocabSize });
-      return scheduler.open(Int32Array.from(promptOf(6, salt).ids), { maxTokens: 4, sampler, signal: undefined });
-    };
+    const steps = heldSteps(two.live(), 'start');
+    const { scheduler, open } = ownScheduler(steps.engine, 2, {});
     try {
       const [leaving, staying] = [open(1), open(2)];
       for (const sequence of [leaving, staying]) sequence.accept(await sequence.next());
       const dropped = leaving.next();
       const kept = staying.next();
-      while (stepsQueued === 0) await new Promise((resolve) => setImmediate(resolve));
+      while (steps.calls() === 0) await new Promise((resolve) => setImmediate(resolve));
       leaving.release();
-      startSteps();
+      steps.go();
       expect(await codeOf(dropped)).toBe('E_ABORTED');
       expect(typeof (await kept)).toBe('number');
       staying.release();
