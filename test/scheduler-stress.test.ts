@@ -22,6 +22,19 @@ const EXPECTED_ERRORS = new Set(['E_QUEUE_FULL', 'E_ABORTED']);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** `promise`, or the error `message()` says once `ms` pass first (the timer never outlives the race). */
+async function within<T>(promise: Promise<T>, ms: number, message: () => string | Promise<string>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(async () => reject(new Error(await message())), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 type Outcome = { kind: 'done'; tokens: number; maxTokens: number } | { kind: 'error'; code: string };
 
 /** One request as its consumer behaves: read everything, break after some tokens, abort, or read slowly. */
@@ -81,12 +94,11 @@ describe('the scheduler under a storm of requests (CPU engine)', () => {
 
   it.each([1, 2, 3])('seed %i: every request settles with a result or a typed error, and nothing stays held', async (seed) => {
     const fuzzer = new Fuzzer(rng(seed));
-    const outcomes = await Promise.race([
+    const outcomes = await within(
       Promise.all(Array.from({ length: REQUESTS }, () => request(model, new Fuzzer(rng(fuzzer.int(1 << 30)))))),
-      sleep(30_000).then(() => {
-        throw new Error(`requests still pending after 30 s: ${JSON.stringify(model.schedulerMetrics())}`);
-      }),
-    ]);
+      30_000,
+      () => `requests still pending after 30 s: ${JSON.stringify(model.schedulerMetrics())}`,
+    );
     for (const outcome of outcomes) {
       if (outcome.kind === 'error') expect(EXPECTED_ERRORS).toContain(outcome.code);
       else expect(outcome.tokens).toBeLessThanOrEqual(outcome.maxTokens);
@@ -110,12 +122,7 @@ describe('the scheduler under a storm of requests (CPU engine)', () => {
     const storm = Promise.all(Array.from({ length: REQUESTS }, () => request(doomed, new Fuzzer(rng(fuzzer.int(1 << 30))))));
     await sleep(20 + fuzzer.int(60));
     await doomed.dispose();
-    const outcomes = await Promise.race([
-      storm,
-      sleep(30_000).then(() => {
-        throw new Error('requests still pending 30 s after dispose()');
-      }),
-    ]);
+    const outcomes = await within(storm, 30_000, () => 'requests still pending 30 s after dispose()');
     console.log(`stress dispose seed ${seed}: ${JSON.stringify(tally(outcomes))}`);
     for (const outcome of outcomes) if (outcome.kind === 'error') expect([...EXPECTED_ERRORS, 'E_DISPOSED']).toContain(outcome.code);
     expect(outcomes.some((o) => o.kind === 'error' && o.code === 'E_DISPOSED')).toBe(true);

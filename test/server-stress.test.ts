@@ -17,6 +17,19 @@ const MODEL_NAME = 'tiny-mpt';
 const CLIENTS = 40;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** `promise`, or the error `message()` says once `ms` pass first (the timer never outlives the race). */
+async function within<T>(promise: Promise<T>, ms: number, message: () => string | Promise<string>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(async () => reject(new Error(await message())), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 type Outcome = 'completed' | 'streamed' | 'dropped' | `refused ${number}`;
 
 async function metrics(base: string): Promise<Record<string, number>> {
@@ -119,12 +132,11 @@ describeWithData('the server under a storm of clients (CPU engine)', 'data/gpt-n
   ])('seed %i, %s: every answer is well-formed, and the server serves on with nothing held', async (seed, behind) => {
     const base = bases[behind];
     const fuzzer = new Fuzzer(rng(seed));
-    const outcomes = await Promise.race([
+    const outcomes = await within(
       Promise.all(Array.from({ length: CLIENTS }, () => client(base, new Fuzzer(rng(fuzzer.int(1 << 30)))))),
-      sleep(60_000).then(async () => {
-        throw new Error(`clients still waiting after 60 s: ${JSON.stringify(await metrics(base))}`);
-      }),
-    ]);
+      60_000,
+      async () => `clients still waiting after 60 s: ${JSON.stringify(await metrics(base))}`,
+    );
     const tally: Record<string, number> = {};
     for (const outcome of outcomes) tally[outcome] = (tally[outcome] ?? 0) + 1;
     console.log(`server stress seed ${seed}: ${JSON.stringify(tally)}`);
