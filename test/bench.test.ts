@@ -22,6 +22,10 @@ describe('flash-mpt bench drivers (CPU)', () => {
       expect(row.prefillSeconds).toBeGreaterThan(0);
       expect(row.decodeSeconds).toBeGreaterThan(0);
       expect(row.prefillSeconds + row.decodeSeconds).toBeLessThanOrEqual(row.seconds + 1e-3);
+      // Every stream's first token comes after its prefill and within the round.
+      expect(row.firstTokenMs.median).toBeGreaterThan(0);
+      expect(row.firstTokenMs.median).toBeLessThanOrEqual(row.firstTokenMs.max);
+      expect(row.firstTokenMs.max).toBeLessThanOrEqual(row.seconds * 1000);
     }
     expect(formatServingBench(r)).toContain('| 3 |');
   }, 120_000);

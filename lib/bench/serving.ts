@@ -37,6 +37,8 @@ export interface ServingBenchRow {
   /** Of `seconds`: the engine's prefill calls and its decode calls (wall time; the rest is the host between them). */
   prefillSeconds: number;
   decodeSeconds: number;
+  /** Time to first token (every request starts at once): the median and the slowest stream's, ms. */
+  firstTokenMs: { median: number; max: number };
 }
 
 export interface ServingBenchResult {
@@ -76,6 +78,7 @@ async function round(model: Model, concurrency: number, promptTokens: number, ne
   const firstFinish = Math.min(...streams.map((t) => t[t.length - 1]));
   const inWindow = streams.reduce((n, t) => n + t.filter((x) => x > allDecoding && x <= firstFinish).length, 0);
   const total = streams.reduce((n, t) => n + t.length, 0);
+  const firstTokens = streams.map((t) => t[0] - t0).sort((a, b) => a - b);
   return {
     concurrency,
     seconds,
@@ -86,6 +89,7 @@ async function round(model: Model, concurrency: number, promptTokens: number, ne
     pickedOnDevice: after.pickedOnDeviceTotal - before.pickedOnDeviceTotal,
     prefillSeconds: after.prefillSecondsTotal - before.prefillSecondsTotal,
     decodeSeconds: after.decodeSecondsTotal - before.decodeSecondsTotal,
+    firstTokenMs: { median: firstTokens[Math.floor((firstTokens.length - 1) / 2)], max: firstTokens[firstTokens.length - 1] },
   };
 }
 
@@ -139,11 +143,11 @@ export function formatServingBench(r: ServingBenchResult): string {
       ? 'bandwidth model: GPU only'
       : `bandwidth model: (${(r.weightBytes / 1e9).toFixed(2)} GB of weights + batch × ${(r.kvBytesPerToken / 1e3).toFixed(0)} kB of KV per token of context) ÷ copy ${r.copyGBs.toFixed(0)} GB/s (same run)`,
     '',
-    '| concurrency | output tok/s (prefill included) | decode tok/s (all decoding) | model tok/s | of model | sampled from candidates / full row / picked on device | ms: engine prefill / decode / rest |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| concurrency | output tok/s (prefill included) | decode tok/s (all decoding) | model tok/s | of model | sampled from candidates / full row / picked on device | ms: engine prefill / decode / rest | first token ms: median / max |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...r.rows.map(
       (x) =>
-        `| ${x.concurrency} | ${x.outputTokensPerSecond.toFixed(0)} | ${x.decodeTokensPerSecond.toFixed(0)} | ${x.modelTokensPerSecond?.toFixed(0) ?? '–'} | ${x.ratioToModel === undefined ? '–' : `${(100 * x.ratioToModel).toFixed(1)}%`} | ${x.sampledFromCandidates} / ${x.sampledFromFullRow} / ${x.pickedOnDevice} | ${ms(x.prefillSeconds)} / ${ms(x.decodeSeconds)} / ${ms(x.seconds - x.prefillSeconds - x.decodeSeconds)} |`,
+        `| ${x.concurrency} | ${x.outputTokensPerSecond.toFixed(0)} | ${x.decodeTokensPerSecond.toFixed(0)} | ${x.modelTokensPerSecond?.toFixed(0) ?? '–'} | ${x.ratioToModel === undefined ? '–' : `${(100 * x.ratioToModel).toFixed(1)}%`} | ${x.sampledFromCandidates} / ${x.sampledFromFullRow} / ${x.pickedOnDevice} | ${ms(x.prefillSeconds)} / ${ms(x.decodeSeconds)} / ${ms(x.seconds - x.prefillSeconds - x.decodeSeconds)} | ${x.firstTokenMs.median.toFixed(1)} / ${x.firstTokenMs.max.toFixed(1)} |`,
     ),
   ];
   return lines.join('\n');
