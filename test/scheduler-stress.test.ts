@@ -12,6 +12,7 @@ import { FlashMptError } from '../lib/errors';
 import { createRandomModel, Model } from '../lib/model';
 import type { GenerateOptions } from '../lib/sampling';
 import { Fuzzer, rng } from './helpers/fuzz';
+import { sleep, within } from './helpers/time';
 
 const config = parseConfig(
   { model_type: 'mpt', d_model: 64, n_heads: 4, n_layers: 2, expansion_ratio: 4, max_seq_len: 128, vocab_size: 1024, no_bias: true, attn_config: { alibi: true, qk_ln: true } },
@@ -19,21 +20,6 @@ const config = parseConfig(
 );
 const REQUESTS = 48;
 const EXPECTED_ERRORS = new Set(['E_QUEUE_FULL', 'E_ABORTED']);
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** `promise`, or the error `message()` says once `ms` pass first (the timer never outlives the race). */
-async function within<T>(promise: Promise<T>, ms: number, message: () => string | Promise<string>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(async () => reject(new Error(await message())), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 type Outcome = { kind: 'done'; tokens: number; maxTokens: number } | { kind: 'error'; code: string };
 

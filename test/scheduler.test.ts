@@ -8,6 +8,7 @@ import { createRandomModel, GenerateResult, LoadModelOptions, Model } from '../l
 import type { NativeEngine } from '../lib/native';
 import { parseGenerateOptions, Sampler } from '../lib/sampling';
 import { Scheduler, SchedulerOptions } from '../lib/scheduler/scheduler';
+import { within } from './helpers/time';
 
 const SHAPE = {
   model_type: 'mpt', d_model: 64, n_heads: 4, n_layers: 2, expansion_ratio: 4, max_seq_len: 128, vocab_size: 1024,
@@ -273,11 +274,7 @@ describe('queue and release', () => {
       else first.release();
       armed = true;
       while (armed) await new Promise((resolve) => setImmediate(resolve));
-      const served = await Promise.race([
-        late!.next(),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('never served')), 5000).unref()),
-      ]);
-      expect(typeof served).toBe('number');
+      expect(typeof (await within(late!.next(), 5000, () => 'never served'))).toBe('number');
       late!.release();
     } finally {
       scheduler.close();

@@ -11,25 +11,11 @@ import { createServer, loadModel, Model, ReplicaPool } from '../lib';
 import { describeWithData } from './helpers/data';
 import { Fuzzer, rng } from './helpers/fuzz';
 import { listen, shutDown } from './helpers/http';
+import { sleep, within } from './helpers/time';
 import { makeTextModelFolder } from './helpers/tiny-model';
 
 const MODEL_NAME = 'tiny-mpt';
 const CLIENTS = 40;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** `promise`, or the error `message()` says once `ms` pass first (the timer never outlives the race). */
-async function within<T>(promise: Promise<T>, ms: number, message: () => string | Promise<string>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(async () => reject(new Error(await message())), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 type Outcome = 'completed' | 'streamed' | 'dropped' | `refused ${number}`;
 
 async function metrics(base: string): Promise<Record<string, number>> {
