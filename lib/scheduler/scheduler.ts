@@ -226,6 +226,8 @@ export class Scheduler {
   /** Candidates per row of a decode step; 0 = full rows only. */
   private readonly candidates: number;
   private looping = false;
+  /** wake() came while the loop ran: the loop takes one more pass before it may stop. */
+  private woken = false;
   private closed = false;
   private generatedTokens = 0;
   private sampledFromCandidates = 0;
@@ -369,9 +371,13 @@ export class Scheduler {
     return true;
   }
 
-  /** @internal Starts the loop unless it runs; it stops by itself when nothing is left to do. */
+  /** @internal Starts the loop, or has a running one take one more pass; it stops when nothing is left to do. */
   wake(): void {
-    if (this.looping || this.closed) return;
+    if (this.closed) return;
+    if (this.looping) {
+      this.woken = true;
+      return;
+    }
     this.looping = true;
     // From a microtask: requests opened in the same tick (a burst) are admitted and prefilled together.
     queueMicrotask(() => void this.loop());
@@ -379,6 +385,7 @@ export class Scheduler {
 
   private async loop(): Promise<void> {
     for (;;) {
+      this.woken = false;
       this.admit();
       const prefilled = await this.prefillRound();
       const batch = [...this.active].filter((s) => s.phase === 'decode' && s.waiter !== null && s.input !== null);
@@ -388,11 +395,9 @@ export class Scheduler {
       } else if (batch.length > 0) {
         await this.decodeStep(batch);
       }
-      // Nothing ran: stop, unless requests came or slots freed while the prefill round was awaited (their wake()
-      // found the loop running, so this loop must take them).
-      const idle = !prefilled && batch.length === 0;
-      if (idle) this.admit();
-      if (this.closed || (idle && ![...this.active].some((s) => s.phase === 'prefill'))) {
+      // Nothing ran: stop, unless a wake() came meanwhile (a request opened, or a slot freed for a queued one, while
+      // the prefill round was awaited): that work is this loop's to take.
+      if (this.closed || (!prefilled && batch.length === 0 && !this.woken)) {
         this.looping = false;
         return;
       }
