@@ -73,8 +73,8 @@ export interface NativeCandidates {
 }
 
 /**
- * One loaded model. Calls run one at a time, in order; forward, decodeBatch, decodeBatchCandidates, decodeGreedy
- * and lastLogits run off the JS thread.
+ * One loaded model. Calls run one at a time, in order; forward, forwardPrompts, forwardPromptsCandidates,
+ * decodeBatch, decodeBatchCandidates, decodeGreedy and lastLogits run off the JS thread.
  */
 export interface NativeEngine {
   /** A new, empty sequence; E_OUT_OF_MEMORY when all maxSequences slots are taken. */
@@ -92,6 +92,11 @@ export interface NativeEngine {
    * agrees within the dtype's precision (its GEMMs take the fastest layout for its rows).
    */
   forwardPrompts(seqs: Int32Array, ids: Int32Array, lengths: Int32Array): Promise<Float32Array>;
+  /**
+   * The same prefill handing back only each prompt's k candidates of its last-position row (as
+   * decodeBatchCandidates does for a decode step); the engine keeps the full rows for lastLogits.
+   */
+  forwardPromptsCandidates(seqs: Int32Array, ids: Int32Array, lengths: Int32Array, k: number, sampleableVocab: number): Promise<NativeCandidates>;
   /** One new token for each sequence: seqs.length × vocabSize logits. */
   decodeBatch(seqs: Int32Array, ids: Int32Array): Promise<Float32Array>;
   /**
@@ -106,7 +111,10 @@ export interface NativeEngine {
    * finite logit) marks a row the sampler would refuse. Every sequence grows by `steps` tokens.
    */
   decodeGreedy(seqs: Int32Array, ids: Int32Array, steps: number, sampleableVocab: number, bannedId: number): Promise<Int32Array>;
-  /** Row `row` (vocabSize logits) of the latest decode step, until the next call; E_INVALID_ARGUMENT after a forward. */
+  /**
+   * Row `row` (vocabSize logits) of the latest decode step or forwardPromptsCandidates, until the next call;
+   * E_INVALID_ARGUMENT after a forward or forwardPrompts.
+   */
   lastLogits(row: number): Promise<Float32Array>;
   memory(): NativeMemory;
   /** The paged KV pool: blocks in all, blocks no sequence holds, tokens per block. */

@@ -1,7 +1,7 @@
 /**
- * The candidate path on the CPU engine: decodeBatchCandidates hands back exactly the sampler contract's top-K and
- * log-sum-exp of the rows decodeBatch gives for the same model state (ties to the lower id, masked ids), keeps
- * those rows for lastLogits; and generation picks the same tokens with candidates as with full rows for the same
+ * The candidate path on the CPU engine: decodeBatchCandidates (forwardPromptsCandidates) hands back exactly the
+ * sampler contract's top-K and log-sum-exp of the rows decodeBatch (forwardPrompts) gives for the same model state
+ * (ties to the lower id, masked ids), keeps those rows for lastLogits; and generation picks the same tokens with candidates as with full rows for the same
  * seeds, over many option mixes, with the candidate path really deciding tokens.
  */
 import * as fs from 'node:fs';
@@ -53,6 +53,33 @@ describe('decodeBatchCandidates on the CPU engine', () => {
     for (const seqs of [viaRows, viaCandidates]) seqs.forEach((seq) => engine.releaseSequence(seq));
   });
 
+  test("forwardPromptsCandidates equals the top-K of forwardPrompts' rows for the same prompts, and keeps those rows", async () => {
+    const prompts = [[1, 2, 3], [40, 5, 300, 7, 9], [511], [100, 356, 100, 256, 0]];
+    const ids = Int32Array.from(prompts.flat());
+    const lengths = Int32Array.from(prompts, (p) => p.length);
+    const open = () => Int32Array.from(prompts, () => engine.createSequence());
+    const [viaRows, viaCandidates] = [open(), open()];
+
+    const logits = await engine.forwardPrompts(viaRows, ids, lengths);
+    const rows = prompts.map((_, r) => logits.subarray(r * VOCAB, (r + 1) * VOCAB));
+    expect(await nativeCodeOf(engine.lastLogits(0))).toBe('E_INVALID_ARGUMENT'); // full rows came back: none kept
+    const got = await engine.forwardPromptsCandidates(viaCandidates, ids, lengths, K, SAMPLEABLE);
+    const want = expectReferenceCandidates(got, rows, SAMPLEABLE, K, 1e-6);
+    for (let r = 0; r < rows.length; r++) expect(await engine.lastLogits(r)).toEqual(rows[r]);
+    expect(await nativeCodeOf(engine.lastLogits(rows.length))).toBe('E_INVALID_ARGUMENT');
+    expect(holdsTies(want)).toBe(true);
+    viaCandidates.forEach((seq, i) => expect(engine.sequenceLength(seq)).toBe(prompts[i].length));
+
+    // Bad requests fail before any work: the sequences stay empty.
+    viaRows.forEach((seq) => engine.releaseSequence(seq));
+    const fresh = open();
+    for (const [k, sampleable] of [[0, VOCAB], [VOCAB + 1, VOCAB], [8, VOCAB + 1], [8, 0], [65, 64]]) {
+      expect(await nativeCodeOf(engine.forwardPromptsCandidates(fresh, ids, lengths, k, sampleable))).toBe('E_INVALID_ARGUMENT');
+    }
+    fresh.forEach((seq) => expect(engine.sequenceLength(seq)).toBe(0));
+    for (const seqs of [viaCandidates, fresh]) seqs.forEach((seq) => engine.releaseSequence(seq));
+  });
+
   test('lastLogits holds only the latest decode step; bad requests fail and leave the sequence as it was', async () => {
     const seq = engine.createSequence();
     await engine.forward(seq, Int32Array.from([1, 2]), false);
@@ -94,11 +121,13 @@ describeWithData('sampling from candidates vs full rows (CPU engine)', 'data/gpt
     expect(fullRows.schedulerMetrics().sampledFromCandidatesTotal).toBe(0);
   });
 
-  test('greedy decoding takes every decode step from the candidates', async () => {
+  test("greedy decoding takes every token from the candidates, the prompt's first one too", async () => {
     const before = withCandidates.schedulerMetrics();
     const result = await withCandidates.generate(prompts[0], { maxTokens: 20, temperature: 0, ignoreEos: true });
     const after = withCandidates.schedulerMetrics();
-    expect(after.sampledFromFullRowTotal - before.sampledFromFullRowTotal).toBe(1); // the prompt's logits
-    expect(after.sampledFromCandidatesTotal - before.sampledFromCandidatesTotal).toBe(result.tokenIds.length - 1);
+    expect(after.sampledFromFullRowTotal - before.sampledFromFullRowTotal).toBe(0);
+    expect(after.sampledFromCandidatesTotal - before.sampledFromCandidatesTotal).toBe(result.tokenIds.length);
+    const fromFullRows = await fullRows.generate(prompts[0], { maxTokens: 20, temperature: 0, ignoreEos: true });
+    expect(result.tokenIds).toEqual(fromFullRows.tokenIds);
   });
 });

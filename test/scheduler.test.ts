@@ -368,7 +368,7 @@ describe('prefill budget between decode steps (prefillTokensPerStep)', () => {
   /**
    * Greedy generations of `prompts` (maxTokens each) run together by a scheduler of their own over the model's real
    * engine, through a proxy that logs its calls: 'prefill N' for a forward of N tokens, 'prompts A+B' for one
-   * forwardPrompts call over prompts of A and B tokens, else the method's name.
+   * forwardPrompts (or forwardPromptsCandidates) call over prompts of A and B tokens, else the method's name.
    */
   async function scheduled(options: Partial<SchedulerOptions>, prompts: number[][], maxTokens: number): Promise<{ calls: string[]; tokens: number[][] }> {
     const engine = model.live();
@@ -379,7 +379,7 @@ describe('prefill budget between decode steps (prefillTokensPerStep)', () => {
         if (typeof value !== 'function') return value;
         return (...args: unknown[]) => {
           if (name === 'forward') calls.push(`prefill ${(args[1] as Int32Array).length}`);
-          else if (name === 'forwardPrompts') calls.push(`prompts ${Array.from(args[2] as Int32Array).join('+')}`);
+          else if (name === 'forwardPrompts' || name === 'forwardPromptsCandidates') calls.push(`prompts ${Array.from(args[2] as Int32Array).join('+')}`);
           else if (typeof name === 'string' && name.startsWith('decode')) calls.push(name);
           return value.apply(target, args);
         };

@@ -53,6 +53,28 @@ Napi::TypedArrayOf<T> toTypedArray(Napi::Env env, HostArray<T>&& values) {
   return Napi::TypedArrayOf<T>::New(env, length, buffer, 0);
 }
 
+// Each row's k candidates and log-sum-exp (decodeBatchCandidates, forwardPromptsCandidates), handed to JS as
+// { ids, logits, logSumExp }.
+struct CandidateArrays {
+  HostArray<int32_t> ids;
+  HostArray<float> logits, log_sum_exp;
+
+  Napi::Object toObject(Napi::Env env) {
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("ids", toTypedArray(env, std::move(ids)));
+    out.Set("logits", toTypedArray(env, std::move(logits)));
+    out.Set("logSumExp", toTypedArray(env, std::move(log_sum_exp)));
+    return out;
+  }
+};
+
+// The sequences, concatenated token ids and lengths of whole prompts (forwardPrompts, forwardPromptsCandidates).
+struct PromptInputs {
+  std::vector<int> seqs;
+  std::vector<int32_t> ids;
+  std::vector<int64_t> lengths;
+};
+
 // A call on an engine. Holds the JS object so it is not collected meanwhile, and the shared state so a dispose()
 // during the call frees the engine only when the last queued call has finished.
 class EngineWorker : public PromiseWorker {
@@ -112,23 +134,41 @@ class ForwardWorker final : public EngineWorker {
 class ForwardPromptsWorker final : public EngineWorker {
  public:
   ForwardPromptsWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
-                       std::vector<int> seqs, std::vector<int32_t> ids, std::vector<int64_t> lengths)
-      : EngineWorker(env, "flash-mpt:forwardPrompts", std::move(state), self),
-        seqs_(std::move(seqs)),
-        ids_(std::move(ids)),
-        lengths_(std::move(lengths)) {}
+                       PromptInputs inputs)
+      : EngineWorker(env, "flash-mpt:forwardPrompts", std::move(state), self), in_(std::move(inputs)) {}
 
  private:
   void compute(Engine& engine) override {
-    engine.forwardPrompts(seqs_.data(), ids_.data(), lengths_.data(), int(seqs_.size()),
-                          logits_.allocate(seqs_.size() * size_t(state_->vocab_size)));
+    engine.forwardPrompts(in_.seqs.data(), in_.ids.data(), in_.lengths.data(), int(in_.seqs.size()),
+                          logits_.allocate(in_.seqs.size() * size_t(state_->vocab_size)));
   }
   Napi::Value result(Napi::Env env) override { return toTypedArray(env, std::move(logits_)); }
 
-  std::vector<int> seqs_;
-  std::vector<int32_t> ids_;
-  std::vector<int64_t> lengths_;
+  PromptInputs in_;
   HostArray<float> logits_;
+};
+
+class ForwardPromptsCandidatesWorker final : public EngineWorker {
+ public:
+  ForwardPromptsCandidatesWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
+                                 PromptInputs inputs, int k, int sampleable_vocab)
+      : EngineWorker(env, "flash-mpt:forwardPromptsCandidates", std::move(state), self),
+        in_(std::move(inputs)),
+        k_(k),
+        sampleable_vocab_(sampleable_vocab) {}
+
+ private:
+  void compute(Engine& engine) override {
+    const size_t n = in_.seqs.size();
+    engine.forwardPromptsCandidates(in_.seqs.data(), in_.ids.data(), in_.lengths.data(), int(n), k_,
+                                    sampleable_vocab_, out_.ids.allocate(n * size_t(k_)),
+                                    out_.logits.allocate(n * size_t(k_)), out_.log_sum_exp.allocate(n));
+  }
+  Napi::Value result(Napi::Env env) override { return out_.toObject(env); }
+
+  PromptInputs in_;
+  int k_, sampleable_vocab_;
+  CandidateArrays out_;
 };
 
 class DecodeBatchWorker final : public EngineWorker {
@@ -164,22 +204,15 @@ class DecodeBatchCandidatesWorker final : public EngineWorker {
   void compute(Engine& engine) override {
     const size_t n = seqs_.size();
     engine.decodeBatchCandidates(seqs_.data(), ids_.data(), int(n), k_, sampleable_vocab_,
-                                 candidate_ids_.allocate(n * size_t(k_)), candidate_logits_.allocate(n * size_t(k_)),
-                                 log_sum_exp_.allocate(n));
+                                 out_.ids.allocate(n * size_t(k_)), out_.logits.allocate(n * size_t(k_)),
+                                 out_.log_sum_exp.allocate(n));
   }
-  Napi::Value result(Napi::Env env) override {
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("ids", toTypedArray(env, std::move(candidate_ids_)));
-    out.Set("logits", toTypedArray(env, std::move(candidate_logits_)));
-    out.Set("logSumExp", toTypedArray(env, std::move(log_sum_exp_)));
-    return out;
-  }
+  Napi::Value result(Napi::Env env) override { return out_.toObject(env); }
 
   std::vector<int> seqs_;
   std::vector<int32_t> ids_;
   int k_, sampleable_vocab_;
-  HostArray<int32_t> candidate_ids_;
-  HostArray<float> candidate_logits_, log_sum_exp_;
+  CandidateArrays out_;
 };
 
 class DecodeGreedyWorker final : public EngineWorker {
@@ -379,6 +412,25 @@ DecodeInputs decodeInputs(const Napi::CallbackInfo& info, const std::string& met
           std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength())};
 }
 
+PromptInputs promptInputs(const Napi::CallbackInfo& info, const std::string& method) {
+  const Napi::Int32Array seqs = int32ArrayArg(info[0], "seqs");
+  const Napi::Int32Array ids = int32ArrayArg(info[1], "ids");
+  const Napi::Int32Array lengths = int32ArrayArg(info[2], "lengths");
+  if (seqs.ElementLength() != lengths.ElementLength()) {
+    fail("E_INVALID_ARGUMENT", method + " got " + std::to_string(seqs.ElementLength()) + " sequences and " +
+                                   std::to_string(lengths.ElementLength()) + " lengths");
+  }
+  int64_t total = 0;
+  for (size_t i = 0; i < lengths.ElementLength(); ++i) total += lengths[i];
+  if (total != int64_t(ids.ElementLength())) {
+    fail("E_INVALID_ARGUMENT", method + " got " + std::to_string(ids.ElementLength()) + " ids for prompts of " +
+                                   std::to_string(total) + " tokens together");
+  }
+  return {std::vector<int>(seqs.Data(), seqs.Data() + seqs.ElementLength()),
+          std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()),
+          std::vector<int64_t>(lengths.Data(), lengths.Data() + lengths.ElementLength())};
+}
+
 }  // namespace
 
 void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
@@ -389,6 +441,8 @@ void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
                                                InstanceMethod<&AddonEngine::SequenceLength>("sequenceLength"),
                                                InstanceMethod<&AddonEngine::Forward>("forward"),
                                                InstanceMethod<&AddonEngine::ForwardPrompts>("forwardPrompts"),
+                                               InstanceMethod<&AddonEngine::ForwardPromptsCandidates>(
+                                                   "forwardPromptsCandidates"),
                                                InstanceMethod<&AddonEngine::DecodeBatch>("decodeBatch"),
                                                InstanceMethod<&AddonEngine::DecodeBatchCandidates>(
                                                    "decodeBatchCandidates"),
@@ -466,23 +520,19 @@ Napi::Value AddonEngine::ForwardPrompts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return queue(env, state_, [&] {
     live();
-    const Napi::Int32Array seqs = int32ArrayArg(info[0], "seqs");
-    const Napi::Int32Array ids = int32ArrayArg(info[1], "ids");
-    const Napi::Int32Array lengths = int32ArrayArg(info[2], "lengths");
-    if (seqs.ElementLength() != lengths.ElementLength()) {
-      fail("E_INVALID_ARGUMENT", "forwardPrompts got " + std::to_string(seqs.ElementLength()) + " sequences and " +
-                                     std::to_string(lengths.ElementLength()) + " lengths");
-    }
-    int64_t total = 0;
-    for (size_t i = 0; i < lengths.ElementLength(); ++i) total += lengths[i];
-    if (total != int64_t(ids.ElementLength())) {
-      fail("E_INVALID_ARGUMENT", "forwardPrompts got " + std::to_string(ids.ElementLength()) +
-                                     " ids for prompts of " + std::to_string(total) + " tokens together");
-    }
-    return new ForwardPromptsWorker(env, state_, info.This().As<Napi::Object>(),
-                                    std::vector<int>(seqs.Data(), seqs.Data() + seqs.ElementLength()),
-                                    std::vector<int32_t>(ids.Data(), ids.Data() + ids.ElementLength()),
-                                    std::vector<int64_t>(lengths.Data(), lengths.Data() + lengths.ElementLength()));
+    return new ForwardPromptsWorker(env, state_, info.This().As<Napi::Object>(), promptInputs(info, "forwardPrompts"));
+  });
+}
+
+Napi::Value AddonEngine::ForwardPromptsCandidates(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return queue(env, state_, [&] {
+    live();
+    PromptInputs inputs = promptInputs(info, "forwardPromptsCandidates");
+    const int k = int(integerArg(info[3], "k", 1, kMaxCandidates));
+    const int sampleable_vocab = int(integerArg(info[4], "sampleableVocab", 1, state_->vocab_size));
+    return new ForwardPromptsCandidatesWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs), k,
+                                              sampleable_vocab);
   });
 }
 

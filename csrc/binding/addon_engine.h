@@ -43,6 +43,7 @@ class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
   Napi::Value SequenceLength(const Napi::CallbackInfo& info);
   Napi::Value Forward(const Napi::CallbackInfo& info);
   Napi::Value ForwardPrompts(const Napi::CallbackInfo& info);
+  Napi::Value ForwardPromptsCandidates(const Napi::CallbackInfo& info);
   Napi::Value DecodeBatch(const Napi::CallbackInfo& info);
   Napi::Value DecodeBatchCandidates(const Napi::CallbackInfo& info);
   Napi::Value DecodeGreedy(const Napi::CallbackInfo& info);

@@ -93,6 +93,11 @@ class Engine {
   // runs the prompts one pass each); forward(..., false) of it agrees bitwise on the CPU engine, within the dtype's
   // precision on the CUDA engine (a chunk's GEMMs take the fastest layout for its rows).
   virtual void forwardPrompts(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, float* out) = 0;
+  // The same prefill handing back only what the sampler needs of each prompt's last-position row, as
+  // decodeBatchCandidates does for a decode step (k best ids below sampleable_vocab with their logits, the row's
+  // log-sum-exp; out_ids and out_logits n x k, out_lse n); the engine keeps the n full rows for lastLogits.
+  virtual void forwardPromptsCandidates(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, int k,
+                                        int sampleable_vocab, int32_t* out_ids, float* out_logits, float* out_lse) = 0;
   // One decode step for `n` sequences, one new token each; out is n x vocab_size logits.
   virtual void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) = 0;
   // One decode step like decodeBatch that hands back only what the sampler needs of each row: the k best ids
@@ -109,8 +114,9 @@ class Engine {
   // picks are then meaningless). Every sequence grows by `steps` tokens; 1 ≤ steps ≤ kMaxGreedySteps.
   virtual void decodeGreedy(const int* seqs, const int32_t* ids, int n, int steps, int sampleable_vocab,
                             int banned_id, int32_t* out) = 0;
-  // Writes the vocab_size logits of row `row` of the latest decodeBatch or decodeBatchCandidates to out. Valid
-  // until the next forward or decode call; E_INVALID_ARGUMENT when that step has no such row, or a forward ran.
+  // Writes the vocab_size logits of row `row` of the latest decodeBatch, decodeBatchCandidates or
+  // forwardPromptsCandidates to out. Valid until the next forward or decode call; E_INVALID_ARGUMENT when that call
+  // has no such row, or a forward ran since.
   virtual void lastLogits(int row, float* out) = 0;
   // Bytes of device (or host, for CPU) memory held: weights, KV cache and workspace.
   virtual int64_t weightBytes() const = 0;

@@ -9,9 +9,10 @@
  * engine's GEMMs keep a row's sums independent of the rows beside it). Sequences that finish, break off or abort
  * leave at once; the engine lets go of one released mid-call only when that call lands.
  *
- * Sampling. A decode step asks the engine for each row's top-K candidates and log-sum-exp (decodeBatchCandidates)
- * instead of the full rows, unless every sampler in the batch needs full rows (decodeBatch). A row whose
- * candidates do not decide its token fetches its full row (lastLogits) before the next step starts.
+ * Sampling. A decode step, and a forwardPrompts call for its prompts' first tokens, asks the engine for each row's
+ * top-K candidates and log-sum-exp (decodeBatchCandidates, forwardPromptsCandidates) instead of the full rows,
+ * unless every sampler in the batch needs full rows. A row whose candidates do not decide its token fetches its
+ * full row (lastLogits) before the engine's next call.
  *
  * Greedy chains. When every running sequence decodes plain greedy (its sampler's pick is the raw argmax), no
  * request waits and no prompt is half prefilled, the engine runs up to greedyChainSteps steps in one call
@@ -67,13 +68,13 @@ export interface SchedulerMetrics {
   kvBlocksInUse: number;
   kvBlocksTotal: number;
   kvBlockTokens: number;
-  /** Tokens sampled from a decode step's candidates alone. */
+  /** Tokens sampled from the top-K candidates of a decode step or of a prompt's last row alone. */
   sampledFromCandidatesTotal: number;
-  /** Tokens sampled from a full row of logits: after a prefill, or when a decode step's candidates did not decide. */
+  /** Tokens sampled from a full row of logits: after a chunked prefill, or where candidates did not decide. */
   sampledFromFullRowTotal: number;
   /** Tokens picked on the device by greedy chains. */
   pickedOnDeviceTotal: number;
-  /** Seconds the engine's prefill calls (forward, forwardPrompts) took, wall time from call to result. */
+  /** Seconds the engine's prefill calls (forward, forwardPrompts[Candidates]) took, wall time from call to result. */
   prefillSecondsTotal: number;
   /** Seconds its decode calls (decodeBatch, decodeBatchCandidates, decodeGreedy) took. */
   decodeSecondsTotal: number;
@@ -212,8 +213,8 @@ class Sequence implements ScheduledSequence {
   }
 }
 
-/** A landed decode step: every full row, or each row's candidates with the full rows left in the engine. */
-type DecodedStep = { rows: Float32Array } | { candidates: NativeCandidates };
+/** A landed decode step or prompts call: every full row, or each row's candidates with the full rows left in the engine. */
+type EngineRows = { rows: Float32Array } | { candidates: NativeCandidates };
 
 export class Scheduler {
   private readonly queue: Sequence[] = [];
@@ -510,7 +511,10 @@ export class Scheduler {
     return ran;
   }
 
+  /** Whole prompts, each with a sampler, in one forwardPrompts call; their first tokens are sampled as a decode step's. */
   private async prefillPrompts(batch: Sequence[]): Promise<void> {
+    const seqs = Int32Array.from(batch, (s) => s.handle);
+    const lengths = Int32Array.from(batch, (s) => s.prompt.length);
     const ids = new Int32Array(batch.reduce((n, sequence) => n + sequence.prompt.length, 0));
     let at = 0;
     for (const sequence of batch) {
@@ -518,18 +522,24 @@ export class Scheduler {
       at += sequence.prompt.length;
       sequence.inFlight = true;
     }
-    let logits: Float32Array;
+    let step: EngineRows;
     try {
-      logits = await this.timed('prefill', this.engine.forwardPrompts(Int32Array.from(batch, (s) => s.handle), ids, Int32Array.from(batch, (s) => s.prompt.length)));
+      step = this.wantsCandidates(batch)
+        ? { candidates: await this.timed('prefill', this.engine.forwardPromptsCandidates(seqs, ids, lengths, this.candidates, this.capacity.sampleableVocab)) }
+        : { rows: await this.timed('prefill', this.engine.forwardPrompts(seqs, ids, lengths)) };
     } catch (err) {
       const error = fromNativeError(err);
       for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
       return;
     }
-    const vocab = logits.length / batch.length;
-    batch.forEach((sequence, i) => {
-      if (this.landed(sequence)) this.prefilled(sequence, sequence.prompt.length, logits.subarray(i * vocab, (i + 1) * vocab));
+    const rows = batch.map((sequence) => {
+      if (!this.landed(sequence)) return null;
+      sequence.prefilled = sequence.prompt.length;
+      sequence.length += sequence.prompt.length;
+      sequence.phase = 'decode';
+      return sequence;
     });
+    await this.sampleRows(rows, step);
   }
 
   private async prefillChunk(sequence: Sequence): Promise<void> {
@@ -558,8 +568,7 @@ export class Scheduler {
       return;
     }
     sequence.phase = 'decode';
-    this.sampledFromFullRow++;
-    this.decide(sequence, () => sampler.sample(logits));
+    void this.sampleRows([sequence], { rows: logits });
   }
 
   /**
@@ -639,10 +648,9 @@ export class Scheduler {
       sequence.input = null;
       sequence.inFlight = true;
     }
-    const useCandidates = this.candidates > 0 && batch.some((s) => !s.sampler!.needsFullRow);
-    let step: DecodedStep;
+    let step: EngineRows;
     try {
-      step = useCandidates
+      step = this.wantsCandidates(batch)
         ? { candidates: await this.timed('decode', this.engine.decodeBatchCandidates(seqs, ids, this.candidates, this.capacity.sampleableVocab)) }
         : { rows: await this.timed('decode', this.engine.decodeBatch(seqs, ids)) };
     } catch (err) {
@@ -650,20 +658,37 @@ export class Scheduler {
       for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
       return;
     }
-    const fullRowFetches: Promise<void>[] = [];
-    batch.forEach((sequence, row) => {
-      if (!this.landed(sequence)) return;
+    const rows = batch.map((sequence) => {
+      if (!this.landed(sequence)) return null;
       sequence.length++;
+      return sequence;
+    });
+    await this.sampleRows(rows, step);
+  }
+
+  /** Candidates unless every sampler of the batch needs its full row anyway. */
+  private wantsCandidates(batch: Sequence[]): boolean {
+    return this.candidates > 0 && batch.some((s) => !s.sampler!.needsFullRow);
+  }
+
+  /**
+   * Settles the sequence of each row of a landed engine call (null: released meanwhile) with its sampler's pick: from
+   * its full row, or from its candidates where they decide, else from its full row fetched (lastLogits) — the
+   * engine keeps the rows until its next call, which waits for these fetches.
+   */
+  private async sampleRows(rows: Array<Sequence | null>, step: EngineRows): Promise<void> {
+    const fullRowFetches: Promise<void>[] = [];
+    rows.forEach((sequence, row) => {
+      if (sequence === null) return;
       const sampler = sequence.sampler!;
       if ('rows' in step) {
-        const vocab = step.rows.length / batch.length;
+        const vocab = step.rows.length / rows.length;
         this.sampledFromFullRow++;
         this.decide(sequence, () => sampler.sample(step.rows.subarray(row * vocab, (row + 1) * vocab)));
       } else if (!sampler.needsFullRow && this.decide(sequence, () => this.sampleFromCandidates(sampler, step.candidates, row))) {
         this.sampledFromCandidates++;
       } else {
         this.sampledFromFullRow++;
-        // The engine keeps the step's rows until its next call, which waits for these fetches.
         const fetch = this.engine.lastLogits(row).then(
           (logits) => void this.decide(sequence, () => sampler.sample(logits)),
           (err) => this.finish(sequence, fromNativeError(err)),

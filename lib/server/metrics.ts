@@ -22,7 +22,7 @@ export function prometheusText(replicas: readonly Replica[]): string {
   metric('flash_mpt_tokens_per_second', 'gauge', 'Tokens generated per second over the last 10 seconds.', (m) => m.tokensPerSecond);
   metric('flash_mpt_kv_blocks_in_use', 'gauge', `KV cache blocks of ${blockTokens} tokens held by running sequences.`, (m) => m.kvBlocksInUse);
   metric('flash_mpt_kv_blocks_total', 'gauge', `KV cache blocks of ${blockTokens} tokens in all sequence slots.`, (m) => m.kvBlocksTotal);
-  metric('flash_mpt_sampled_from_candidates_total', 'counter', "Tokens sampled from a decode step's top-K candidates alone.", (m) => m.sampledFromCandidatesTotal);
+  metric('flash_mpt_sampled_from_candidates_total', 'counter', "Tokens sampled from the top-K candidates of a decode step or a prompt's last row alone.", (m) => m.sampledFromCandidatesTotal);
   metric('flash_mpt_sampled_from_full_row_total', 'counter', 'Tokens sampled from a full row of logits.', (m) => m.sampledFromFullRowTotal);
   metric('flash_mpt_picked_on_device_total', 'counter', 'Greedy tokens picked on the device by chained decode steps.', (m) => m.pickedOnDeviceTotal);
   metric('flash_mpt_prefill_seconds_total', 'counter', "Seconds the engine's prefill calls took (wall time).", (m) => m.prefillSecondsTotal);

@@ -1,7 +1,8 @@
 /**
  * The candidate path on the CUDA engine: decodeBatchCandidates against the sampler contract's top-K and
  * log-sum-exp of the rows lastLogits keeps (ties, masked ids, a step of two decode groups, one and two merge
- * passes of the top-K kernel), and generation with candidates picks the tokens it picks with full rows for the
+ * passes of the top-K kernel), forwardPromptsCandidates against forwardPrompts' rows over several passes, and
+ * generation with candidates picks the tokens it picks with full rows for the
  * same seeds.
  */
 import * as fs from 'node:fs';
@@ -60,6 +61,38 @@ describeGpu('decodeBatchCandidates on the CUDA engine', () => {
   it('lastLogits after decodeBatch gives its rows', async () => {
     const logits = await engine.decodeBatch(seqs, nextIds(3));
     for (const r of [0, 63, 64, ROWS - 1]) expect(await engine.lastLogits(r)).toEqual(logits.subarray(r * VOCAB, (r + 1) * VOCAB));
+  });
+});
+
+describeGpu('forwardPromptsCandidates on the CUDA engine', () => {
+  const TIED: TinyModel = { ...TEXT_MODEL, ...GRAPH_SHAPE, vocabSize: 20480 };
+  const VOCAB = TIED.vocabSize;
+  const SAMPLEABLE = 20000;
+  // 64 prompts of 33-48 tokens: more rows than one prompts pass holds, so the call runs several passes.
+  const PROMPTS = Array.from({ length: 64 }, (_, i) => Int32Array.from({ length: 33 + (i % 16) }, (_, j) => (i * 131 + j * 977) % VOCAB));
+  let dir: string;
+  let model: Model;
+  let engine: NativeEngine;
+  beforeAll(async () => {
+    dir = await makeTiedModelFolder(TIED);
+    model = await loadModel(dir, { device: 'cuda', maxSequences: 128, maxContext: 64 });
+    engine = model.live();
+  });
+  afterAll(async () => {
+    await model?.dispose();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("gives the contract's candidates of forwardPrompts' rows for the same prompts, and keeps those rows", async () => {
+    const ids = Int32Array.from(PROMPTS.flatMap((p) => Array.from(p)));
+    const lengths = Int32Array.from(PROMPTS, (p) => p.length);
+    const open = () => Int32Array.from(PROMPTS, () => engine.createSequence());
+    const logits = await engine.forwardPrompts(open(), ids, lengths);
+    const rows = PROMPTS.map((_, r) => logits.subarray(r * VOCAB, (r + 1) * VOCAB));
+    const got = await engine.forwardPromptsCandidates(open(), ids, lengths, 64, SAMPLEABLE);
+    const want = expectReferenceCandidates(got, rows, SAMPLEABLE, 64, LSE_TOLERANCE);
+    expect(holdsTies(want)).toBe(true);
+    for (const r of [0, 31, 32, 63]) expect(await engine.lastLogits(r)).toEqual(rows[r]);
   });
 });
 

@@ -86,6 +86,16 @@ class CpuEngine final : public Engine {
     claim.commit();
   }
 
+  void forwardPromptsCandidates(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, int k,
+                                int sampleable_vocab, int32_t* out_ids, float* out_logits, float* out_lse) override {
+    checkCandidateRequest(k, sampleable_vocab, config_.vocab_size);
+    checkPromptsRequest(lengths, n);
+    last_logits_.resize(size_t(n) * size_t(config_.vocab_size));
+    forwardPrompts(seqs, ids, lengths, n, last_logits_.data());
+    last_rows_ = n;
+    candidatesOfLastRows(n, k, sampleable_vocab, out_ids, out_logits, out_lse);
+  }
+
   void forwardPrompts(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, float* out) override {
     last_rows_ = 0;
     const int64_t total = checkPromptsRequest(lengths, n);
@@ -126,12 +136,7 @@ class CpuEngine final : public Engine {
                              int32_t* out_ids, float* out_logits, float* out_lse) override {
     checkCandidateRequest(k, sampleable_vocab, config_.vocab_size);
     decodeStep(seqs, ids, n);
-    pool_.parallelFor(n, 1, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        ref::topK(last_logits_.data() + r * config_.vocab_size, sampleable_vocab, k, out_logits + r * k,
-                  out_ids + r * k, out_lse + r);
-      }
-    });
+    candidatesOfLastRows(n, k, sampleable_vocab, out_ids, out_logits, out_lse);
   }
 
   void decodeGreedy(const int* seqs, const int32_t* ids, int n, int steps, int sampleable_vocab, int banned_id,
@@ -175,6 +180,16 @@ class CpuEngine final : public Engine {
     runDecodeRows(claim, 0, ids, n);
     claim.commit();
     last_rows_ = n;
+  }
+
+  // The k candidates and log-sum-exp of each of the first n rows of last_logits_.
+  void candidatesOfLastRows(int n, int k, int sampleable_vocab, int32_t* out_ids, float* out_logits, float* out_lse) {
+    pool_.parallelFor(n, 1, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        ref::topK(last_logits_.data() + r * config_.vocab_size, sampleable_vocab, k, out_logits + r * k,
+                  out_ids + r * k, out_lse + r);
+      }
+    });
   }
 
   // One new token for each of the claim's n sequences, at `offset` past its start: logits into last_logits_.

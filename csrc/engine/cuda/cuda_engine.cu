@@ -136,6 +136,7 @@ class CudaEngine final : public Engine {
     host_logits_ = PinnedBuffer(size_t(kDecodeRows) * config_.vocab_size * sizeof(float));
     top_k_workspace_ = DeviceBuffer(topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float));
     step_logits_ = DeviceBuffer(stepLogitsBytes());
+    prompt_rows_ = DeviceBuffer(promptRowsBytes());
     greedy_ = DeviceBuffer(kGreedyInts * sizeof(int32_t));
     // Read after every call (the binding's memory figures): fixed from here on, so computed once.
     workspace_bytes_ =
@@ -176,36 +177,27 @@ class CudaEngine final : public Engine {
       return;
     }
 
-    prefillChunks(claim, 0, ids, n, all_logits, out);
+    if (all_logits) {
+      prefillChunks(claim, 0, ids, n, out);
+    } else {
+      prefillChunks(claim, 0, ids, n, nullptr);
+      enqueuePromptsHead(1);
+      readLogits(ws_.logits, 0, out, 1);
+    }
     claim.commit();
   }
 
   void forwardPrompts(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, float* out) override {
-    std::lock_guard<std::mutex> lock(call_mutex_);
-    useDevice();
-    last_rows_ = 0;  // this call overwrites ws_.logits
-    const int64_t total = checkPromptsRequest(lengths, n);
-    checkIds(ids, total);
-    SequenceSlots::Claim claim(slots_, seqs, n, lengths);
-    const int64_t vocab = config_.vocab_size;
-    // Passes of whole prompts while they fit the workspace's rows; a longer prompt runs alone, chunk by chunk, and
-    // so does every prompt where the GEMMs' sums for a row would depend on the pass's row count.
-    const bool shared = gemmRowInvariance(dtype_);
-    for (int first = 0; first < n;) {
-      if (!shared || lengths[first] > ws_.rows) {
-        prefillChunks(claim, first, ids, lengths[first], false, out + first * vocab);
-        ids += lengths[first++];
-        continue;
-      }
-      int count = 0;
-      int64_t rows = 0;
-      while (first + count < n && rows + lengths[first + count] <= ws_.rows) rows += lengths[first + count++];
-      enqueuePrompts(claim, first, count, ids, lengths + first);
-      readLogits(ws_.logits, 0, out + first * vocab, count);  // waits: the pinned inputs are free again
-      ids += rows;
-      first += count;
-    }
-    claim.commit();
+    prefillPrompts(seqs, ids, lengths, n, [&] { readLogits(ws_.logits, 0, out, n); });
+  }
+
+  void forwardPromptsCandidates(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, int k,
+                                int sampleable_vocab, int32_t* out_ids, float* out_logits, float* out_lse) override {
+    checkCandidateRequest(k, sampleable_vocab, config_.vocab_size);
+    prefillPrompts(seqs, ids, lengths, n, [&] {
+      readCandidates(0, n, k, sampleable_vocab, out_ids, out_logits, out_lse);
+      last_rows_ = n;
+    });
   }
 
   void decodeBatch(const int* seqs, const int32_t* ids, int n, float* out) override {
@@ -218,29 +210,7 @@ class CudaEngine final : public Engine {
                              int32_t* out_ids, float* out_logits, float* out_lse) override {
     checkCandidateRequest(k, sampleable_vocab, config_.vocab_size);
     decodeStep(seqs, ids, n, [&](int first, int rows) {
-      // The group's values, ids and LSEs side by side, so one copy brings them over.
-      float* values = candidates_.as<float>();
-      int32_t* indices = reinterpret_cast<int32_t*>(values + rows * k);
-      float* lse = values + 2 * rows * k;
-      TopKParams p;
-      p.logits = ws_.logits.as<float>();
-      p.row_stride = config_.vocab_size;
-      p.rows = rows;
-      p.vocab = sampleable_vocab;  // ids from sampleable_vocab on take no part
-      p.k = k;
-      p.values = values;
-      p.indices = indices;
-      p.lse = lse;
-      p.workspace = top_k_workspace_.as<float>();
-      CUDA_CHECK(topK(p, stream_->get()));
-      const size_t floats = size_t(rows) * size_t(2 * k + 1);
-      CUDA_CHECK(cudaMemcpyAsync(host_candidates_.get(), values, floats * sizeof(float), cudaMemcpyDeviceToHost,
-                                 stream_->get()));
-      synchronize();
-      const float* host = host_candidates_.as<float>();
-      std::memcpy(out_logits + int64_t(first) * k, host, size_t(rows) * k * sizeof(float));
-      std::memcpy(out_ids + int64_t(first) * k, host + rows * k, size_t(rows) * k * sizeof(int32_t));
-      std::memcpy(out_lse + first, host + 2 * rows * k, size_t(rows) * sizeof(float));
+      readCandidates(first, rows, k, sampleable_vocab, out_ids, out_logits, out_lse);
     });
   }
 
@@ -304,15 +274,20 @@ class CudaEngine final : public Engine {
 
   // Every row of a decode step that spans several groups (ws_.logits holds one group's): none for engines whose
   // sequences fit one group.
+  // Each prompt's last row of the residual stream, for the head of a prompts call (kMaxPromptSequences ≤ kDecodeRows
+  // rows, so the head's rows fit ws_.x).
+  size_t promptRowsBytes() const { return size_t(kMaxPromptSequences) * size_t(config_.d_model) * sizeof(float); }
+
   size_t stepLogitsBytes() const {
     return max_sequences_ > kDecodeRows ? size_t(max_sequences_) * size_t(config_.vocab_size) * sizeof(float) : 0;
   }
 
-  // Device memory of decodeBatchCandidates, decodeGreedy and lastLogits beyond the forward pass's workspace.
+  // Device memory of decodeBatchCandidates, decodeGreedy, lastLogits and the prompts' kept rows beyond the forward
+  // pass's workspace.
   size_t decodeCallBytes() const {
     return kCandidateFloats * sizeof(float) +
            topKWorkspaceFloats(kDecodeRows, config_.vocab_size, kMaxCandidates) * sizeof(float) + stepLogitsBytes() +
-           kGreedyInts * sizeof(int32_t);
+           kGreedyInts * sizeof(int32_t) + promptRowsBytes();
   }
 
   // Weights, KV cache and workspace against the device's free memory, before anything is allocated: a model that
@@ -359,9 +334,9 @@ class CudaEngine final : public Engine {
     }
   }
 
-  // Runs n ids of claim row i in chunks of the workspace's rows: logits of every row (all_logits) or of the last.
-  void prefillChunks(const SequenceSlots::Claim& claim, int i, const int32_t* ids, int64_t n, bool all_logits,
-                     float* out) {
+  // Runs n ids of claim row i in chunks of the workspace's rows: the logits of every row into all_logits when given,
+  // else the last row of the residual stream into row i of prompt_rows_ (for enqueuePromptsHead).
+  void prefillChunks(const SequenceSlots::Claim& claim, int i, const int32_t* ids, int64_t n, float* all_logits) {
     const cudaStream_t stream = stream_->get();
     const int64_t vocab = config_.vocab_size;
     int32_t* hostIds = host_step_.as<int32_t>();
@@ -383,19 +358,96 @@ class CudaEngine final : public Engine {
         for (int row0 = 0; row0 < rows; row0 += kDecodeRows) {
           const int group = std::min(kDecodeRows, rows - row0);
           enqueueHead(state_, row0, group, stream, false);
-          readLogits(ws_.logits, 0, out + (done + row0) * vocab, group);
+          readLogits(ws_.logits, 0, all_logits + (done + row0) * vocab, group);
         }
       } else if (done + rows == n) {
-        enqueueHead(state_, rows - 1, 1, stream, true);
-        readLogits(ws_.logits, 0, out, 1);
+        keepPromptRow(rows - 1, i);
       }
       synchronize();  // the pinned ids buffer is reused by the next chunk
       done += rows;
     }
   }
 
+  // Prefill of whole prompts (forwardPrompts, forwardPromptsCandidates): passes of whole prompts while they fit the
+  // workspace's rows (a longer prompt runs alone, chunk by chunk, and so does every prompt where the GEMMs' sums for a
+  // row would depend on the pass's row count); each prompt's last row of the residual stream is kept, and one head
+  // over them leaves prompt i's logits in ws_.logits row i for `read`, before the sequences take the prompts.
+  template <class Read>
+  void prefillPrompts(const int* seqs, const int32_t* ids, const int64_t* lengths, int n, Read&& read) {
+    std::lock_guard<std::mutex> lock(call_mutex_);
+    useDevice();
+    last_rows_ = 0;  // this call overwrites ws_.logits
+    const int64_t total = checkPromptsRequest(lengths, n);
+    checkIds(ids, total);
+    SequenceSlots::Claim claim(slots_, seqs, n, lengths);
+    const bool shared = gemmRowInvariance(dtype_);
+    for (int first = 0; first < n;) {
+      if (!shared || lengths[first] > ws_.rows) {
+        prefillChunks(claim, first, ids, lengths[first], nullptr);
+        ids += lengths[first++];
+        continue;
+      }
+      int count = 0;
+      int64_t rows = 0;
+      while (first + count < n && rows + lengths[first + count] <= ws_.rows) rows += lengths[first + count++];
+      enqueuePrompts(claim, first, count, ids, lengths + first);
+      synchronize();  // the pinned inputs are free again
+      ids += rows;
+      first += count;
+    }
+    enqueuePromptsHead(n);
+    read();
+    claim.commit();
+  }
+
+  // Row `row` of the residual stream (a prompt's last) to row `keep` of prompt_rows_.
+  void keepPromptRow(int row, int keep) {
+    const size_t rowBytes = size_t(config_.d_model) * sizeof(float);
+    CUDA_CHECK(cudaMemcpyAsync(prompt_rows_.as<float>() + size_t(keep) * config_.d_model,
+                               ws_.x.as<float>() + size_t(row) * config_.d_model, rowBytes, cudaMemcpyDeviceToDevice,
+                               stream_->get()));
+  }
+
+  // The head over rows 0 .. n − 1 of prompt_rows_: their logits land in ws_.logits rows 0 .. n − 1. One head for all
+  // of a call's prompts, whatever passes ran them (the head's sums do not depend on its row count).
+  void enqueuePromptsHead(int n) {
+    const cudaStream_t stream = stream_->get();
+    CUDA_CHECK(cudaMemcpyAsync(ws_.x.get(), prompt_rows_.get(), size_t(n) * config_.d_model * sizeof(float),
+                               cudaMemcpyDeviceToDevice, stream));
+    enqueueHead(state_, 0, n, stream, false);
+  }
+
+  // Copies the candidates of ws_.logits rows 0 .. rows − 1 (top-k and log-sum-exp) to the outputs' rows from `first`.
+  void readCandidates(int first, int rows, int k, int sampleable_vocab, int32_t* out_ids, float* out_logits,
+                      float* out_lse) {
+    // The rows' values, ids and LSEs side by side, so one copy brings them over.
+    float* values = candidates_.as<float>();
+    int32_t* indices = reinterpret_cast<int32_t*>(values + rows * k);
+    float* lse = values + 2 * rows * k;
+    TopKParams p;
+    p.logits = ws_.logits.as<float>();
+    p.row_stride = config_.vocab_size;
+    p.rows = rows;
+    p.vocab = sampleable_vocab;  // ids from sampleable_vocab on take no part
+    p.k = k;
+    p.values = values;
+    p.indices = indices;
+    p.lse = lse;
+    p.workspace = top_k_workspace_.as<float>();
+    CUDA_CHECK(topK(p, stream_->get()));
+    const size_t floats = size_t(rows) * size_t(2 * k + 1);
+    CUDA_CHECK(cudaMemcpyAsync(host_candidates_.get(), values, floats * sizeof(float), cudaMemcpyDeviceToHost,
+                               stream_->get()));
+    synchronize();
+    const float* host = host_candidates_.as<float>();
+    std::memcpy(out_logits + int64_t(first) * k, host, size_t(rows) * k * sizeof(float));
+    std::memcpy(out_ids + int64_t(first) * k, host + rows * k, size_t(rows) * k * sizeof(int32_t));
+    std::memcpy(out_lse + first, host + 2 * rows * k, size_t(rows) * sizeof(float));
+  }
+
   // Enqueues one pass over the whole prompts of claim rows [first, first + count) (ids concatenated, lengths[i] ≥ 1
-  // each, ≤ ws_.rows together) and the head over each prompt's last row: its logits land in ws_.logits row i.
+  // each, ≤ ws_.rows together) and keeps each prompt's last row of the residual stream in prompt_rows_ row
+  // first + i.
   void enqueuePrompts(const SequenceSlots::Claim& claim, int first, int count, const int32_t* ids,
                       const int64_t* lengths) {
     const cudaStream_t stream = stream_->get();
@@ -432,19 +484,7 @@ class CudaEngine final : public Engine {
     pass.table_rows = deviceRows;
     pass.positions = deviceRows + ws_.rows;
     enqueueLayers(state_, pass, stream);
-    // Each prompt's last row to row i of the residual stream, in ascending order: row i ≤ its source, and every
-    // earlier source has been read by then.
-    float* x = ws_.x.as<float>();
-    const size_t rowBytes = size_t(config_.d_model) * sizeof(float);
-    for (int i = 0; i < count; ++i) {
-      const PromptSegment& seg = segments[size_t(i)];
-      const int last = seg.row0 + seg.rows - 1;
-      if (last != i) {
-        CUDA_CHECK(cudaMemcpyAsync(x + size_t(i) * config_.d_model, x + size_t(last) * config_.d_model, rowBytes,
-                                   cudaMemcpyDeviceToDevice, stream));
-      }
-    }
-    enqueueHead(state_, 0, count, stream, false);
+    for (int i = 0; i < count; ++i) keepPromptRow(segments[size_t(i)].row0 + segments[size_t(i)].rows - 1, first + i);
   }
 
   // The block-table rows of the current call, after the step's ids and scalars in step_ / host_step_.
@@ -569,7 +609,7 @@ class CudaEngine final : public Engine {
   int max_sequences_;
   SequenceSlots slots_;
   std::mutex call_mutex_;
-  int last_rows_ = 0;  // rows of the latest decode step whose logits lastLogits can copy; 0 after a forward
+  int last_rows_ = 0;  // rows of the latest decode step (or prompts' candidates) lastLogits can copy; 0 after a forward
 
   std::unique_ptr<Stream> stream_;
   ModelWeights weights_;
@@ -583,6 +623,7 @@ class CudaEngine final : public Engine {
   PinnedBuffer host_logits_;      // kDecodeRows rows of logits
   DeviceBuffer top_k_workspace_;
   DeviceBuffer step_logits_;  // stepLogitsBytes()
+  DeviceBuffer prompt_rows_;  // promptRowsBytes()
   DecodeGraphs graphs_;
   // decodeGreedy: the steps' graphs (each ends in the greedy pick), the rule they were captured with, and on the
   // device each row's first position then kMaxGreedySteps × kDecodeRows picks.
