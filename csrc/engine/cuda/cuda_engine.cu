@@ -272,12 +272,12 @@ class CudaEngine final : public Engine {
   void useDevice() const { CUDA_CHECK(cudaSetDevice(device_)); }
   void synchronize() const { CUDA_CHECK(cudaStreamSynchronize(stream_->get())); }
 
-  // Every row of a decode step that spans several groups (ws_.logits holds one group's): none for engines whose
-  // sequences fit one group.
   // Each prompt's last row of the residual stream, for the head of a prompts call (kMaxPromptSequences ≤ kDecodeRows
   // rows, so the head's rows fit ws_.x).
   size_t promptRowsBytes() const { return size_t(kMaxPromptSequences) * size_t(config_.d_model) * sizeof(float); }
 
+  // Every row of a decode step that spans several groups (ws_.logits holds one group's): none for engines whose
+  // sequences fit one group.
   size_t stepLogitsBytes() const {
     return max_sequences_ > kDecodeRows ? size_t(max_sequences_) * size_t(config_.vocab_size) * sizeof(float) : 0;
   }
