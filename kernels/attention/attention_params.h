@@ -35,8 +35,16 @@ struct FlashAttentionParams {
   const float* alibi_slopes;  // device, n_heads floats; nullptr: no ALiBi
   bool causal;
   AttnDType dtype;
+  // Packed fresh prompts (optional, device [batch] each): batch entry b is rows seg_row0[b] .. seg_row0[b] +
+  // seg_len[b] − 1 of q, k, v and o (batch strides unused), with seqlen_q = seqlen_k = seg_len[b]; seqlen_q =
+  // seqlen_k ≤ kFlashShortQueries then bound every seg_len (they size the grid). Each prompt gets the bits of a
+  // launch of its own (the short-prompt tile either way).
+  const int* seg_row0 = nullptr;
+  const int* seg_len = nullptr;
 };
 cudaError_t flash_attention_prefill(const FlashAttentionParams& params, cudaStream_t stream);
+// Up to this many queries (seqlen_q) a prefill launch runs the short-prompt tile, past it the long one.
+constexpr int kFlashShortQueries = 1024;
 
 // The new token of an engine decode step, straight from the Wqkv projection: the decode kernel then does the QKV
 // epilogue's work for it (kernels/qkv/qkv_epilogue.h: clip, split, QK-LayerNorm over the full d_model, fp32

@@ -27,6 +27,8 @@ cudaError_t flash_attention_prefill(const FlashAttentionParams& p, cudaStream_t 
   if (p.n_heads > 65535 || p.batch > 65535 || p.seqlen_q > (1 << 24) || p.seqlen_k > (1 << 24))
     return cudaErrorInvalidValue;
   if (!p.q || !p.k || !p.v || !p.o) return cudaErrorInvalidValue;
+  // Packed prompts: both arrays, one length bound for queries and keys.
+  if ((p.seg_row0 != nullptr) != (p.seg_len != nullptr) || (p.seg_len && p.seqlen_q != p.seqlen_k)) return cudaErrorInvalidValue;
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.o)) return cudaErrorInvalidValue;
   const int64_t strides[] = {p.q_batch_stride, p.q_row_stride, p.q_head_stride, p.k_batch_stride,
                              p.k_row_stride,   p.k_head_stride, p.v_batch_stride, p.v_row_stride,

@@ -75,7 +75,9 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const typename Tr::T* g
   }
 }
 
-template <typename Tr, bool kCausal, bool kAlibi>
+// kPacked: FlashAttentionParams::seg_row0 / seg_len give each batch entry's rows (short-prompt tile only: a length
+// read from memory stays in a register, which the long tile has none to spare for).
+template <typename Tr, bool kCausal, bool kAlibi, bool kPacked = false>
 __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefill_kernel(const FlashAttentionParams p) {
   using T = typename Tr::T;
   constexpr int D = Tr::kHeadDim, BM = Tr::kBlockM, BN = Tr::kBlockN;
@@ -91,14 +93,18 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   const int h = blockIdx.y, b = blockIdx.z;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int m0 = m_block * BM;
-  const int seqlen_q = p.seqlen_q, seqlen_k = p.seqlen_k;
+  // Packed prompts: this entry's rows and length; tiles past a shorter prompt's end have nothing to do.
+  const int seqlen_q = kPacked ? p.seg_len[b] : p.seqlen_q, seqlen_k = kPacked ? seqlen_q : p.seqlen_k;
+  if (kPacked && m0 >= seqlen_q) return;
+  const int64_t row0 = kPacked ? p.seg_row0[b] : 0;
   const int offset = seqlen_k - seqlen_q;  // absolute position of query 0 (bottom-right causal alignment)
   const int rows_valid = min(BM, seqlen_q - m0);
 
-  const T* q = static_cast<const T*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride + m0 * p.q_row_stride;
-  const T* k = static_cast<const T*>(p.k) + b * p.k_batch_stride + h * p.k_head_stride;
-  const T* v = static_cast<const T*>(p.v) + b * p.v_batch_stride + h * p.v_head_stride;
-  T* o = static_cast<T*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride + m0 * p.o_row_stride;
+  auto entry = [&](int64_t batch_stride, int64_t row_stride) { return kPacked ? row0 * row_stride : b * batch_stride; };
+  const T* q = static_cast<const T*>(p.q) + entry(p.q_batch_stride, p.q_row_stride) + h * p.q_head_stride + m0 * p.q_row_stride;
+  const T* k = static_cast<const T*>(p.k) + entry(p.k_batch_stride, p.k_row_stride) + h * p.k_head_stride;
+  const T* v = static_cast<const T*>(p.v) + entry(p.v_batch_stride, p.v_row_stride) + h * p.v_head_stride;
+  T* o = static_cast<T*>(p.o) + entry(p.o_batch_stride, p.o_row_stride) + h * p.o_head_stride + m0 * p.o_row_stride;
 
   // Key blocks this tile sees: with causal, up to the last valid row's position.
   int n_blocks = ceil_div(seqlen_k, BN);
@@ -265,11 +271,11 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
 }
 
 // Launch of one tile configuration; causal and ALiBi become template constants. Params already validated.
-template <typename Tr>
+template <typename Tr, bool kPacked = false>
 cudaError_t launch_flash_prefill(const FlashAttentionParams& p, cudaStream_t stream) {
   return BOOL_SWITCH(p.causal, kCausal, [&] {
     return BOOL_SWITCH(p.alibi_slopes != nullptr, kAlibi, [&] {
-      auto kernel = flash_prefill_kernel<Tr, kCausal, kAlibi>;
+      auto kernel = flash_prefill_kernel<Tr, kCausal, kAlibi, kPacked>;
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
       if (err != cudaSuccess) return err;
       const dim3 grid(ceil_div(p.seqlen_q, Tr::kBlockM), p.n_heads, p.batch);
@@ -281,17 +287,20 @@ cudaError_t launch_flash_prefill(const FlashAttentionParams& p, cudaStream_t str
 
 // Tile configurations, picked by the sweep in dev/attention.cu (bench/RESULTS-attention.md). Long query sets:
 // 128-row tiles over 32-key blocks, double-buffered (4 warps of 32 rows; 64-key blocks need more than the 255
-// registers a thread has and spill). Short ones (up to kShortQ queries): 64-row tiles, 3 CTAs per SM; less
+// registers a thread has and spill). Short ones (up to kFlashShortQueries queries): 64-row tiles, 3 CTAs per SM; less
 // padding, and with causal half the diagonal work.
 template <typename T, int kHeadDim>
 using LongPrefillTraits = PrefillTraits<T, kHeadDim, 128, 32, 4, 2, 2>;
 template <typename T, int kHeadDim>
 using ShortPrefillTraits = PrefillTraits<T, kHeadDim, 64, 64, 4, 3, 1>;
-constexpr int kShortQ = 1024;
 
 template <typename T, int kHeadDim>
 cudaError_t run_flash_prefill(const FlashAttentionParams& p, cudaStream_t stream) {
-  if (p.seqlen_q <= kShortQ) return launch_flash_prefill<ShortPrefillTraits<T, kHeadDim>>(p, stream);
+  if (p.seg_len) {
+    if (p.seqlen_q > kFlashShortQueries) return cudaErrorInvalidValue;
+    return launch_flash_prefill<ShortPrefillTraits<T, kHeadDim>, true>(p, stream);
+  }
+  if (p.seqlen_q <= kFlashShortQueries) return launch_flash_prefill<ShortPrefillTraits<T, kHeadDim>>(p, stream);
   return launch_flash_prefill<LongPrefillTraits<T, kHeadDim>>(p, stream);
 }
 

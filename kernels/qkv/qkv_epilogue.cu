@@ -28,6 +28,7 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
   const int position = p.sequences ? p.positions[r] : p.position0 + r;
   const bool toCache = position >= 0;
   const int64_t cacheRow = toCache ? p.kv.sequence(p.sequences ? p.sequences[r] : 0).offset(position) : 0;
+  const int64_t seqRow = int64_t(p.sequences ? r : position) * d;  // k_seq / v_seq
 
   float qSum = 0.f, kSum = 0.f;
   for (int i = threadIdx.x; i < d; i += kThreads) {
@@ -39,7 +40,7 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
     kSum += kv;
     const T value = fromFloat<T>(clipValue(toFloat<T>(in[2 * d + i]), p.clip));
     if (toCache) static_cast<T*>(p.v_cache)[cacheRow + i] = value;
-    if (p.v_seq) static_cast<T*>(p.v_seq)[int64_t(position) * d + i] = value;
+    if (p.v_seq) static_cast<T*>(p.v_seq)[seqRow + i] = value;
   }
 
   float qMean = 0.f, kMean = 0.f, qRstd = 1.f, kRstd = 1.f;
@@ -65,7 +66,7 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
     }
     q[i] = fromFloat<T>(qv);
     if (toCache) static_cast<T*>(p.k_cache)[cacheRow + i] = fromFloat<T>(kv);
-    if (p.k_seq) static_cast<T*>(p.k_seq)[int64_t(position) * d + i] = fromFloat<T>(kv);
+    if (p.k_seq) static_cast<T*>(p.k_seq)[seqRow + i] = fromFloat<T>(kv);
   }
 }
 
@@ -73,8 +74,7 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
 
 cudaError_t qkvEpilogue(const QkvEpilogueParams& p, cudaStream_t stream) {
   if (p.rows < 0 || p.d_model <= 0 || !p.qkv || !p.q || !p.k_cache || !p.v_cache ||
-      (p.q_ln_weight != nullptr) != (p.k_ln_weight != nullptr) || (p.sequences != nullptr) != (p.positions != nullptr) || (p.k_seq != nullptr) != (p.v_seq != nullptr) ||
-      (p.k_seq != nullptr && p.sequences != nullptr)) {
+      (p.q_ln_weight != nullptr) != (p.k_ln_weight != nullptr) || (p.sequences != nullptr) != (p.positions != nullptr) || (p.k_seq != nullptr) != (p.v_seq != nullptr)) {
     return cudaErrorInvalidValue;
   }
   if (p.rows == 0) return cudaSuccess;

@@ -25,7 +25,8 @@ struct QkvEpilogueParams {
   const int* sequences = nullptr;
   const int* positions = nullptr;
   int position0 = 0;
-  // Optional, chunk rows only (sequences nullptr): k and v also to row position0 + r of these [*, d_model] buffers.
+  // Optional: k and v also to these [*, d_model] buffers, at row position0 + r (a chunk: sequences nullptr), or at
+  // row r (sequences given: a prompts pass, its rows in pass order).
   void* k_seq = nullptr;
   void* v_seq = nullptr;
   const float* q_ln_weight = nullptr;  // [d_model]; nullptr: no QK-LayerNorm

@@ -1,6 +1,7 @@
 /**
- * forwardPrompts on the CUDA engine: prompts prefilled together in one pass (per-row cache writes, one attention per
- * prompt over its own cache, each prompt's last row gathered for the head) give each prompt the logits and the KV
+ * forwardPrompts on the CUDA engine: prompts prefilled together in one pass (per-row cache writes; fresh prompts of up
+ * to 1,024 tokens attend packed in one launch, longer ones each over its own cache; each prompt's last row gathered
+ * for the head) give each prompt the logits and the KV
  * cache of its solo pass (forwardPrompts of that prompt alone, as the scheduler runs a lone request), bit for bit:
  * the pass's GEMMs are row-invariant (kernels/gemm/gemm.h; where the device's GEMMs cannot promise that, the engine
  * runs the prompts one by one). Against forward (a chunk pass, whose GEMMs take the fastest layout for its rows)
@@ -31,6 +32,8 @@ describeGpu('forwardPrompts on the CUDA engine', () => {
   it.each([
     ['bf16', [1, 7, 64, 300, 2]],
     ['bf16', [5, 2100, 9]],
+    // One pass: the short prompts attend packed in one launch, the one past the short tile (1,024) on its own.
+    ['bf16', [3, 1500, 40]],
     ['f32', [3, 40, 17]],
   ] as const)('%s, prompts of %j tokens: the logits and the cache of each prompt\'s solo pass, bit for bit', async (dtype, lengths) => {
     const model = await loadModel(dir, { device: 'cuda', dtype, maxSequences: 2 * lengths.length, maxContext: 2200 });

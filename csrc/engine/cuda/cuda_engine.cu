@@ -126,9 +126,9 @@ class CudaEngine final : public Engine {
     }
     // Token ids of a prefill pass, then the decode step's ids, table rows, positions and sequence lengths, then
     // the block-table rows of the call's sequences (kDecodeRows = kMaxPromptSequences), then a prompts pass's
-    // table row and position of each row.
-    const size_t stepInts =
-        3 * size_t(rows) + 4 * size_t(kDecodeRows) + size_t(kDecodeRows) * size_t(kv_.table_stride);
+    // table row and position of each row, then its packed prompts' first rows and lengths (PassRows::packed).
+    const size_t stepInts = 3 * size_t(rows) + 4 * size_t(kDecodeRows) + size_t(kDecodeRows) * size_t(kv_.table_stride) +
+                            2 * size_t(kMaxPromptSequences);
     step_ = DeviceBuffer(stepInts * sizeof(int32_t));
     host_step_ = PinnedBuffer(stepInts * sizeof(int32_t));
     candidates_ = DeviceBuffer(kCandidateFloats * sizeof(float));
@@ -455,9 +455,11 @@ class CudaEngine final : public Engine {
     // After the kDecodeRows block-table rows: each row's table row, then each row's position.
     int32_t* hostRows = hostTables() + kDecodeRows * stride;
     int32_t* hostPositions = hostRows + ws_.rows;
+    int32_t* hostPacked = hostPositions + ws_.rows;
     int32_t* deviceRows = deviceTables() + kDecodeRows * stride;
     std::vector<PromptSegment> segments(static_cast<size_t>(count));
     int rows = 0;
+    bool fresh = true;
     for (int i = 0; i < count; ++i) {
       const int start = int(claim.start(first + i)), length = int(lengths[i]);
       std::memcpy(hostTables() + i * stride, claim.blockTable(first + i), stride * sizeof(int32_t));
@@ -467,15 +469,30 @@ class CudaEngine final : public Engine {
         hostPositions[rows + t] = start + t;
       }
       rows += length;
+      fresh = fresh && start == 0;
+    }
+    PassRows pass;
+    if (fresh && fusedAttention(config_, dtype_)) {
+      // The prompts of the short-prompt tile attend packed (forward.h): their first rows, then their lengths.
+      std::vector<const PromptSegment*> packed;
+      for (const PromptSegment& seg : segments) {
+        if (seg.rows <= kFlashShortQueries) packed.push_back(&seg);
+      }
+      pass.packed_count = int(packed.size());
+      for (int j = 0; j < pass.packed_count; ++j) {
+        hostPacked[j] = packed[size_t(j)]->row0;
+        hostPacked[pass.packed_count + j] = packed[size_t(j)]->rows;
+        pass.packed_longest = std::max(pass.packed_longest, packed[size_t(j)]->rows);
+      }
+      if (pass.packed_count > 0) pass.packed = deviceRows + 2 * ws_.rows;
     }
     std::memcpy(host_step_.get(), ids, size_t(rows) * sizeof(int32_t));
     CUDA_CHECK(cudaMemcpyAsync(step_.get(), host_step_.get(), size_t(rows) * sizeof(int32_t), cudaMemcpyHostToDevice,
                                stream));
-    CUDA_CHECK(cudaMemcpyAsync(deviceRows, hostRows, 2 * size_t(ws_.rows) * sizeof(int32_t), cudaMemcpyHostToDevice,
-                               stream));
+    CUDA_CHECK(cudaMemcpyAsync(deviceRows, hostRows, (2 * size_t(ws_.rows) + 2 * size_t(count)) * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, stream));
     CUDA_CHECK(cudaMemcpyAsync(deviceTables(), hostTables(), size_t(count) * stride * sizeof(int32_t),
                                cudaMemcpyHostToDevice, stream));
-    PassRows pass;
     pass.rows = rows;
     pass.ids = step_.as<int32_t>();
     pass.block_tables = deviceTables();

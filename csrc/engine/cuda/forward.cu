@@ -137,15 +137,28 @@ void runChunkAttention(const ForwardState& s, const FlashAttentionParams& p, cud
   }
 }
 
+// The short prompts of a packed prompts pass (PassRows::packed) in one launch: their keys sit in ws.k_seq in pass
+// order, and each prompt gets the bits of a launch of its own.
+void runPackedPrompts(const ForwardState& s, const PassRows& r, cudaStream_t stream) {
+  if (r.packed_count == 0) return;
+  FlashAttentionParams p = chunkAttention(s, s.ws->q.get(), s.ws->h.get(), r.packed_longest, r.packed_longest);
+  p.batch = r.packed_count;
+  p.seg_row0 = r.packed;
+  p.seg_len = r.packed + r.packed_count;
+  CUDA_CHECK(flash_attention_prefill(p, stream));
+}
+
 // Decode steps with the fused kernel take the new token straight from ws.qkv (no QKV epilogue kernel).
 void runAttention(const ForwardState& s, const PassRows& r, int layer, const LayerWeights& w, cudaStream_t stream) {
   const ModelConfig& c = *s.config;
   const int headDim = c.d_model / c.n_heads;
   const bool fused = fusedAttention(c, s.dtype);
   if (r.segments) {  // each prompt attends to its own cache, written by the QKV epilogue
+    if (r.packed) runPackedPrompts(s, r, stream);
     const int64_t rowBytes = int64_t(c.d_model) * int64_t(dtypeSize(s.dtype));
     for (int i = 0; i < r.segment_count; ++i) {
       const PromptSegment& seg = r.segments[i];
+      if (r.packed && seg.rows <= kFlashShortQueries) continue;  // attended packed
       const int keys = seg.position0 + seg.rows;
       gatherSequence(s, layer, seg.block_table, keys, stream);
       runChunkAttention(s,
@@ -220,6 +233,10 @@ void runQkvEpilogue(const ForwardState& s, const PassRows& r, int layer, const L
   if (r.decode || r.segments) {
     qp.sequences = r.table_rows;
     qp.positions = r.positions;
+    if (r.packed) {
+      qp.k_seq = ws.k_seq.get();
+      qp.v_seq = ws.v_seq.get();
+    }
   } else {
     qp.position0 = r.position0;
     qp.k_seq = ws.k_seq.get();
@@ -292,7 +309,8 @@ WorkspaceSizes workspaceSizes(const ModelConfig& c, DType dtype, int rows, int64
   z.attn = decodeAttentionFloats(c, dtype, kv_tokens) * sizeof(float);
   z.attn_counters = decodeAttentionCounters(c) * sizeof(unsigned);
   z.naive = naiveScratchBytes(c, dtype, rows, kv_tokens);
-  z.k_seq = z.v_seq = size_t(kv_tokens) * d * e;
+  // A sequence's keys (gathered, or a chunk's own), or a prompts pass's keys in pass order.
+  z.k_seq = z.v_seq = size_t(std::max<int64_t>(kv_tokens, rows)) * d * e;
   const GemmSplitWorkspace split = splitWorkspace(c);
   z.split_partials = split.partial_floats * sizeof(float);
   z.split_counters = split.counters * sizeof(unsigned);

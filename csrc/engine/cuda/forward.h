@@ -82,6 +82,12 @@ struct PassRows {
   // Host [segment_count]: the prompts of a prompts pass (table_rows and positions then give each row's).
   const PromptSegment* segments = nullptr;
   int segment_count = 0;
+  // A prompts pass whose prompts all start empty, with the fused attention: the QKV epilogue writes the pass's keys
+  // to ws.k_seq / v_seq in pass order and its prompts of up to kFlashShortQueries rows attend packed, in one launch.
+  // Device [2][packed_count]: their first rows, then their lengths.
+  const int* packed = nullptr;
+  int packed_count = 0;
+  int packed_longest = 0;
   // decode: device [rows] each; row r's table row (r itself), position (negative: a padding row, computed,
   // never cached) and the keys it attends to, itself included; a prompts pass: table row and position
   const int* table_rows = nullptr;
