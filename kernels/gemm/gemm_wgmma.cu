@@ -17,7 +17,7 @@
 // then depend neither on M nor on the row's place in its tile: prompts prefilled in one pass get their solo bits.
 //
 // Decode rows (gemmWgmmaDecode, M ≤ 64) run a 64×128 tile (8 stages deep where a tile has at most two parts, else the
-// small tile's 4) with K in parts fixed by the shape, one block per part,
+// small tile's 4; 96 wide where that fills more SMs) with K in parts fixed by the shape, one block per part,
 // the parts of an output tile one thread-block cluster: each block stages its part's sums in shared memory and the
 // cluster adds them in part order through distributed shared memory (addClusterParts), so a row's bits do not
 // depend on M and no workspace or second kernel is needed. These launches alone run under PDL.
@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   constexpr uint32_t kStageBytes = (kTileA + kTileW) * 2;
   static_assert(!FOLD || OUT == GemmOut::AddFloat, "folded parts are for AddFloat outputs");
   constexpr int kPartTiles = kWgmmaPartK / kBK;
-  static_assert(kWgM * kWgN == 2 && WN % 64 == 0, "tile shape");
+  static_assert(kWgM * kWgN == 2 && WN % 16 == 0, "tile shape");
   static_assert(!FOLD || WN <= 128, "a folding consumer holds two sets of accumulators");
   static_assert(kWgmmaPartK % kBK == 0, "parts of whole k-tiles");
   static_assert(!CLUSTER || BM == 64, "a decode cluster adds one 64-row tile");
@@ -259,8 +259,10 @@ __global__ void wgmmaProbeKernel(int* hasWgmma) {
 // AddFloat outputs of many rows, whose consumers hold the folded total beside the accumulators (2 × 64 registers:
 // the large tile's 2 × 128 do not fit). Decode: the small tile 8 stages deep (192 KB of weights and activations in
 // flight per SM) for decode rows whose tile has at most kDeepDecodeMaxParts parts of K (gemmWgmmaDecode); registers
-// still for two blocks, so the next kernel's blocks can start beside it where its shared memory allows.
-enum class WgTile { Large, Small, Medium, Decode };
+// still for two blocks, so the next kernel's blocks can start beside it where its shared memory allows. DecodeNarrow:
+// the same, 96 columns wide, where 128-wide tiles would leave SMs idle (Wqkv: 48 tiles × 2 parts on 132 SMs; 96 wide,
+// 64 × 2).
+enum class WgTile { Large, Small, Medium, Decode, DecodeNarrow };
 
 template <WgTile kTile>
 struct WgTileShape;
@@ -272,6 +274,8 @@ template <>
 struct WgTileShape<WgTile::Medium> { static constexpr int kBM = 128, kBN = 128, kStages = 6, kMinBlocks = 1; };
 template <>
 struct WgTileShape<WgTile::Decode> { static constexpr int kBM = 64, kBN = 128, kStages = 8, kMinBlocks = 2; };
+template <>
+struct WgTileShape<WgTile::DecodeNarrow> { static constexpr int kBM = 64, kBN = 96, kStages = 8, kMinBlocks = 2; };
 
 // The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds,
 // the decode one only serves decode rows (Cluster), the small one every layout.
@@ -280,7 +284,7 @@ constexpr bool tileServes() {
   if constexpr (PARTS == WgParts::Fold && OUT != GemmOut::AddFloat) return false;
   if constexpr (kTile == WgTile::Large) return PARTS == WgParts::Whole;
   if constexpr (kTile == WgTile::Medium) return PARTS == WgParts::Fold;
-  if constexpr (kTile == WgTile::Decode) return PARTS == WgParts::Cluster;
+  if constexpr (kTile == WgTile::Decode || kTile == WgTile::DecodeNarrow) return PARTS == WgParts::Cluster;
   return true;
 }
 
@@ -399,10 +403,16 @@ cudaError_t launchFoldedResidual(const GemmParams& p, int sms, cudaStream_t stre
 // whose 99 KB let the next kernel's blocks start streaming beside it: deep, they measured 7.2 → 9.8 and 15.9 → 18.5 µs.
 constexpr int kDeepDecodeMaxParts = 2;
 
-int decodePartTiles(int N, int K, int sms) {
-  const int nTiles = (N + 127) / 128, kTiles = (K + kBK - 1) / kBK;
+// The decode layout of an N × K weight in tiles `bn` wide: k-tiles per part, and blocks (tiles × parts).
+struct DecodeLayout {
+  int partTiles, parts, blocks;
+};
+DecodeLayout decodeLayout(int N, int K, int bn, int sms) {
+  const int nTiles = (N + bn - 1) / bn, kTiles = (K + kBK - 1) / kBK;
   const int parts = std::clamp(sms / nTiles, 1, std::max(1, std::min(kMaxClusterParts, kTiles / 2)));
-  return (kTiles + parts - 1) / parts;
+  const int partTiles = (kTiles + parts - 1) / parts;
+  const int used = (kTiles + partTiles - 1) / partTiles;
+  return {partTiles, used, nTiles * used};
 }
 
 template <WgTile kTile>
@@ -464,6 +474,7 @@ cudaError_t gemmWgmmaPrepare() {
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Small>();
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Medium>();
   if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::Decode>();
+  if (err == cudaSuccess && hasWgmma) err = prepareTile<WgTile::DecodeNarrow>();
   if (err == cudaSuccess && hasWgmma) wgmmaDevices.fetch_or(uint64_t(1) << device);
   return err;
 }
@@ -507,14 +518,18 @@ cudaError_t gemmWgmmaDecode(const GemmParams& p, cudaStream_t stream) {
   int sms = 0;
   if (const cudaError_t err = wgmmaDeviceSms(&sms); err != cudaSuccess) return err;
   if (p.M > kSkinnyMaxRows) return cudaErrorInvalidValue;
-  const int perPart = decodePartTiles(p.N, p.K, sms), kTiles = (p.K + kBK - 1) / kBK;
-  const bool deep = (kTiles + perPart - 1) / perPart <= kDeepDecodeMaxParts;
+  const DecodeLayout wide = decodeLayout(p.N, p.K, 128, sms);
+  const DecodeLayout narrow = decodeLayout(p.N, p.K, WgTileShape<WgTile::DecodeNarrow>::kBN, sms);
+  const bool deep = wide.parts <= kDeepDecodeMaxParts;
+  // Narrow tiles where they put more of the SMs to work in one wave, both deep.
+  const bool useNarrow = deep && narrow.parts <= kDeepDecodeMaxParts && narrow.blocks <= sms && narrow.blocks > wide.blocks;
   return switchHalf(p.dtype, [&](auto t) {
     using T = typename decltype(t)::type;
     return switchGemmOut(p.out, [&](auto o) {
       constexpr GemmOut OUT = decltype(o)::value;
-      return deep ? launchWgmma<WgTile::Decode, T, OUT, WgParts::Cluster>(p, perPart, stream)
-                  : launchWgmma<WgTile::Small, T, OUT, WgParts::Cluster>(p, perPart, stream);
+      if (useNarrow) return launchWgmma<WgTile::DecodeNarrow, T, OUT, WgParts::Cluster>(p, narrow.partTiles, stream);
+      return deep ? launchWgmma<WgTile::Decode, T, OUT, WgParts::Cluster>(p, wide.partTiles, stream)
+                  : launchWgmma<WgTile::Small, T, OUT, WgParts::Cluster>(p, wide.partTiles, stream);
     });
   });
 }

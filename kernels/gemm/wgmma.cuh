@@ -102,6 +102,12 @@ __device__ __forceinline__ void wgmmaWait() {
 }
 
 // Operand lists of m64nNk16 (N/2 fp32 accumulators per thread), generated; TYPE is "bf16" or "f16".
+#define FLASHMPT_WGMMA_N48(TYPE)                                                                 \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                \
+               "wgmma.mma_async.sync.aligned.m64n48k16.f32." TYPE "." TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, p, 1, 1, 0, 0;\n}\n" \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]) \
+               : "l"(a), "l"(b))
+
 #define FLASHMPT_WGMMA_N64(TYPE)                                                                 \
   asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"                                                \
                "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n" \
@@ -127,7 +133,9 @@ template <int N, class T>
 __device__ __forceinline__ void wgmma(float (&d)[N / 2], uint64_t a, uint64_t b) {
   static_assert(std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>, "16-bit operands");
   constexpr bool kBf16 = std::is_same_v<T, __nv_bfloat16>;
-  if constexpr (N == 64) {
+  if constexpr (N == 48) {
+    if constexpr (kBf16) FLASHMPT_WGMMA_N48("bf16"); else FLASHMPT_WGMMA_N48("f16");
+  } else if constexpr (N == 64) {
     if constexpr (kBf16) FLASHMPT_WGMMA_N64("bf16"); else FLASHMPT_WGMMA_N64("f16");
   } else if constexpr (N == 128) {
     if constexpr (kBf16) FLASHMPT_WGMMA_N128("bf16"); else FLASHMPT_WGMMA_N128("f16");
