@@ -309,6 +309,9 @@ export class Model implements AsyncDisposable {
         }
         // Queue the next step before yielding so it joins the next batch while the consumer handles this chunk.
         const pending = tokenIds.length < opts.maxTokens ? sequence.next() : null;
+        // A step that fails while the consumer holds this chunk (dispose(), a released slot) rejects before the await
+        // below: marked handled here, it is still thrown there — and not at all when the consumer stops reading.
+        pending?.catch(() => undefined);
         yield { text: piece.emit, tokenId: token };
         if (pending) token = await landed(pending);
       }

@@ -114,4 +114,18 @@ describe('the scheduler under a storm of requests (CPU engine)', () => {
     expect(outcomes.some((o) => o.kind === 'error' && o.code === 'E_DISPOSED')).toBe(true);
     await expect(doomed.generate({ ids: [1] }, { maxTokens: 1 })).rejects.toMatchObject({ code: 'E_DISPOSED' });
   }, 60_000);
+
+  // Seed 5 found it under load: the next step is queued before a chunk is handed out, and when it fails while the
+  // consumer still holds that chunk, its rejection went unhandled (a process-level error) instead of reaching the
+  // consumer's next read.
+  it('a step that fails while the consumer holds a chunk is thrown at the next read, never unhandled', async () => {
+    const doomed = await createRandomModel(config, { device: 'cpu', seed: 11, maxSequences: 2, maxContext: 64 });
+    const chunks = doomed.stream({ ids: [1, 2, 3] }, { maxTokens: 8, temperature: 0, ignoreEos: true })[Symbol.asyncIterator]();
+    expect((await chunks.next()).done).toBe(false);
+    await sleep(50); // the next step lands while the consumer holds the first chunk
+    await doomed.dispose();
+    expect((await chunks.next()).done).toBe(false); // that step's token; the step after it is refused at once
+    await sleep(20);
+    await expect(chunks.next()).rejects.toMatchObject({ code: expect.stringMatching(/^E_(DISPOSED|ABORTED)$/) });
+  });
 });
