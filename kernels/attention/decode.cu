@@ -53,6 +53,11 @@ constexpr int kSplitKeys = 128;  // keys per split at least: a multiple of every
 constexpr int kMaxSplits = 32;
 // CTAs resident per SM (the kernel's launch bounds: registers for four).
 constexpr int kDecodeCtasPerSm = 4;
+// Keys of a CTA's first split asked of L2 before its programmatic wait, the first tile (loaded into registers)
+// included: one tile more in flight while the projection finishes and the new token's statistics are taken. Measured
+// (H200, session 10, bench/RESULTS.md): 64 keys took batch 1 at 8k keys 69 → 71% of copy, batch 16 at 2048 91 → 95%,
+// the 64-row engine step 2.14 → 2.12 ms; 128 or 256 keys, or also the next split of a walking CTA, were slower.
+constexpr int kPrefetchKeys = 64;
 
 __host__ __device__ constexpr int cdiv(int a, int b) { return (a + b - 1) / b; }
 
@@ -248,6 +253,17 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads, kDecodeCtasP
   uint4 ka[P], va[P], kb[P], vb[P];
   const int first_start = int(blockIdx.x) * split_keys;
   load(ka, va, first_start, min(len, first_start + split_keys));
+  {  // The rest of the first kPrefetchKeys keys asked of L2 (the new token's row is not in the cache yet).
+    constexpr int kLines = kHeadDim * int(sizeof(T)) / 128;  // 128-byte lines of one head's row
+    const T* k_head = static_cast<const T*>(p.k_cache) + int64_t(h) * p.head_stride;
+    const T* v_head = static_cast<const T*>(p.v_cache) + int64_t(h) * p.head_stride;
+    const int from = first_start + Tr::kTileKeys;
+    const int to = min(min(first_start + split_keys, first_start + kPrefetchKeys), len - (kNewToken ? 1 : 0));
+    for (int i = tid; i < (to - from) * 2 * kLines; i += Tr::kThreads) {
+      const int key = from + i / (2 * kLines), line = i % (2 * kLines);
+      prefetchL2((line < kLines ? k_head : v_head) + rows.offset(key) + (line % kLines) * (128 / int(sizeof(T))));
+    }
+  }
   if (kNewToken && group == 0 && col % 32 == 0) {  // the head's QK-LayerNorm weights, a line (32 floats) each
     const int c = h * kHeadDim + col;
     for (const float* w : {p.new_token.q_ln_weight, p.new_token.q_ln_bias, p.new_token.k_ln_weight, p.new_token.k_ln_bias})
