@@ -8,6 +8,7 @@
 //            The first timed step of each batch runs between cudaProfilerStart and cudaProfilerStop, so
 //            `ncu --profile-from-start off` sees one step's kernels.
 // Usage: engine_bench <GEMM TFLOP/s> [BATCH[:PROMPT]...: decode only, e.g. `engine_bench 0 64:128` under ncu]
+//        engine_bench <GEMM TFLOP/s> prefill:N   (one prefill length only, its last run profiled)
 // Built from the addon's object files plus this file (see bench/RESULTS-engine.md for the command).
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
@@ -78,13 +79,22 @@ ModelConfig seedModel() {
 int main(int argc, char** argv) {
   const double gemmTflops = argc > 1 ? std::atof(argv[1]) : 0;
   // Further arguments: decode only, no prefill — BATCH or BATCH:PROMPT (prompt tokens per sequence, default 32).
+  // Or `prefill:N`: prefill of N tokens only, its last timed forward between cudaProfilerStart and Stop (for
+  // `ncu --profile-from-start off` or `nsys profile --capture-range=cudaProfilerApi`).
   std::vector<std::pair<int, int>> batches;  // (batch, prompt tokens)
+  std::vector<int> prefillTokens = {128, 512, 2048};
+  bool profilePrefill = false;
   for (int i = 2; i < argc; ++i) {
     const char* colon = std::strchr(argv[i], ':');
-    batches.emplace_back(std::atoi(argv[i]), colon ? std::atoi(colon + 1) : 32);
+    if (!std::strncmp(argv[i], "prefill:", 8)) {
+      prefillTokens = {std::atoi(argv[i] + 8)};
+      profilePrefill = true;
+    } else {
+      batches.emplace_back(std::atoi(argv[i]), colon ? std::atoi(colon + 1) : 32);
+    }
   }
   const bool prefill = batches.empty();
-  if (prefill) batches = {{1, 32}, {8, 32}, {16, 32}, {64, 32}};
+  if (prefill && !profilePrefill) batches = {{1, 32}, {8, 32}, {16, 32}, {64, 32}};
   try {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return 2;
@@ -106,15 +116,18 @@ int main(int argc, char** argv) {
     std::vector<float> logits(size_t(64) * c.vocab_size);
 
     if (prefill) std::printf("\n| prefill tokens | ms | tokens/s | TFLOP/s | MFU |\n| ---: | ---: | ---: | ---: | ---: |\n");
-    for (int n : prefill ? std::vector<int>{128, 512, 2048} : std::vector<int>{}) {
+    for (int n : prefill ? prefillTokens : std::vector<int>{}) {
       std::vector<int32_t> ids(static_cast<size_t>(n));
       for (int i = 0; i < n; ++i) ids[size_t(i)] = (i * 7919 + 13) % c.vocab_size;
       std::vector<double> ms;
       for (int r = 0; r < 6; ++r) {
         const int seq = engine->createSequence();
+        const bool profiled = profilePrefill && r == 5;
+        if (profiled) cudaProfilerStart();
         const double s = nowMs();
         engine->forward(seq, ids.data(), n, false, logits.data());
         if (r > 0) ms.push_back(nowMs() - s);
+        if (profiled) cudaProfilerStop();
         engine->releaseSequence(seq);
       }
       const double t = median(ms);
