@@ -68,10 +68,15 @@ __device__ __forceinline__ bool takeLastTicket(const GemmParams& p, int tile, in
   return last;
 }
 
-// c[m, n] += alpha·sum + bias[n]: the last step of a split AddFloat output, one function wherever the parts were
-// summed (the fixup, or the wgmma block that folds all its parts itself), so every path gives the same bits.
+// alpha·sum + bias[n], what a split AddFloat output adds to c[m, n] once its parts are summed: one function wherever
+// the parts were summed (the fixup, or the wgmma block that folds all its parts itself), so every path gives the same
+// bits.
+__device__ __forceinline__ float foldedIncrement(const GemmParams& p, int n, float sum) {
+  return p.alpha * sum + (p.bias ? p.bias[n] : 0.f);
+}
+
 __device__ __forceinline__ void addFoldedSum(const GemmParams& p, int m, int n, float sum) {
-  static_cast<float*>(p.c)[int64_t(m) * p.ldc + n] += p.alpha * sum + (p.bias ? p.bias[n] : 0.f);
+  static_cast<float*>(p.c)[int64_t(m) * p.ldc + n] += foldedIncrement(p, n, sum);
 }
 
 __device__ __forceinline__ void addSplitPartials(const GemmParams& p, int splits, int m, int n) {
