@@ -476,7 +476,7 @@ class CudaEngine final : public Engine {
       // The prompts of the short-prompt tile attend packed (forward.h): their first rows, then their lengths.
       std::vector<const PromptSegment*> packed;
       for (const PromptSegment& seg : segments) {
-        if (seg.rows <= kFlashShortQueries) packed.push_back(&seg);
+        if (seg.attendsPacked()) packed.push_back(&seg);
       }
       pass.packed_count = int(packed.size());
       for (int j = 0; j < pass.packed_count; ++j) {

@@ -158,7 +158,7 @@ void runAttention(const ForwardState& s, const PassRows& r, int layer, const Lay
     const int64_t rowBytes = int64_t(c.d_model) * int64_t(dtypeSize(s.dtype));
     for (int i = 0; i < r.segment_count; ++i) {
       const PromptSegment& seg = r.segments[i];
-      if (r.packed && seg.rows <= kFlashShortQueries) continue;  // attended packed
+      if (r.packed && seg.attendsPacked()) continue;  // attended in runPackedPrompts
       const int keys = seg.position0 + seg.rows;
       gatherSequence(s, layer, seg.block_table, keys, stream);
       runChunkAttention(s,

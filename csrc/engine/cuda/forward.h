@@ -8,6 +8,7 @@
 #include "csrc/engine/cuda/model_weights.h"
 #include "csrc/engine/engine.h"
 #include "csrc/runtime/device_buffer.h"
+#include "kernels/attention/attention_params.h"  // kFlashShortQueries
 
 namespace flashmpt {
 
@@ -68,6 +69,10 @@ constexpr int kWgmmaDecodeMinSequences = 32;
 struct PromptSegment {
   int row0 = 0, rows = 0, position0 = 0;
   const int32_t* block_table = nullptr;
+
+  // In a packed prompts pass (PassRows::packed), whether this prompt attends in the packed launch (the short-prompt
+  // tile's queries) rather than in a launch of its own.
+  bool attendsPacked() const { return rows <= kFlashShortQueries; }
 };
 
 // Which tokens a pass runs: a chunk of one sequence (prefill or extend), one new token for each of several
