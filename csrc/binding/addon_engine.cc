@@ -53,11 +53,19 @@ Napi::TypedArrayOf<T> toTypedArray(Napi::Env env, HostArray<T>&& values) {
   return Napi::TypedArrayOf<T>::New(env, length, buffer, 0);
 }
 
-// Each row's k candidates and log-sum-exp (decodeBatchCandidates, forwardPromptsCandidates), handed to JS as
-// { ids, logits, logSumExp }.
-struct CandidateArrays {
+// A candidates call (decodeBatchCandidates, forwardPromptsCandidates): k and the sampleable vocabulary asked for, then
+// each row's k candidates and log-sum-exp, handed to JS as { ids, logits, logSumExp }.
+struct CandidateCall {
+  int k = 0, sampleable_vocab = 0;
   HostArray<int32_t> ids;
   HostArray<float> logits, log_sum_exp;
+
+  // The outputs for n rows.
+  void allocate(size_t n) {
+    ids.allocate(n * size_t(k));
+    logits.allocate(n * size_t(k));
+    log_sum_exp.allocate(n);
+  }
 
   Napi::Object toObject(Napi::Env env) {
     Napi::Object out = Napi::Object::New(env);
@@ -151,24 +159,23 @@ class ForwardPromptsWorker final : public EngineWorker {
 class ForwardPromptsCandidatesWorker final : public EngineWorker {
  public:
   ForwardPromptsCandidatesWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
-                                 PromptInputs inputs, int k, int sampleable_vocab)
+                                 PromptInputs inputs, CandidateCall request)
       : EngineWorker(env, "flash-mpt:forwardPromptsCandidates", std::move(state), self),
         in_(std::move(inputs)),
-        k_(k),
-        sampleable_vocab_(sampleable_vocab) {}
+        out_(std::move(request)) {}
 
  private:
   void compute(Engine& engine) override {
     const size_t n = in_.seqs.size();
-    engine.forwardPromptsCandidates(in_.seqs.data(), in_.ids.data(), in_.lengths.data(), int(n), k_,
-                                    sampleable_vocab_, out_.ids.allocate(n * size_t(k_)),
-                                    out_.logits.allocate(n * size_t(k_)), out_.log_sum_exp.allocate(n));
+    out_.allocate(n);
+    engine.forwardPromptsCandidates(in_.seqs.data(), in_.ids.data(), in_.lengths.data(), int(n), out_.k,
+                                    out_.sampleable_vocab, out_.ids.data.get(), out_.logits.data.get(),
+                                    out_.log_sum_exp.data.get());
   }
   Napi::Value result(Napi::Env env) override { return out_.toObject(env); }
 
   PromptInputs in_;
-  int k_, sampleable_vocab_;
-  CandidateArrays out_;
+  CandidateCall out_;
 };
 
 class DecodeBatchWorker final : public EngineWorker {
@@ -193,26 +200,24 @@ class DecodeBatchWorker final : public EngineWorker {
 class DecodeBatchCandidatesWorker final : public EngineWorker {
  public:
   DecodeBatchCandidatesWorker(Napi::Env env, std::shared_ptr<EngineState> state, const Napi::Object& self,
-                              std::vector<int> seqs, std::vector<int32_t> ids, int k, int sampleable_vocab)
+                              std::vector<int> seqs, std::vector<int32_t> ids, CandidateCall request)
       : EngineWorker(env, "flash-mpt:decodeBatchCandidates", std::move(state), self),
         seqs_(std::move(seqs)),
         ids_(std::move(ids)),
-        k_(k),
-        sampleable_vocab_(sampleable_vocab) {}
+        out_(std::move(request)) {}
 
  private:
   void compute(Engine& engine) override {
     const size_t n = seqs_.size();
-    engine.decodeBatchCandidates(seqs_.data(), ids_.data(), int(n), k_, sampleable_vocab_,
-                                 out_.ids.allocate(n * size_t(k_)), out_.logits.allocate(n * size_t(k_)),
-                                 out_.log_sum_exp.allocate(n));
+    out_.allocate(n);
+    engine.decodeBatchCandidates(seqs_.data(), ids_.data(), int(n), out_.k, out_.sampleable_vocab,
+                                 out_.ids.data.get(), out_.logits.data.get(), out_.log_sum_exp.data.get());
   }
   Napi::Value result(Napi::Env env) override { return out_.toObject(env); }
 
   std::vector<int> seqs_;
   std::vector<int32_t> ids_;
-  int k_, sampleable_vocab_;
-  CandidateArrays out_;
+  CandidateCall out_;
 };
 
 class DecodeGreedyWorker final : public EngineWorker {
@@ -431,6 +436,14 @@ PromptInputs promptInputs(const Napi::CallbackInfo& info, const std::string& met
           std::vector<int64_t>(lengths.Data(), lengths.Data() + lengths.ElementLength())};
 }
 
+// k and sampleableVocab of a candidates call, arguments `at` and `at` + 1.
+CandidateCall candidateRequest(const Napi::CallbackInfo& info, size_t at, int vocab_size) {
+  CandidateCall request;
+  request.k = int(integerArg(info[at], "k", 1, kMaxCandidates));
+  request.sampleable_vocab = int(integerArg(info[at + 1], "sampleableVocab", 1, vocab_size));
+  return request;
+}
+
 }  // namespace
 
 void AddonEngine::Init(Napi::Env env, Napi::Object exports) {
@@ -529,10 +542,8 @@ Napi::Value AddonEngine::ForwardPromptsCandidates(const Napi::CallbackInfo& info
   return queue(env, state_, [&] {
     live();
     PromptInputs inputs = promptInputs(info, "forwardPromptsCandidates");
-    const int k = int(integerArg(info[3], "k", 1, kMaxCandidates));
-    const int sampleable_vocab = int(integerArg(info[4], "sampleableVocab", 1, state_->vocab_size));
-    return new ForwardPromptsCandidatesWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs), k,
-                                              sampleable_vocab);
+    return new ForwardPromptsCandidatesWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs),
+                                              candidateRequest(info, 3, state_->vocab_size));
   });
 }
 
@@ -551,10 +562,8 @@ Napi::Value AddonEngine::DecodeBatchCandidates(const Napi::CallbackInfo& info) {
   return queue(env, state_, [&] {
     live();
     DecodeInputs inputs = decodeInputs(info, "decodeBatchCandidates");
-    const int k = int(integerArg(info[2], "k", 1, kMaxCandidates));
-    const int sampleable_vocab = int(integerArg(info[3], "sampleableVocab", 1, state_->vocab_size));
     return new DecodeBatchCandidatesWorker(env, state_, info.This().As<Napi::Object>(), std::move(inputs.seqs),
-                                           std::move(inputs.ids), k, sampleable_vocab);
+                                           std::move(inputs.ids), candidateRequest(info, 2, state_->vocab_size));
   });
 }
 
