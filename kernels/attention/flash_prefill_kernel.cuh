@@ -79,7 +79,8 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const typename Tr::T* g
 // kPacked: FlashAttentionParams::seg_row0 / seg_len give each batch entry's rows (short-prompt tile only: a length
 // read from memory stays in a register, which the long tile has none to spare for).
 template <typename Tr, bool kCausal, bool kAlibi, bool kPacked = false>
-__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefill_kernel(const FlashAttentionParams p) {
+__global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM)
+    flash_prefill_kernel(const FlashAttentionParams p, bool longest_first) {
   using T = typename Tr::T;
   constexpr int D = Tr::kHeadDim, BM = Tr::kBlockM, BN = Tr::kBlockN;
   constexpr int kMT = Tr::kMT, kNT = Tr::kNT, kDT = Tr::kDT;
@@ -89,9 +90,16 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   T* sK = sQ + BM * D;
   T* sV = sK + Tr::kStages * BN * D;
 
-  // Causal: the last query tiles see the most keys; start them first so short tiles fill the tail.
-  const int m_block = kCausal ? int(gridDim.x) - 1 - int(blockIdx.x) : int(blockIdx.x);
-  const int h = blockIdx.y, b = blockIdx.z;
+  // The block scheduler starts blocks in linear order, read here as (batch, head) pair after pair, each pair's query
+  // tiles last first (with causal they see the most keys), or with longest_first (prefill_longest_first) as tile rank
+  // after rank over all pairs: every pair's longest tile starts before any shorter one and short tiles fill the tail.
+  // (x = query tile, y = head, z = batch only size the grid within its limits.)
+  const int64_t pairs = int64_t(gridDim.y) * gridDim.z;
+  const int64_t linear = blockIdx.x + int64_t(gridDim.x) * (blockIdx.y + int64_t(gridDim.y) * blockIdx.z);
+  const int tile_rank = int(longest_first ? linear / pairs : linear % gridDim.x);
+  const int64_t pair = longest_first ? linear % pairs : linear / gridDim.x;
+  const int m_block = kCausal ? int(gridDim.x) - 1 - tile_rank : tile_rank;
+  const int h = int(pair % gridDim.y), b = int(pair / gridDim.y);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int m0 = m_block * BM;
   // Packed prompts: this entry's rows and length; tiles past a shorter prompt's end have nothing to do.
@@ -271,6 +279,12 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM) flash_prefi
   }
 }
 
+// The grid's order (the kernel's first lines): longest tiles first over all pairs for prompts past
+// kFlashShortQueries queries; shorter ones keep each pair's tiles together, whose keys and values then stay in L2
+// between them. H200, session 11, TFLOP/s before → after: 2048 × 1 153 → 172, 2048 × 8 241 → 253, 8192 × 2 274 →
+// 289; 512 × 32 179 → 161 over all pairs (also in groups of ~2 waves of pairs: 162), hence kept together.
+inline bool prefill_longest_first(const FlashAttentionParams& p) { return p.seqlen_q > kFlashShortQueries; }
+
 // Launch of one tile configuration; causal and ALiBi become template constants. Params already validated.
 template <typename Tr, bool kPacked = false>
 cudaError_t launch_flash_prefill(const FlashAttentionParams& p, cudaStream_t stream) {
@@ -280,7 +294,7 @@ cudaError_t launch_flash_prefill(const FlashAttentionParams& p, cudaStream_t str
       cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes);
       if (err != cudaSuccess) return err;
       const dim3 grid(ceil_div(p.seqlen_q, Tr::kBlockM), p.n_heads, p.batch);
-      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p);
+      kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, stream>>>(p, prefill_longest_first(p));
       return cudaGetLastError();
     });
   });
@@ -288,12 +302,15 @@ cudaError_t launch_flash_prefill(const FlashAttentionParams& p, cudaStream_t str
 
 // Tile configurations, picked by the sweep in dev/attention.cu (bench/RESULTS-attention.md). Long query sets:
 // 128-row tiles over 32-key blocks, double-buffered (4 warps of 32 rows; 64-key blocks need more than the 255
-// registers a thread has and spill). Short ones (up to kFlashShortQueries queries, and longer ones whose long-tile grid would fit
-// one wave): 64-row tiles, 3 CTAs per SM; less padding, and with causal half the diagonal work.
+// registers a thread has and spill). Short ones (up to kFlashShortQueries queries): 64-row tiles, 3 CTAs per SM;
+// less padding, and with causal half the diagonal work. Longer ones whose long-tile grid would fit one wave: 64-row
+// tiles double-buffered, 2 CTAs per SM.
 template <typename T, int kHeadDim>
 using LongPrefillTraits = PrefillTraits<T, kHeadDim, 128, 32, 4, 2, 2>;
 template <typename T, int kHeadDim>
 using ShortPrefillTraits = PrefillTraits<T, kHeadDim, 64, 64, 4, 3, 1>;
+template <typename T, int kHeadDim>
+using OneWavePrefillTraits = PrefillTraits<T, kHeadDim, 64, 64, 4, 2, 2>;
 
 template <typename T, int kHeadDim>
 cudaError_t run_flash_prefill(const FlashAttentionParams& p, cudaStream_t stream) {
@@ -303,13 +320,14 @@ cudaError_t run_flash_prefill(const FlashAttentionParams& p, cudaStream_t stream
   }
   if (p.seqlen_q <= kFlashShortQueries) return launch_flash_prefill<ShortPrefillTraits<T, kHeadDim>>(p, stream);
   // A long grid within one wave (two CTAs an SM) finishes with its longest causal tiles while the SMs of the short
-  // ones idle: 64-row tiles spread that tail. A 2048-token prompt alone (16 × 16 tiles), H200, session 10:
-  // 141.6 → 154.5 TFLOP/s (dev/attention), the engine's prefill attention 118 → 111 µs a layer.
+  // ones idle: 64-row tiles spread that tail. A 2048-token prompt alone (16 × 16 tiles), H200: 141.6 → 154.5 TFLOP/s
+  // in the short tile (session 10, dev/attention), 202.9 in this one with the longest tiles first (171.4 in the
+  // short tile, session 11).
   int sms = 0;
   if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
   const int64_t long_ctas = int64_t(ceil_div(p.seqlen_q, LongPrefillTraits<T, kHeadDim>::kBlockM)) * p.n_heads * p.batch;
   if (long_ctas <= int64_t(LongPrefillTraits<T, kHeadDim>::kMinBlocksPerSM) * sms)
-    return launch_flash_prefill<ShortPrefillTraits<T, kHeadDim>>(p, stream);
+    return launch_flash_prefill<OneWavePrefillTraits<T, kHeadDim>>(p, stream);
   return launch_flash_prefill<LongPrefillTraits<T, kHeadDim>>(p, stream);
 }
 

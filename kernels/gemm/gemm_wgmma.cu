@@ -43,9 +43,16 @@ constexpr int kWgmmaPartK = 512;
 constexpr int kThreads = 384;
 constexpr int kMaxClusterParts = 8;  // the portable cluster size
 
-template <int BM, int BN, int STAGES>
+// A block that walks output tiles (WgParts::Tiles) stages its epilogue in a region of its own, 32 columns at a time
+// (the pipeline stages already hold the next tile's loads): a warp's 16 rows × kTileStagingCols fp32 sums.
+constexpr int kTileStagingCols = 32;
+constexpr int kTileStagingLd = kTileStagingCols + 8;  // floats: a warp's float2 writes of fragments hit 32 banks
+constexpr int kTileStagingBytes = 8 * 16 * kTileStagingLd * 4;  // 8 consumer warps
+
+template <int BM, int BN, int STAGES, bool TILES>
 constexpr int wgmmaSmemBytes() {
-  return STAGES * (BM + BN) * kBK * 2 + 2 * STAGES * 8 + 1024;  // tiles, full/empty barriers, 1024-byte alignment
+  // tiles, full/empty barriers, the walking block's staging, 1024-byte alignment
+  return STAGES * (BM + BN) * kBK * 2 + 2 * STAGES * 8 + (TILES ? kTileStagingBytes : 0) + 1024;
 }
 
 // The summed parts of columns n and n + 1 of row m: an AddFloat output through addFoldedSum (the bits every way of
@@ -125,17 +132,48 @@ __device__ __forceinline__ void addResidualPairs(const GemmParams& p, const floa
   }
 }
 
+// A Tiles block's epilogue for one tile: its warp's 16 rows × WN columns at (m0, n0), kTileStagingCols columns at a
+// time through the warp's staging (fragment layout in, consecutive column pairs out), each pair through
+// epilogueStorePair as in the one-tile blocks (the same bits). Only the staging is unrolled (the accumulators are
+// registers); the epilogue loop stays rolled, so the erf GELU is not copied 128 times.
+template <class T, GemmOut OUT, int WN>
+__device__ __forceinline__ void storeTileRows(const GemmParams& p, const float (&acc)[WN / 2], float* staging, int lane,
+                                              int m0, int n0) {
+  constexpr int kChunkJ = kTileStagingCols / 8;  // accumulator column groups of 8 a chunk
+  constexpr int kPairs = 16 * kTileStagingCols / 2;
+#pragma unroll
+  for (int chunk = 0; chunk < WN / kTileStagingCols; ++chunk) {
+#pragma unroll
+    for (int jj = 0; jj < kChunkJ; ++jj) {
+      const int j = chunk * kChunkJ + jj, row = lane / 4, col = jj * 8 + (lane % 4) * 2;
+      *reinterpret_cast<float2*>(staging + row * kTileStagingLd + col) = make_float2(acc[4 * j], acc[4 * j + 1]);
+      *reinterpret_cast<float2*>(staging + (row + 8) * kTileStagingLd + col) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
+    }
+    __syncwarp();
+#pragma unroll 2
+    for (int i = lane; i < kPairs; i += 32) {
+      const int row = i / (kTileStagingCols / 2), col = i % (kTileStagingCols / 2) * 2;
+      const float2 v = *reinterpret_cast<const float2*>(staging + row * kTileStagingLd + col);
+      if (m0 + row < p.M) epilogueStorePair<T, OUT>(p, m0 + row, n0 + chunk * kTileStagingCols + col, v.x, v.y);
+    }
+    __syncwarp();
+  }
+}
+
 // How a block's K range and the blocks of blockIdx.z meet. Whole: K in one pass (z > 1, AddFloat only: the fixup
 // kernel adds the splits). Fold: K in fixed parts of kWgmmaPartK, folded in order (above). Cluster: the blocks of
 // blockIdx.z, one cluster, each run one part and add them all in order (addClusterParts), any output (decode rows).
-enum class WgParts { Whole, Fold, Cluster };
+// Tiles: K in one pass, and a block (one an SM) walks the output tiles blockIdx.x, + gridDim.x, ...: its producer
+// streams the next tile's stages while its consumers run the epilogue (storeTileRows) — a grid of one tile a
+// block waits on each wave's first loads.
+enum class WgParts { Whole, Fold, Cluster, Tiles };
 
 template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT, WgParts PARTS>
 __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     gemmWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapW,
                     const GemmParams p, int kTilesPerSplit) {
 #ifdef FLASHMPT_HAS_WGMMA
-  constexpr bool FOLD = PARTS == WgParts::Fold, CLUSTER = PARTS == WgParts::Cluster;
+  constexpr bool FOLD = PARTS == WgParts::Fold, CLUSTER = PARTS == WgParts::Cluster, TILES = PARTS == WgParts::Tiles;
   constexpr int kWgM = BM / 64, kWgN = 2 / kWgM, WN = BN / kWgN;  // consumer warpgroups' grid and their N
   constexpr int kTileA = BM * kBK, kTileW = BN * kBK;              // elements per stage
   constexpr uint32_t kStageBytes = (kTileA + kTileW) * 2;
@@ -145,6 +183,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   static_assert(!FOLD || WN <= 128, "a folding consumer holds two sets of accumulators");
   static_assert(kWgmmaPartK % kBK == 0, "parts of whole k-tiles");
   static_assert(!CLUSTER || BM == 64, "a decode cluster adds one 64-row tile");
+  static_assert(!TILES || OUT == GemmOut::Half || OUT == GemmOut::HalfGelu, "walking blocks store through the epilogue");
 
   extern __shared__ unsigned char smemRaw[];
   // 128-byte swizzle atoms (8 rows × 128 bytes) must start on 1024-byte boundaries.
@@ -155,7 +194,13 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   auto tileW = [&](int s) { return smem + s * (kTileA + kTileW) + kTileA; };
 
   const int wg = threadIdx.x / 128;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  // The output tiles of this block: one (blockIdx.y, blockIdx.x), or with TILES every gridDim.x-th of the grid's
+  // tiles in row-major order (the order a grid of one tile a block starts them in).
+  const int tilesN = (p.N + BN - 1) / BN;
+  const int firstTile = TILES ? int(blockIdx.x) : 0, tileStep = TILES ? int(gridDim.x) : 1;
+  const int tileCount = TILES ? tilesN * ((p.M + BM - 1) / BM) : 1;
+  auto tileRow = [&](int t) { return TILES ? t / tilesN * BM : int(blockIdx.y) * BM; };
+  auto tileCol = [&](int t) { return TILES ? t % tilesN * BN : int(blockIdx.x) * BN; };
   // This block's k-tiles: [kBegin, kBegin + kTiles), never empty (the launcher sizes gridDim.z so).
   const int kBegin = blockIdx.z * kTilesPerSplit;
   const int kTiles = min((p.K + kBK - 1) / kBK - kBegin, kTilesPerSplit);
@@ -175,106 +220,122 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       // Decode rows launch under PDL: their first stages' weights (no kernel writes them) stream in before the
       // programmatic wait (pdl.cuh), overlapping the previous kernel's tail; the activations follow once it has
       // finished. Prefill launches keep the plain order.
-      const int early = CLUSTER ? min(kTiles, STAGES) : 0;
+      const int early = CLUSTER ? min(kTiles, STAGES) : 0;  // CLUSTER: one tile, firstTile
       for (int kt = 0; kt < early; ++kt) {
         mbarrierArriveExpectTx(&full[kt], kStageBytes);
-        tmaLoad2d(tileW(kt), &mapW, (kBegin + kt) * kBK, n0, &full[kt]);
+        tmaLoad2d(tileW(kt), &mapW, (kBegin + kt) * kBK, tileCol(firstTile), &full[kt]);
       }
       if constexpr (CLUSTER) pdlWait();
-      for (int kt = 0; kt < early; ++kt) tmaLoad2d(tileA(kt), &mapA, (kBegin + kt) * kBK, m0, &full[kt]);
-      for (int kt = early; kt < kTiles; ++kt) {
-        const int s = kt % STAGES;
-        mbarrierWait(&empty[s], ((kt / STAGES) & 1) ^ 1);
-        mbarrierArriveExpectTx(&full[s], kStageBytes);
-        tmaLoad2d(tileA(s), &mapA, (kBegin + kt) * kBK, m0, &full[s]);
-        tmaLoad2d(tileW(s), &mapW, (kBegin + kt) * kBK, n0, &full[s]);
+      for (int kt = 0; kt < early; ++kt) tmaLoad2d(tileA(kt), &mapA, (kBegin + kt) * kBK, tileRow(firstTile), &full[kt]);
+      int use = early;  // stage uses so far (over tiles): stage use % STAGES, in round use / STAGES
+      for (int t = firstTile; t < tileCount; t += tileStep) {
+        const int m0 = tileRow(t), n0 = tileCol(t);
+        for (int kt = t == firstTile ? early : 0; kt < kTiles; ++kt, ++use) {
+          const int s = use % STAGES;
+          mbarrierWait(&empty[s], ((use / STAGES) & 1) ^ 1);
+          mbarrierArriveExpectTx(&full[s], kStageBytes);
+          tmaLoad2d(tileA(s), &mapA, (kBegin + kt) * kBK, m0, &full[s]);
+          tmaLoad2d(tileW(s), &mapW, (kBegin + kt) * kBK, n0, &full[s]);
+        }
       }
     }
-    if constexpr (CLUSTER) addClusterParts<T, OUT, BN, WN, WN + 8>(p, reinterpret_cast<float*>(smem), m0, n0);
+    if constexpr (CLUSTER) {
+      addClusterParts<T, OUT, BN, WN, WN + 8>(p, reinterpret_cast<float*>(smem), tileRow(firstTile), tileCol(firstTile));
+    }
     return;
   }
   if constexpr (MIN_BLOCKS == 1) setmaxnregInc<232>();  // 128·40 + 256·232 = the 384·168 registers at launch
 
   const int c = wg - 1, wgm = c / kWgN, wgn = c % kWgN;
-  float acc[WN / 2], total[WN / 2];  // total: the folded parts (FOLD only)
+  const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
+  int use = 0;  // as the producer's
+  for (int t = firstTile; t < tileCount; t += tileStep) {
+    const int m0 = tileRow(t), n0 = tileCol(t);
+    float acc[WN / 2], total[WN / 2];  // total: the folded parts (FOLD only)
 #pragma unroll
-  for (int i = 0; i < WN / 2; ++i) acc[i] = total[i] = 0.f;
+    for (int i = 0; i < WN / 2; ++i) acc[i] = total[i] = 0.f;
 
-  for (int kt = 0; kt < kTiles; ++kt) {
-    const int s = kt % STAGES;
-    mbarrierWait(&full[s], (kt / STAGES) & 1);
-    const T* a = tileA(s) + wgm * 64 * kBK;
-    const T* w = tileW(s) + wgn * WN * kBK;
-    wgmmaFence();
+    for (int kt = 0; kt < kTiles; ++kt, ++use) {
+      const int s = use % STAGES;
+      mbarrierWait(&full[s], (use / STAGES) & 1);
+      const T* a = tileA(s) + wgm * 64 * kBK;
+      const T* w = tileW(s) + wgn * WN * kBK;
+      wgmmaFence();
 #pragma unroll
-    for (int ks = 0; ks < kBK / 16; ++ks) {
-      wgmma<WN, T>(acc, swizzle128Descriptor(a + ks * 16), swizzle128Descriptor(w + ks * 16));
-    }
-    wgmmaCommit();
-    // Keep this k-tile's MMAs in flight; the previous one has finished reading its stage, so hand it back.
-    wgmmaWait<1>();
-    if (kt > 0) mbarrierArrive(&empty[(kt - 1) % STAGES]);
-    if constexpr (FOLD) {
-      if ((kBegin + kt + 1) % kPartTiles == 0 || kt + 1 == kTiles) {  // a part ends: add it to the total
-        wgmmaWait<0>();
+      for (int ks = 0; ks < kBK / 16; ++ks) {
+        wgmma<WN, T>(acc, swizzle128Descriptor(a + ks * 16), swizzle128Descriptor(w + ks * 16));
+      }
+      wgmmaCommit();
+      // Keep this k-tile's MMAs in flight; the previous one has finished reading its stage, so hand it back.
+      wgmmaWait<1>();
+      if (kt > 0) mbarrierArrive(&empty[(use - 1) % STAGES]);
+      if constexpr (FOLD) {
+        if ((kBegin + kt + 1) % kPartTiles == 0 || kt + 1 == kTiles) {  // a part ends: add it to the total
+          wgmmaWait<0>();
 #pragma unroll
-        for (int i = 0; i < WN / 2; ++i) {
-          total[i] += acc[i];
-          acc[i] = 0.f;
+          for (int i = 0; i < WN / 2; ++i) {
+            total[i] += acc[i];
+            acc[i] = 0.f;
+          }
         }
       }
     }
-  }
-  wgmmaWait<0>();
-
-  // Epilogue through shared memory (the pipeline stages, all consumed once both consumers pass the barrier): each
-  // warp writes its 16 accumulator rows in fragment layout and reads them back as consecutive column pairs, so its
-  // stores cover whole 128-byte lines and the epilogue is a short loop (unrolled over 128 accumulators, the erf
-  // GELU alone is tens of KB of straight-line code).
-  namedBarrierSync<1, 2 * 128>();
-  constexpr int kLd = WN + 8;  // staging row stride (floats): a warp's float2 stores take 2 wavefronts, not 8
-  static_assert(2 * 64 * kLd * 4 <= STAGES * kStageBytes, "staging fits the stages");
-  const int lane = threadIdx.x % 32, warp = (threadIdx.x / 32) % 4;
-  float* staging = reinterpret_cast<float*>(smem) + (c * 64 + warp * 16) * kLd;
-  auto stage = [&](const float(&v)[WN / 2]) {
-#pragma unroll
-    for (int j = 0; j < WN / 8; ++j) {
-      const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
-      *reinterpret_cast<float2*>(staging + row * kLd + col) = make_float2(v[4 * j], v[4 * j + 1]);
-      *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(v[4 * j + 2], v[4 * j + 3]);
+    wgmmaWait<0>();
+    if constexpr (TILES) {
+      mbarrierArrive(&empty[(use - 1) % STAGES]);  // the tile's last stage: the producer may refill it
+      float* staging = reinterpret_cast<float*>(empty + STAGES) + (c * 4 + warp) * 16 * kTileStagingLd;
+      storeTileRows<T, OUT, WN>(p, acc, staging, lane, m0 + wgm * 64 + warp * 16, n0 + wgn * WN);
+      continue;
     }
-  };
-  if constexpr (FOLD) {
-    stage(total);
-  } else {
-    stage(acc);
-  }
-  if constexpr (CLUSTER) {
-    addClusterParts<T, OUT, BN, WN, kLd>(p, reinterpret_cast<float*>(smem), m0, n0);
-    return;
-  }
-  __syncwarp();
-  if constexpr (OUT == GemmOut::AddFloat) {
-    if (gridDim.z == 1 && p.ldc % 2 == 0) {
-      addResidualPairs<FOLD>(p, staging, kLd, WN, lane, m0 + wgm * 64 + warp * 16, n0 + wgn * WN);
+
+    // Epilogue through shared memory (the pipeline stages, all consumed once both consumers pass the barrier): each
+    // warp writes its 16 accumulator rows in fragment layout and reads them back as consecutive column pairs, so its
+    // stores cover whole 128-byte lines and the epilogue is a short loop (unrolled over 128 accumulators, the erf
+    // GELU alone is tens of KB of straight-line code).
+    namedBarrierSync<1, 2 * 128>();
+    constexpr int kLd = WN + 8;  // staging row stride (floats): a warp's float2 stores take 2 wavefronts, not 8
+    static_assert(2 * 64 * kLd * 4 <= STAGES * kStageBytes, "staging fits the stages");
+    float* staging = reinterpret_cast<float*>(smem) + (c * 64 + warp * 16) * kLd;
+    auto stage = [&](const float(&v)[WN / 2]) {
+#pragma unroll
+      for (int j = 0; j < WN / 8; ++j) {
+        const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
+        *reinterpret_cast<float2*>(staging + row * kLd + col) = make_float2(v[4 * j], v[4 * j + 1]);
+        *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(v[4 * j + 2], v[4 * j + 3]);
+      }
+    };
+    if constexpr (FOLD) {
+      stage(total);
+    } else {
+      stage(acc);
+    }
+    if constexpr (CLUSTER) {
+      addClusterParts<T, OUT, BN, WN, kLd>(p, reinterpret_cast<float*>(smem), m0, n0);
       return;
     }
-  }
-#pragma unroll 4
-  for (int i = lane; i < 16 * WN / 2; i += 32) {
-    const int row = i / (WN / 2), col = i % (WN / 2) * 2;
-    const float2 v = *reinterpret_cast<const float2*>(staging + row * kLd + col);
-    const int m = m0 + wgm * 64 + warp * 16 + row, n = n0 + wgn * WN + col;
-    if (m >= p.M) continue;
-    if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
-      if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
-      if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
-    } else if constexpr (FOLD) {
-      storeSummedPair<T, OUT>(p, m, n, v.x, v.y);
-    } else {
-      epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
+    __syncwarp();
+    if constexpr (OUT == GemmOut::AddFloat) {
+      if (gridDim.z == 1 && p.ldc % 2 == 0) {
+        addResidualPairs<FOLD>(p, staging, kLd, WN, lane, m0 + wgm * 64 + warp * 16, n0 + wgn * WN);
+        return;
+      }
     }
-  }
+#pragma unroll 4
+    for (int i = lane; i < 16 * WN / 2; i += 32) {
+      const int row = i / (WN / 2), col = i % (WN / 2) * 2;
+      const float2 v = *reinterpret_cast<const float2*>(staging + row * kLd + col);
+      const int m = m0 + wgm * 64 + warp * 16 + row, n = n0 + wgn * WN + col;
+      if (m >= p.M) continue;
+      if (OUT == GemmOut::AddFloat && gridDim.z > 1) {
+        if (n < p.N) storeSplitPartial(p, blockIdx.z, m, n, v.x);
+        if (n + 1 < p.N) storeSplitPartial(p, blockIdx.z, m, n + 1, v.y);
+      } else if constexpr (FOLD) {
+        storeSummedPair<T, OUT>(p, m, n, v.x, v.y);
+      } else {
+        epilogueStorePair<T, OUT>(p, m, n, v.x, v.y);
+      }
+    }
+  }  // tiles
 #endif
 }
 
@@ -319,12 +380,21 @@ struct WgTileShape<WgTile::Decode> { static constexpr int kBM = 64, kBN = 128, k
 template <>
 struct WgTileShape<WgTile::DecodeNarrow> { static constexpr int kBM = 64, kBN = 96, kStages = 8, kMinBlocks = 2; };
 
+// Whether launchForRows runs a tile's blocks over many output tiles each (WgParts::Tiles): the large tile's outputs
+// in the compute dtype (Wqkv, mlp_up). Its AddFloat outputs fill about one wave (out_proj, mlp_down at 2048 rows:
+// 128 tiles), and the small tile has no shared memory left for a staging region beside two blocks' stages.
+template <WgTile kTile, GemmOut OUT>
+constexpr bool walksTiles() {
+  return kTile == WgTile::Large && (OUT == GemmOut::Half || OUT == GemmOut::HalfGelu);
+}
+
 // The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds,
-// the decode one only serves decode rows (Cluster), the small one every layout.
+// the decode one only serves decode rows (Cluster), the small one every other layout.
 template <WgTile kTile, GemmOut OUT, WgParts PARTS>
 constexpr bool tileServes() {
+  if constexpr (PARTS == WgParts::Tiles) return walksTiles<kTile, OUT>();
   if constexpr (PARTS == WgParts::Fold && OUT != GemmOut::AddFloat) return false;
-  if constexpr (kTile == WgTile::Large) return PARTS == WgParts::Whole;
+  if constexpr (kTile == WgTile::Large) return PARTS == WgParts::Whole && !walksTiles<kTile, OUT>();
   if constexpr (kTile == WgTile::Medium) return PARTS == WgParts::Fold;
   if constexpr (kTile == WgTile::Decode || kTile == WgTile::DecodeNarrow) return PARTS == WgParts::Cluster;
   return true;
@@ -336,10 +406,10 @@ constexpr auto wgmmaKernel() {
   return gemmWgmmaKernel<T, S::kBM, S::kBN, S::kStages, S::kMinBlocks, OUT, PARTS>;
 }
 
-template <WgTile kTile>
+template <WgTile kTile, WgParts PARTS>
 constexpr int smemBytes() {
   using S = WgTileShape<kTile>;
-  return wgmmaSmemBytes<S::kBM, S::kBN, S::kStages>();
+  return wgmmaSmemBytes<S::kBM, S::kBN, S::kStages, PARTS == WgParts::Tiles>();
 }
 
 PFN_cuTensorMapEncodeTiled_v12000 encodeTiled() {
@@ -382,7 +452,7 @@ int splitRows(int N, int sms) { return 64 * (sms / (2 * ((N + 127) / 128))); }
 // Blocks of blockIdx.z run perSplit k-tiles each; more than one such block: the fixup kernel adds their partials
 // (Cluster: the blocks of blockIdx.z form a cluster and add them themselves).
 template <WgTile kTile, class T, GemmOut OUT, WgParts PARTS>
-cudaError_t launchWgmma(const GemmParams& p, int perSplit, cudaStream_t stream) {
+cudaError_t launchWgmma(const GemmParams& p, int perSplit, int sms, cudaStream_t stream) {
   static_assert(tileServes<kTile, OUT, PARTS>(), "tile and output");
   using S = WgTileShape<kTile>;
   CUtensorMap mapA, mapW;
@@ -390,12 +460,14 @@ cudaError_t launchWgmma(const GemmParams& p, int perSplit, cudaStream_t stream) 
   if (err == cudaSuccess) err = tileMap(&mapW, p.dtype, p.w, p.N, p.K, p.ldw, S::kBN);
   if (err != cudaSuccess) return err;
   const int kTiles = (p.K + kBK - 1) / kBK;
-  const dim3 grid((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
+  const dim3 grid = PARTS == WgParts::Tiles
+                        ? dim3(unsigned(std::min<int64_t>(tiles(p, S::kBM, S::kBN), int64_t(sms) * S::kMinBlocks)))
+                        : dim3((p.N + S::kBN - 1) / S::kBN, (p.M + S::kBM - 1) / S::kBM, (kTiles + perSplit - 1) / perSplit);
   // Decode rows launch under PDL (their weights stream in during the previous kernel's tail); prefill launches
   // measured 0.1-0.3 ms slower at 128 and 512 tokens under it (H100, session 7), so they launch as before.
   const bool cluster = PARTS == WgParts::Cluster;
   err = launchPdlCluster(p.pdl && cluster, dim3(1, 1, cluster ? grid.z : 1), wgmmaKernel<kTile, T, OUT, PARTS>(), grid,
-                         dim3(kThreads), smemBytes<kTile>(), stream, mapA, mapW, p, perSplit);
+                         dim3(kThreads), smemBytes<kTile, PARTS>(), stream, mapA, mapW, p, perSplit);
   if (err != cudaSuccess || grid.z == 1 || PARTS == WgParts::Cluster) return err;
   const int64_t outputs = int64_t(p.M) * p.N;
   splitReduceKernel<<<unsigned((outputs + 255) / 256), 256, 0, stream>>>(p, int(grid.z));
@@ -414,7 +486,11 @@ cudaError_t launchForRows(const GemmParams& p, int sms, cudaStream_t stream) {
   int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
   splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
   if (splits < 4) splits = 1;
-  return launchWgmma<kTile, T, OUT, WgParts::Whole>(p, int((kTiles + splits - 1) / splits), stream);
+  if constexpr (walksTiles<kTile, OUT>()) {
+    return launchWgmma<kTile, T, OUT, WgParts::Tiles>(p, kTiles, sms, stream);
+  } else {
+    return launchWgmma<kTile, T, OUT, WgParts::Whole>(p, int((kTiles + splits - 1) / splits), sms, stream);
+  }
 }
 
 // Prompt rows of an AddFloat output (FOLD, bits independent of M): K's parts over blocks of the small tile while even
@@ -428,10 +504,10 @@ cudaError_t launchFoldedResidual(const GemmParams& p, int sms, cudaStream_t stre
   const size_t partials = size_t(parts(p.K)) * size_t(p.M) * size_t(p.N);
   const bool split = parts(p.K) > 1 && p.M <= splitRows(p.N, sms) && p.split_partials &&
                      partials <= p.split_partial_floats;
-  if (split) return launchWgmma<WgTile::Small, T, GemmOut::AddFloat, WgParts::Fold>(p, kWgmmaPartK / kBK, stream);
+  if (split) return launchWgmma<WgTile::Small, T, GemmOut::AddFloat, WgParts::Fold>(p, kWgmmaPartK / kBK, sms, stream);
   return tiles(p, 128, 128) * 8 >= int64_t(sms) * 7
-             ? launchWgmma<WgTile::Medium, T, GemmOut::AddFloat, WgParts::Fold>(p, kTiles, stream)
-             : launchWgmma<WgTile::Small, T, GemmOut::AddFloat, WgParts::Fold>(p, kTiles, stream);
+             ? launchWgmma<WgTile::Medium, T, GemmOut::AddFloat, WgParts::Fold>(p, kTiles, sms, stream)
+             : launchWgmma<WgTile::Small, T, GemmOut::AddFloat, WgParts::Fold>(p, kTiles, sms, stream);
 }
 
 // Decode rows (M ≤ 64, one 64-row tile): K cut into parts by the shape and the SM count alone, never by M, so a row's
@@ -468,12 +544,13 @@ cudaError_t prepareTile() {
           constexpr WgParts PARTS = decltype(parts)::value;
           if constexpr (tileServes<kTile, OUT, PARTS>()) {
             return cudaFuncSetAttribute(wgmmaKernel<kTile, T, OUT, PARTS>(),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile>());
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smemBytes<kTile, PARTS>());
           } else {
             return cudaSuccess;
           }
         };
         cudaError_t e = set(std::integral_constant<WgParts, WgParts::Whole>{});
+        if (e == cudaSuccess) e = set(std::integral_constant<WgParts, WgParts::Tiles>{});
         if (e == cudaSuccess) e = set(std::integral_constant<WgParts, WgParts::Fold>{});
         return e == cudaSuccess ? set(std::integral_constant<WgParts, WgParts::Cluster>{}) : e;
       });
@@ -569,9 +646,9 @@ cudaError_t gemmWgmmaDecode(const GemmParams& p, cudaStream_t stream) {
     using T = typename decltype(t)::type;
     return switchGemmOut(p.out, [&](auto o) {
       constexpr GemmOut OUT = decltype(o)::value;
-      if (useNarrow) return launchWgmma<WgTile::DecodeNarrow, T, OUT, WgParts::Cluster>(p, narrow.partTiles, stream);
-      return deep ? launchWgmma<WgTile::Decode, T, OUT, WgParts::Cluster>(p, wide.partTiles, stream)
-                  : launchWgmma<WgTile::Small, T, OUT, WgParts::Cluster>(p, wide.partTiles, stream);
+      if (useNarrow) return launchWgmma<WgTile::DecodeNarrow, T, OUT, WgParts::Cluster>(p, narrow.partTiles, sms, stream);
+      return deep ? launchWgmma<WgTile::Decode, T, OUT, WgParts::Cluster>(p, wide.partTiles, sms, stream)
+                  : launchWgmma<WgTile::Small, T, OUT, WgParts::Cluster>(p, wide.partTiles, sms, stream);
     });
   });
 }
