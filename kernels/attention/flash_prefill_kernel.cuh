@@ -281,8 +281,9 @@ __global__ void __launch_bounds__(Tr::kThreads, Tr::kMinBlocksPerSM)
 
 // The grid's order (the kernel's first lines): longest tiles first over all pairs for prompts past
 // kFlashShortQueries queries; shorter ones keep each pair's tiles together, whose keys and values then stay in L2
-// between them. H200, session 11, TFLOP/s before → after: 2048 × 1 153 → 172, 2048 × 8 241 → 253, 8192 × 2 274 →
-// 289; 512 × 32 179 → 161 over all pairs (also in groups of ~2 waves of pairs: 162), hence kept together.
+// between them. H200, session 11 (dev/attention, causal + ALiBi, one call), TFLOP/s before → after: 2048 × 1 151 →
+// 171, 2048 × 8 244 → 257, 8192 × 2 274 → 289; 512 × 32 181 → 161 over all pairs (in groups of ~2 waves of pairs,
+// another call: 162), hence kept together.
 inline bool prefill_longest_first(const FlashAttentionParams& p) { return p.seqlen_q > kFlashShortQueries; }
 
 // Launch of one tile configuration; causal and ALiBi become template constants. Params already validated.
@@ -321,8 +322,8 @@ cudaError_t run_flash_prefill(const FlashAttentionParams& p, cudaStream_t stream
   if (p.seqlen_q <= kFlashShortQueries) return launch_flash_prefill<ShortPrefillTraits<T, kHeadDim>>(p, stream);
   // A long grid within one wave (two CTAs an SM) finishes with its longest causal tiles while the SMs of the short
   // ones idle: 64-row tiles spread that tail. A 2048-token prompt alone (16 × 16 tiles), H200: 141.6 → 154.5 TFLOP/s
-  // in the short tile (session 10, dev/attention), 202.9 in this one with the longest tiles first (171.4 in the
-  // short tile, session 11).
+  // in the short tile (session 10, dev/attention); with the longest tiles first 178.1 in the short tile, 198.6 in
+  // this one (session 11, one call).
   int sms = 0;
   if (const cudaError_t err = multiprocessorCount(&sms); err != cudaSuccess) return err;
   const int64_t long_ctas = int64_t(ceil_div(p.seqlen_q, LongPrefillTraits<T, kHeadDim>::kBlockM)) * p.n_heads * p.batch;
