@@ -532,13 +532,7 @@ export class Scheduler {
       for (const sequence of batch) if (this.landed(sequence)) this.finish(sequence, error);
       return;
     }
-    const rows = batch.map((sequence) => {
-      if (!this.landed(sequence)) return null;
-      sequence.prefilled = sequence.prompt.length;
-      sequence.length += sequence.prompt.length;
-      sequence.phase = 'decode';
-      return sequence;
-    });
+    const rows = batch.map((sequence) => (this.landed(sequence) && this.advancePrompt(sequence, sequence.prompt.length) ? sequence : null));
     await this.sampleRows(rows, step);
   }
 
@@ -558,17 +552,24 @@ export class Scheduler {
   /** `tokens` more of the prompt landed with these logits (every row's for a prompt-logits request, else the last row's). */
   private prefilled(sequence: Sequence, tokens: number, logits: Float32Array): void {
     const sampler = sequence.sampler;
-    sequence.prefilled += tokens;
-    sequence.length += tokens;
+    const whole = this.advancePrompt(sequence, tokens);
     if (!sampler) sequence.promptRows.push(logits);
-    if (sequence.prefilled < sequence.prompt.length) return;
+    if (!whole) return;
     if (!sampler) {
       this.leave(sequence);
       sequence.promptLogits!.resolve(concatRows(sequence.promptRows));
       return;
     }
-    sequence.phase = 'decode';
     void this.sampleRows([sequence], { rows: logits });
+  }
+
+  /** `tokens` more of the sequence's prompt are in its cache; true once the whole prompt is (a sampling one then decodes). */
+  private advancePrompt(sequence: Sequence, tokens: number): boolean {
+    sequence.prefilled += tokens;
+    sequence.length += tokens;
+    const whole = sequence.prefilled >= sequence.prompt.length;
+    if (whole && sequence.sampler) sequence.phase = 'decode';
+    return whole;
   }
 
   /**
