@@ -132,6 +132,18 @@ __device__ __forceinline__ void addResidualPairs(const GemmParams& p, const floa
   }
 }
 
+// A warp's accumulators of column groups j0 .. j0 + GROUPS − 1 (8 columns each; fragment layout: wgmma.cuh) written
+// to its 16 staged rows of ld floats, group j0 at column 0.
+template <int GROUPS, int N>
+__device__ __forceinline__ void stageFragments(float* staging, int ld, const float (&acc)[N], int j0, int lane) {
+#pragma unroll
+  for (int jj = 0; jj < GROUPS; ++jj) {
+    const int j = j0 + jj, row = lane / 4, col = jj * 8 + (lane % 4) * 2;
+    *reinterpret_cast<float2*>(staging + row * ld + col) = make_float2(acc[4 * j], acc[4 * j + 1]);
+    *reinterpret_cast<float2*>(staging + (row + 8) * ld + col) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
+  }
+}
+
 // A Tiles block's epilogue for one tile: its warp's 16 rows × WN columns at (m0, n0), kTileStagingCols columns at a
 // time through the warp's staging (fragment layout in, consecutive column pairs out), each pair through
 // epilogueStorePair as in the one-tile blocks (the same bits). Only the staging is unrolled (the accumulators are
@@ -143,12 +155,7 @@ __device__ __forceinline__ void storeTileRows(const GemmParams& p, const float (
   constexpr int kPairs = 16 * kTileStagingCols / 2;
 #pragma unroll
   for (int chunk = 0; chunk < WN / kTileStagingCols; ++chunk) {
-#pragma unroll
-    for (int jj = 0; jj < kChunkJ; ++jj) {
-      const int j = chunk * kChunkJ + jj, row = lane / 4, col = jj * 8 + (lane % 4) * 2;
-      *reinterpret_cast<float2*>(staging + row * kTileStagingLd + col) = make_float2(acc[4 * j], acc[4 * j + 1]);
-      *reinterpret_cast<float2*>(staging + (row + 8) * kTileStagingLd + col) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
-    }
+    stageFragments<kChunkJ>(staging, kTileStagingLd, acc, chunk * kChunkJ, lane);
     __syncwarp();
 #pragma unroll 2
     for (int i = lane; i < kPairs; i += 32) {
@@ -296,18 +303,10 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     constexpr int kLd = WN + 8;  // staging row stride (floats): a warp's float2 stores take 2 wavefronts, not 8
     static_assert(2 * 64 * kLd * 4 <= STAGES * kStageBytes, "staging fits the stages");
     float* staging = reinterpret_cast<float*>(smem) + (c * 64 + warp * 16) * kLd;
-    auto stage = [&](const float(&v)[WN / 2]) {
-#pragma unroll
-      for (int j = 0; j < WN / 8; ++j) {
-        const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
-        *reinterpret_cast<float2*>(staging + row * kLd + col) = make_float2(v[4 * j], v[4 * j + 1]);
-        *reinterpret_cast<float2*>(staging + (row + 8) * kLd + col) = make_float2(v[4 * j + 2], v[4 * j + 3]);
-      }
-    };
     if constexpr (FOLD) {
-      stage(total);
+      stageFragments<WN / 8>(staging, kLd, total, 0, lane);
     } else {
-      stage(acc);
+      stageFragments<WN / 8>(staging, kLd, acc, 0, lane);
     }
     if constexpr (CLUSTER) {
       addClusterParts<T, OUT, BN, WN, kLd>(p, reinterpret_cast<float*>(smem), m0, n0);
@@ -482,13 +481,13 @@ template <WgTile kTile, class T, GemmOut OUT>
 cudaError_t launchForRows(const GemmParams& p, int sms, cudaStream_t stream) {
   using S = WgTileShape<kTile>;
   const int kTiles = (p.K + kBK - 1) / kBK;
-  const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
-  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
-  splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
-  if (splits < 4) splits = 1;
   if constexpr (walksTiles<kTile, OUT>()) {
     return launchWgmma<kTile, T, OUT, WgParts::Tiles>(p, kTiles, sms, stream);
   } else {
+    const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
+    int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
+    splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
+    if (splits < 4) splits = 1;
     return launchWgmma<kTile, T, OUT, WgParts::Whole>(p, int((kTiles + splits - 1) / splits), sms, stream);
   }
 }
