@@ -29,6 +29,22 @@ __device__ __forceinline__ float blockReduce(float v, float* scratch) {
 }
 
 __device__ __forceinline__ float blockSum(float v, float* scratch) { return blockReduce<false>(v, scratch); }
+
 __device__ __forceinline__ float blockMax(float v, float* scratch) { return blockReduce<true>(v, scratch); }
+
+
+// Two block sums in one pass (one pair of barriers): each component is added in blockSum's order, so its bits are
+// blockSum's. `scratch` holds 64 floats.
+__device__ __forceinline__ float2 blockSum2(float2 v, float* scratch) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  v.x = warpSum(v.x);
+  v.y = warpSum(v.y);
+  __syncthreads();  // scratch may still be read by a previous reduction
+  if (lane == 0) scratch[warp] = v.x, scratch[32 + warp] = v.y;
+  __syncthreads();
+  v.x = lane < warps ? scratch[lane] : 0.f;
+  v.y = lane < warps ? scratch[32 + lane] : 0.f;
+  return make_float2(warpSum(v.x), warpSum(v.y));
+}
 
 }  // namespace flashmpt

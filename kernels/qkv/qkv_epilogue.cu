@@ -18,9 +18,9 @@ __device__ __forceinline__ float clipValue(float v, float clip) {
 }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueParams p) {
+__global__ void __launch_bounds__(kThreads, 8) qkvEpilogueKernel(const QkvEpilogueParams p) {
   extern __shared__ float qk[];  // [2][d_model]
-  __shared__ float scratch[32];
+  __shared__ float scratch[64];
   pdlWait();
   pdlLaunchDependents();
   const int r = blockIdx.x, d = p.d_model;
@@ -31,6 +31,7 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
   const int64_t seqRow = int64_t(p.sequences ? r : position) * d;  // k_seq / v_seq
 
   float qSum = 0.f, kSum = 0.f;
+#pragma unroll 2
   for (int i = threadIdx.x; i < d; i += kThreads) {
     const float qv = clipValue(toFloat<T>(in[i]), p.clip);
     const float kv = clipValue(toFloat<T>(in[d + i]), p.clip);
@@ -45,19 +46,23 @@ __global__ void __launch_bounds__(kThreads) qkvEpilogueKernel(const QkvEpilogueP
 
   float qMean = 0.f, kMean = 0.f, qRstd = 1.f, kRstd = 1.f;
   if (p.q_ln_weight) {
-    qMean = blockSum(qSum, scratch) / d;
-    kMean = blockSum(kSum, scratch) / d;
+    const float2 sums = blockSum2(make_float2(qSum, kSum), scratch);
+    qMean = sums.x / d;
+    kMean = sums.y / d;
     float qSq = 0.f, kSq = 0.f;
+#pragma unroll 2
     for (int i = threadIdx.x; i < d; i += kThreads) {
       const float dq = qk[i] - qMean, dk = qk[d + i] - kMean;
       qSq += dq * dq;
       kSq += dk * dk;
     }
-    qRstd = rsqrtf(blockSum(qSq, scratch) / d + p.eps);
-    kRstd = rsqrtf(blockSum(kSq, scratch) / d + p.eps);
+    const float2 squares = blockSum2(make_float2(qSq, kSq), scratch);
+    qRstd = rsqrtf(squares.x / d + p.eps);
+    kRstd = rsqrtf(squares.y / d + p.eps);
   }
 
   T* q = static_cast<T*>(p.q) + int64_t(r) * d;
+#pragma unroll 2
   for (int i = threadIdx.x; i < d; i += kThreads) {
     float qv = qk[i], kv = qk[d + i];
     if (p.q_ln_weight) {
