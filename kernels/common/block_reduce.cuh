@@ -32,7 +32,6 @@ __device__ __forceinline__ float blockSum(float v, float* scratch) { return bloc
 
 __device__ __forceinline__ float blockMax(float v, float* scratch) { return blockReduce<true>(v, scratch); }
 
-
 // Two block sums in one pass (one pair of barriers): each component is added in blockSum's order, so its bits are
 // blockSum's. `scratch` holds 64 floats.
 __device__ __forceinline__ float2 blockSum2(float2 v, float* scratch) {
