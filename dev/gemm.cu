@@ -546,14 +546,16 @@ int main(int argc, char** argv) {
   std::mt19937 rng(12345);
   std::printf("wgmma kernel: %s\n", gemmWgmmaReady() ? "yes (sm_90a image on a 9.0 device)" : "no");
   // Skinny (M ≤ 64, split over blocks for long K with f32+=); tiled 64×128 and 128×128 (from 1024×3000 on 132 SMs);
-  // wgmma 64×128 and 128×256 (1300×3000, 2048×2048; its blocks walking several tiles at 1999×2101 and 2100×4100),
+  // wgmma 64×128 and 128×256 (1300×3000, 2048×2048; its blocks walking several tiles and storing them by TMA at
+  // 1999×2104 and 2100×4104, one tile a block where rows of 2101 or 4100 outputs are not 16-byte aligned),
   // its f32+= split over K when the grid is small (e.g. 100×256, 257×384, 96×520); ragged M, N and K (K under one
   // 64-wide k-tile, K % 64 ≠ 0) throughout.
   const int shapes[][3] = {{1, 777, 96},      {3, 50, 136},      {8, 2048, 2048},   {1, 520, 8192},   {13, 384, 256},
                            {33, 500, 128},    {40, 300, 1032},   {64, 1000, 264},   {65, 777, 96},    {100, 256, 768},
                            {130, 1001, 256},  {257, 384, 1032},  {1000, 640, 512},  {1024, 3000, 256}, {1300, 3000, 264},
                            {77, 130, 8},      {200, 72, 40},     {2048, 2048, 136}, {1999, 2101, 200}, {96, 520, 8192},
-                           {200, 1000, 1104}, {300, 2048, 1104}, {1024, 1800, 600}, {2100, 4100, 72}};
+                           {200, 1000, 1104}, {300, 2048, 1104}, {1024, 1800, 600}, {2100, 4100, 72},
+                           {1999, 2104, 200}, {2100, 4104, 72}};
   for (DType t : {DType::BF16, DType::F16}) {
     for (const auto& s : shapes) {
       if (decodeOnly && s[0] > kSkinnyMaxRows) continue;

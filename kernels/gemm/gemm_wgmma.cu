@@ -43,16 +43,18 @@ constexpr int kWgmmaPartK = 512;
 constexpr int kThreads = 384;
 constexpr int kMaxClusterParts = 8;  // the portable cluster size
 
-// A block that walks output tiles (WgParts::Tiles) stages its epilogue in a region of its own, 32 columns at a time
-// (the pipeline stages already hold the next tile's loads): a warp's 16 rows × kTileStagingCols fp32 sums.
-constexpr int kTileStagingCols = 32;
-constexpr int kTileStagingLd = kTileStagingCols + 8;  // floats: a warp's float2 writes of fragments hit 32 banks
-constexpr int kTileStagingBytes = 8 * 16 * kTileStagingLd * 4;  // 8 consumer warps
+// A block that walks output tiles (WgParts::Tiles) stores a warp's 16 rows of a tile kStoreBoxCols columns at a time
+// through two boxes of its own (the pipeline stages already hold the next tile's loads): the epilogue writes one
+// box in the compute dtype while TMA stores the other, and a tile's last boxes are stored during the next tile's
+// MMAs.
+constexpr int kStoreBoxCols = kBK;  // one 128-byte swizzle row of 16-bit outputs, as tileMap's boxes
+constexpr int kStoreBoxBytes = 16 * kStoreBoxCols * 2;
+constexpr int kTileStagingBytes = 8 * 2 * kStoreBoxBytes;  // 8 consumer warps, two boxes each
 
 template <int BM, int BN, int STAGES, bool TILES>
 constexpr int wgmmaSmemBytes() {
-  // tiles, full/empty barriers, the walking block's staging, 1024-byte alignment
-  return STAGES * (BM + BN) * kBK * 2 + 2 * STAGES * 8 + (TILES ? kTileStagingBytes : 0) + 1024;
+  // tiles, the walking block's store boxes, full/empty barriers, 1024-byte alignment
+  return STAGES * (BM + BN) * kBK * 2 + (TILES ? kTileStagingBytes : 0) + 2 * STAGES * 8 + 1024;
 }
 
 // The summed parts of columns n and n + 1 of row m: an AddFloat output through addFoldedSum (the bits every way of
@@ -144,26 +146,39 @@ __device__ __forceinline__ void stageFragments(float* staging, int ld, const flo
   }
 }
 
-// A Tiles block's epilogue for one tile: its warp's 16 rows × WN columns at (m0, n0), kTileStagingCols columns at a
-// time through the warp's staging (fragment layout in, consecutive column pairs out), each pair through
-// epilogueStorePair as in the one-tile blocks (the same bits). Only the staging is unrolled (the accumulators are
-// registers); the epilogue loop stays rolled, so the erf GELU is not copied 128 times.
+// A Tiles block's epilogue for one tile: its warp's 16 rows × WN columns at (m0, n0), a box of kStoreBoxCols columns
+// at a time. Each lane applies the epilogue to its accumulator pairs (epilogueValue and packPair: the bits of
+// epilogueStorePair) and writes them into the box's rows of 128 bytes with the 128-byte swizzle the output's tensor
+// map reads (16-byte unit u of row r at u ^ r % 8: a warp's writes of one column group hit 32 banks); one lane
+// hands the box to TMA, which writes only the rows below M and the columns below N (the bias index is clamped for
+// the columns past N, whose values it drops). A box's store is awaited only before its reuse, two boxes later.
 template <class T, GemmOut OUT, int WN>
-__device__ __forceinline__ void storeTileRows(const GemmParams& p, const float (&acc)[WN / 2], float* staging, int lane,
-                                              int m0, int n0) {
-  constexpr int kChunkJ = kTileStagingCols / 8;  // accumulator column groups of 8 a chunk
-  constexpr int kPairs = 16 * kTileStagingCols / 2;
+__device__ __forceinline__ void storeTileBoxes(const GemmParams& p, const CUtensorMap* mapC, const float (&acc)[WN / 2],
+                                               unsigned char* boxes, int lane, int m0, int n0) {
+  constexpr int kGroups = kStoreBoxCols / 8;  // accumulator column groups a box
+  const int row = lane / 4, byte = lane % 4 * 4;
 #pragma unroll
-  for (int chunk = 0; chunk < WN / kTileStagingCols; ++chunk) {
-    stageFragments<kChunkJ>(staging, kTileStagingLd, acc, chunk * kChunkJ, lane);
+  for (int box = 0; box < WN / kStoreBoxCols; ++box) {
+    unsigned char* staged = boxes + box % 2 * kStoreBoxBytes;
+    if (lane == 0) bulkWaitRead<1>();
     __syncwarp();
-#pragma unroll 2
-    for (int i = lane; i < kPairs; i += 32) {
-      const int row = i / (kTileStagingCols / 2), col = i % (kTileStagingCols / 2) * 2;
-      const float2 v = *reinterpret_cast<const float2*>(staging + row * kTileStagingLd + col);
-      if (m0 + row < p.M) epilogueStorePair<T, OUT>(p, m0 + row, n0 + chunk * kTileStagingCols + col, v.x, v.y);
+#pragma unroll
+    for (int g = 0; g < kGroups; ++g) {
+      const int j = box * kGroups + g, n = n0 + j * 8 + lane % 4 * 2;
+      const int n1 = min(n + 1, p.N - 1), n0c = min(n, p.N - 1);
+      const uint32_t upper = packPair<T>(epilogueValue<OUT>(p, n0c, acc[4 * j]), epilogueValue<OUT>(p, n1, acc[4 * j + 1]));
+      const uint32_t lower =
+          packPair<T>(epilogueValue<OUT>(p, n0c, acc[4 * j + 2]), epilogueValue<OUT>(p, n1, acc[4 * j + 3]));
+      const int unit = (g ^ row) * 16 + byte;  // rows row and row + 8 share row % 8
+      *reinterpret_cast<uint32_t*>(staged + row * 128 + unit) = upper;
+      *reinterpret_cast<uint32_t*>(staged + (row + 8) * 128 + unit) = lower;
     }
+    fenceProxyAsyncShared();
     __syncwarp();
+    if (lane == 0) {
+      tmaStore2d(mapC, staged, n0 + box * kStoreBoxCols, m0);
+      bulkCommit();
+    }
   }
 }
 
@@ -171,14 +186,14 @@ __device__ __forceinline__ void storeTileRows(const GemmParams& p, const float (
 // kernel adds the splits). Fold: K in fixed parts of kWgmmaPartK, folded in order (above). Cluster: the blocks of
 // blockIdx.z, one cluster, each run one part and add them all in order (addClusterParts), any output (decode rows).
 // Tiles: K in one pass, and a block (one an SM) walks the output tiles blockIdx.x, + gridDim.x, ...: its producer
-// streams the next tile's stages while its consumers run the epilogue (storeTileRows) — a grid of one tile a
-// block waits on each wave's first loads.
+// streams the next tile's stages while its consumers run the epilogue (storeTileBoxes), whose stores TMA finishes
+// during the next tile's MMAs — a grid of one tile a block waits on each wave's first loads and stores.
 enum class WgParts { Whole, Fold, Cluster, Tiles };
 
 template <class T, int BM, int BN, int STAGES, int MIN_BLOCKS, GemmOut OUT, WgParts PARTS>
 __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     gemmWgmmaKernel(const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapW,
-                    const GemmParams p, int kTilesPerSplit) {
+                    const __grid_constant__ CUtensorMap mapC, const GemmParams p, int kTilesPerSplit) {
 #ifdef FLASHMPT_HAS_WGMMA
   constexpr bool FOLD = PARTS == WgParts::Fold, CLUSTER = PARTS == WgParts::Cluster, TILES = PARTS == WgParts::Tiles;
   constexpr int kWgM = BM / 64, kWgN = 2 / kWgM, WN = BN / kWgN;  // consumer warpgroups' grid and their N
@@ -195,7 +210,8 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
   extern __shared__ unsigned char smemRaw[];
   // 128-byte swizzle atoms (8 rows × 128 bytes) must start on 1024-byte boundaries.
   T* smem = reinterpret_cast<T*>((reinterpret_cast<uintptr_t>(smemRaw) + 1023) & ~uintptr_t(1023));
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + STAGES * (kTileA + kTileW));
+  unsigned char* boxes = reinterpret_cast<unsigned char*>(smem + STAGES * (kTileA + kTileW));  // TILES: 1024-aligned
+  uint64_t* full = reinterpret_cast<uint64_t*>(boxes + (TILES ? kTileStagingBytes : 0));
   uint64_t* empty = full + STAGES;
   auto tileA = [&](int s) { return smem + s * (kTileA + kTileW); };
   auto tileW = [&](int s) { return smem + s * (kTileA + kTileW) + kTileA; };
@@ -290,8 +306,8 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     wgmmaWait<0>();
     if constexpr (TILES) {
       mbarrierArrive(&empty[(use - 1) % STAGES]);  // the tile's last stage: the producer may refill it
-      float* staging = reinterpret_cast<float*>(empty + STAGES) + (c * 4 + warp) * 16 * kTileStagingLd;
-      storeTileRows<T, OUT, WN>(p, acc, staging, lane, m0 + wgm * 64 + warp * 16, n0 + wgn * WN);
+      storeTileBoxes<T, OUT, WN>(p, &mapC, acc, boxes + (c * 4 + warp) * 2 * kStoreBoxBytes, lane,
+                                 m0 + wgm * 64 + warp * 16, n0 + wgn * WN);
       continue;
     }
 
@@ -335,6 +351,9 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       }
     }
   }  // tiles
+  if constexpr (TILES) {
+    if (lane == 0) bulkWaitAll();
+  }
 #endif
 }
 
@@ -380,12 +399,16 @@ template <>
 struct WgTileShape<WgTile::DecodeNarrow> { static constexpr int kBM = 64, kBN = 96, kStages = 8, kMinBlocks = 2; };
 
 // Whether launchForRows runs a tile's blocks over many output tiles each (WgParts::Tiles): the large tile's outputs
-// in the compute dtype (Wqkv, mlp_up). Its AddFloat outputs fill about one wave (out_proj, mlp_down at 2048 rows:
-// 128 tiles), and the small tile has no shared memory left for a staging region beside two blocks' stages.
+// in the compute dtype (Wqkv, mlp_up) where TMA can store them (storesByTma). Its AddFloat outputs fill about one
+// wave (out_proj, mlp_down at 2048 rows: 128 tiles), and the small tile has no shared memory left for store boxes
+// beside two blocks' stages.
 template <WgTile kTile, GemmOut OUT>
 constexpr bool walksTiles() {
   return kTile == WgTile::Large && (OUT == GemmOut::Half || OUT == GemmOut::HalfGelu);
 }
+
+// Whether TMA can store the output: a 16-byte aligned start and rows (the tensor map's contract).
+bool storesByTma(const GemmParams& p) { return (reinterpret_cast<uintptr_t>(p.c) & 15) == 0 && p.ldc % 8 == 0; }
 
 // The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds,
 // the decode one only serves decode rows (Cluster), the small one every other layout.
@@ -393,7 +416,7 @@ template <WgTile kTile, GemmOut OUT, WgParts PARTS>
 constexpr bool tileServes() {
   if constexpr (PARTS == WgParts::Tiles) return walksTiles<kTile, OUT>();
   if constexpr (PARTS == WgParts::Fold && OUT != GemmOut::AddFloat) return false;
-  if constexpr (kTile == WgTile::Large) return PARTS == WgParts::Whole && !walksTiles<kTile, OUT>();
+  if constexpr (kTile == WgTile::Large) return PARTS == WgParts::Whole;
   if constexpr (kTile == WgTile::Medium) return PARTS == WgParts::Fold;
   if constexpr (kTile == WgTile::Decode || kTile == WgTile::DecodeNarrow) return PARTS == WgParts::Cluster;
   return true;
@@ -424,7 +447,8 @@ PFN_cuTensorMapEncodeTiled_v12000 encodeTiled() {
   return fn;
 }
 
-// Tensor map of a row-major [rows, cols] 16-bit matrix with row stride ld elements, loaded in boxRows × 64 boxes.
+// Tensor map of a row-major [rows, cols] 16-bit matrix with row stride ld elements, loaded (A, W) or stored (C) in
+// boxRows × 64 boxes with the 128-byte swizzle.
 cudaError_t tileMap(CUtensorMap* map, DType dtype, const void* base, int rows, int cols, int64_t ld, int boxRows) {
   const PFN_cuTensorMapEncodeTiled_v12000 encode = encodeTiled();
   if (!encode) return cudaErrorNotSupported;
@@ -454,9 +478,10 @@ template <WgTile kTile, class T, GemmOut OUT, WgParts PARTS>
 cudaError_t launchWgmma(const GemmParams& p, int perSplit, int sms, cudaStream_t stream) {
   static_assert(tileServes<kTile, OUT, PARTS>(), "tile and output");
   using S = WgTileShape<kTile>;
-  CUtensorMap mapA, mapW;
+  CUtensorMap mapA, mapW, mapC{};
   cudaError_t err = tileMap(&mapA, p.dtype, p.a, p.M, p.K, p.lda, S::kBM);
   if (err == cudaSuccess) err = tileMap(&mapW, p.dtype, p.w, p.N, p.K, p.ldw, S::kBN);
+  if (err == cudaSuccess && PARTS == WgParts::Tiles) err = tileMap(&mapC, p.dtype, p.c, p.M, p.N, p.ldc, 16);
   if (err != cudaSuccess) return err;
   const int kTiles = (p.K + kBK - 1) / kBK;
   const dim3 grid = PARTS == WgParts::Tiles
@@ -466,7 +491,7 @@ cudaError_t launchWgmma(const GemmParams& p, int perSplit, int sms, cudaStream_t
   // measured 0.1-0.3 ms slower at 128 and 512 tokens under it (H100, session 7), so they launch as before.
   const bool cluster = PARTS == WgParts::Cluster;
   err = launchPdlCluster(p.pdl && cluster, dim3(1, 1, cluster ? grid.z : 1), wgmmaKernel<kTile, T, OUT, PARTS>(), grid,
-                         dim3(kThreads), smemBytes<kTile, PARTS>(), stream, mapA, mapW, p, perSplit);
+                         dim3(kThreads), smemBytes<kTile, PARTS>(), stream, mapA, mapW, mapC, p, perSplit);
   if (err != cudaSuccess || grid.z == 1 || PARTS == WgParts::Cluster) return err;
   const int64_t outputs = int64_t(p.M) * p.N;
   splitReduceKernel<<<unsigned((outputs + 255) / 256), 256, 0, stream>>>(p, int(grid.z));
@@ -482,14 +507,13 @@ cudaError_t launchForRows(const GemmParams& p, int sms, cudaStream_t stream) {
   using S = WgTileShape<kTile>;
   const int kTiles = (p.K + kBK - 1) / kBK;
   if constexpr (walksTiles<kTile, OUT>()) {
-    return launchWgmma<kTile, T, OUT, WgParts::Tiles>(p, kTiles, sms, stream);
-  } else {
-    const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
-    int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
-    splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
-    if (splits < 4) splits = 1;
-    return launchWgmma<kTile, T, OUT, WgParts::Whole>(p, int((kTiles + splits - 1) / splits), sms, stream);
+    if (storesByTma(p)) return launchWgmma<kTile, T, OUT, WgParts::Tiles>(p, kTiles, sms, stream);
   }
+  const int64_t outputTiles = tiles(p, S::kBM, S::kBN);
+  int64_t splits = OUT == GemmOut::AddFloat ? int64_t(sms) * S::kMinBlocks / outputTiles : 1;
+  splits = std::min<int64_t>({splits, kTiles / 4, splitCapacity(p, outputTiles)});
+  if (splits < 4) splits = 1;
+  return launchWgmma<kTile, T, OUT, WgParts::Whole>(p, int((kTiles + splits - 1) / splits), sms, stream);
 }
 
 // Prompt rows of an AddFloat output (FOLD, bits independent of M): K's parts over blocks of the small tile while even

@@ -1,7 +1,7 @@
 // The Hopper (sm_90a) instructions of the wgmma GEMM: mbarriers, TMA tile loads (cp.async.bulk.tensor) that
-// complete on an mbarrier, setmaxnreg, named and cluster barriers, distributed shared memory loads, and warpgroup
-// MMA (wgmma) with both operands in 128-byte-swizzled shared memory. Only kernels compiled for sm_90a may call these
-// (their bodies are guarded by FLASHMPT_HAS_WGMMA).
+// complete on an mbarrier, TMA tile stores in bulk groups, setmaxnreg, named and cluster barriers, distributed
+// shared memory loads, and warpgroup MMA (wgmma) with both operands in 128-byte-swizzled shared memory. Only kernels
+// compiled for sm_90a may call these (their bodies are guarded by FLASHMPT_HAS_WGMMA).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -52,6 +52,26 @@ __device__ __forceinline__ void tmaLoad2d(void* dst, const void* map, int inner,
       "l"(reinterpret_cast<uint64_t>(map)), "r"(inner), "r"(outer), "r"(sharedAddress(bar))
       : "memory");
 }
+
+// One 2-D box of shared memory (laid out as the tensor map's swizzle says) to the tensor map's (inner, outer) element
+// coordinates; elements past the map's dimensions are not written. Asynchronous: a bulk group per thread that
+// issues it (bulkCommit), awaited with bulkWaitRead before the box's shared memory is written again.
+__device__ __forceinline__ void tmaStore2d(const void* map, const void* src, int inner, int outer) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(inner), "r"(outer), "r"(sharedAddress(src))
+               : "memory");
+}
+__device__ __forceinline__ void bulkCommit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// Waits until at most kPending of this thread's bulk groups still read shared memory.
+template <int kPending>
+__device__ __forceinline__ void bulkWaitRead() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(kPending) : "memory");
+}
+// Waits until all of this thread's bulk groups have completed (their global writes done).
+__device__ __forceinline__ void bulkWaitAll() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+// Orders this thread's generic-proxy shared-memory writes before later async-proxy (TMA) reads of them.
+__device__ __forceinline__ void fenceProxyAsyncShared() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 template <int kRegs>
 __device__ __forceinline__ void setmaxnregInc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs)); }
