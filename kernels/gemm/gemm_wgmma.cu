@@ -98,6 +98,17 @@ __device__ __forceinline__ void addClusterParts(const GemmParams& p, const float
   clusterSync();
 }
 
+// A warp's L2 prefetches of the fp32 output tile rows × cols at (m0, n0), a 128-byte line each.
+__device__ __forceinline__ void prefetchTileL2(const GemmParams& p, int m0, int n0, int rows, int cols) {
+  constexpr int kLineFloats = 32;
+  const int lines = cols / kLineFloats, lane = threadIdx.x % 32;
+  const float* c = static_cast<const float*>(p.c);
+  for (int i = lane; i < rows * lines; i += 32) {
+    const int m = m0 + i / lines, n = n0 + i % lines * kLineFloats;
+    if (m < p.M && n < p.N) prefetchL2(c + int64_t(m) * p.ldc + n);
+  }
+}
+
 // An in-place residual update (AddFloat, K in one block) of a warp's 16 staged rows × WN columns at (m0, n0): the
 // reads of c for kBatch pairs go out together, then their sums are stored. Pair by pair, the compiler may not hoist
 // a load of c above the previous pair's store to c, and each pair paid a DRAM round trip: ~33 µs of a 2048-row
@@ -260,6 +271,14 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
           tmaLoad2d(tileA(s), &mapA, (kBegin + kt) * kBK, m0, &full[s]);
           tmaLoad2d(tileW(s), &mapW, (kBegin + kt) * kBK, n0, &full[s]);
         }
+      }
+    }
+    if constexpr (OUT == GemmOut::AddFloat && PARTS == WgParts::Whole) {
+      // The residual this tile updates, asked of L2 once the last stage's loads are out (a few k-tiles before the
+      // epilogue reads it): the epilogue's reads of c then wait on L2, not DRAM.
+      if (threadIdx.x < 32 && gridDim.z == 1) {
+        __syncwarp();
+        prefetchTileL2(p, tileRow(firstTile), tileCol(firstTile), BM, BN);
       }
     }
     if constexpr (CLUSTER) {
