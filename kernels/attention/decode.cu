@@ -117,13 +117,22 @@ __device__ void new_token_columns(const DecodeAttentionParams& p, int b, int h, 
   clipped(row + d + c, y);
   clipped(row + 2 * d + c, z);
   float qlw[8], qlb[8], klw[8], klb[8];  // QK-LayerNorm weight and bias
-  if (nt.q_ln_weight) {
+  // This thread's 8 of them (c is a multiple of 8): two 16-byte loads where aligned (32 scalar loads were a stall site).
+  auto load8 = [&](const float* w, float (&x)[8]) {
+    if (!w) {
 #pragma unroll
-    for (int e = 0; e < 8; ++e) {
-      qlw[e] = nt.q_ln_weight[c + e], klw[e] = nt.k_ln_weight[c + e];
-      qlb[e] = nt.q_ln_bias ? nt.q_ln_bias[c + e] : 0.f;
-      klb[e] = nt.k_ln_bias ? nt.k_ln_bias[c + e] : 0.f;
+      for (int e = 0; e < 8; ++e) x[e] = 0.f;
+    } else if ((reinterpret_cast<uintptr_t>(w) & 15) == 0) {
+      const float4 a = *reinterpret_cast<const float4*>(w + c), b = *reinterpret_cast<const float4*>(w + c + 4);
+      x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) x[e] = w[c + e];
     }
+  };
+  if (nt.q_ln_weight) {
+    load8(nt.q_ln_weight, qlw), load8(nt.k_ln_weight, klw);
+    load8(nt.q_ln_bias, qlb), load8(nt.k_ln_bias, klb);
   }
 
   // f(q_e, k_e) for every element of the row's clipped q and k, this thread's share; unrolled so the loads of
@@ -194,8 +203,13 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads, kDecodeCtasP
   const float slope_log2 = kAlibi ? p.alibi_slopes[h] * kLog2e : 0.f;
   const int qpos = len - 1;
 
-  // Rows t0 + i*RPP + group of a tile of the split ending at `end`: all loads issued before any use.
+  // Rows t0 + i*RPP + group of a tile of the split ending at `end` (t0 < end): all loads issued before any use. A
+  // tile starts at a multiple of its keys and never straddles a KV block, so its rows are one table lookup and a
+  // stride apart: the per-key block-table arithmetic was the kernel's largest instruction class (session 12).
+  static_assert(kKvBlockTokens % Tr::kTileKeys == 0, "a tile inside one KV block");
+  const int64_t group_offset = int64_t(group) * rows.row_stride, pass_stride = int64_t(RPP) * rows.row_stride;
   auto load = [&](uint4 (&kv)[P], uint4 (&vv)[P], int t0, int end) {
+    const int64_t tile_row = rows.offset(t0) + group_offset;
 #pragma unroll
     for (int i = 0; i < P; ++i) {
       const int key = t0 + i * RPP + group;
@@ -203,7 +217,7 @@ __global__ void __launch_bounds__(DecodeTraits<kHeadDim>::kThreads, kDecodeCtasP
         kv[i] = k_new;
         vv[i] = v_new;
       } else if (key < end) {
-        const int64_t at = rows.offset(key);
+        const int64_t at = tile_row + i * pass_stride;
         kv[i] = load_nc(kp + at);
         vv[i] = load_nc(vp + at);
       } else {
