@@ -175,11 +175,11 @@ __device__ __forceinline__ void storeTileBoxes(const GemmParams& p, const CUtens
     __syncwarp();
 #pragma unroll
     for (int g = 0; g < kGroups; ++g) {
-      const int j = box * kGroups + g, n = n0 + j * 8 + lane % 4 * 2;
-      const int n1 = min(n + 1, p.N - 1), n0c = min(n, p.N - 1);
-      const uint32_t upper = packPair<T>(epilogueValue<OUT>(p, n0c, acc[4 * j]), epilogueValue<OUT>(p, n1, acc[4 * j + 1]));
+      const int j = box * kGroups + g, n = n0 + j * 8 + lane % 4 * 2, nLo = min(n, p.N - 1), nHi = min(n + 1, p.N - 1);
+      const uint32_t upper =
+          packPair<T>(epilogueValue<OUT>(p, nLo, acc[4 * j]), epilogueValue<OUT>(p, nHi, acc[4 * j + 1]));
       const uint32_t lower =
-          packPair<T>(epilogueValue<OUT>(p, n0c, acc[4 * j + 2]), epilogueValue<OUT>(p, n1, acc[4 * j + 3]));
+          packPair<T>(epilogueValue<OUT>(p, nLo, acc[4 * j + 2]), epilogueValue<OUT>(p, nHi, acc[4 * j + 3]));
       const int unit = (g ^ row) * 16 + byte;  // rows row and row + 8 share row % 8
       *reinterpret_cast<uint32_t*>(staged + row * 128 + unit) = upper;
       *reinterpret_cast<uint32_t*>(staged + (row + 8) * 128 + unit) = lower;
