@@ -145,13 +145,12 @@ __device__ __forceinline__ void addResidualPairs(const GemmParams& p, const floa
   }
 }
 
-// A warp's accumulators of column groups j0 .. j0 + GROUPS − 1 (8 columns each; fragment layout: wgmma.cuh) written
-// to its 16 staged rows of ld floats, group j0 at column 0.
-template <int GROUPS, int N>
-__device__ __forceinline__ void stageFragments(float* staging, int ld, const float (&acc)[N], int j0, int lane) {
+// A warp's accumulators (fragment layout: wgmma.cuh) written to its 16 staged rows of ld floats.
+template <int N>
+__device__ __forceinline__ void stageFragments(float* staging, int ld, const float (&acc)[N], int lane) {
 #pragma unroll
-  for (int jj = 0; jj < GROUPS; ++jj) {
-    const int j = j0 + jj, row = lane / 4, col = jj * 8 + (lane % 4) * 2;
+  for (int j = 0; j < N / 4; ++j) {
+    const int row = lane / 4, col = j * 8 + (lane % 4) * 2;
     *reinterpret_cast<float2*>(staging + row * ld + col) = make_float2(acc[4 * j], acc[4 * j + 1]);
     *reinterpret_cast<float2*>(staging + (row + 8) * ld + col) = make_float2(acc[4 * j + 2], acc[4 * j + 3]);
   }
@@ -338,11 +337,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
     constexpr int kLd = WN + 8;  // staging row stride (floats): a warp's float2 stores take 2 wavefronts, not 8
     static_assert(2 * 64 * kLd * 4 <= STAGES * kStageBytes, "staging fits the stages");
     float* staging = reinterpret_cast<float*>(smem) + (c * 64 + warp * 16) * kLd;
-    if constexpr (FOLD) {
-      stageFragments<WN / 8>(staging, kLd, total, 0, lane);
-    } else {
-      stageFragments<WN / 8>(staging, kLd, acc, 0, lane);
-    }
+    stageFragments(staging, kLd, FOLD ? total : acc, lane);
     if constexpr (CLUSTER) {
       addClusterParts<T, OUT, BN, WN, kLd>(p, reinterpret_cast<float*>(smem), m0, n0);
       return;
