@@ -122,7 +122,7 @@ __device__ void new_token_columns(const DecodeAttentionParams& p, int b, int h, 
     if (!w) {
 #pragma unroll
       for (int e = 0; e < 8; ++e) x[e] = 0.f;
-    } else if ((reinterpret_cast<uintptr_t>(w) & 15) == 0) {
+    } else if (aligned16(w)) {
       const float4 a = *reinterpret_cast<const float4*>(w + c), b = *reinterpret_cast<const float4*>(w + c + 4);
       x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
     } else {
@@ -431,7 +431,6 @@ size_t decode_attention_workspace_floats(int batch, int n_heads, int head_dim, i
 }
 
 cudaError_t decode_attention(const DecodeAttentionParams& p, cudaStream_t stream) {
-  auto aligned16 = [](const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; };
   if (p.dtype != AttnDType::F16 && p.dtype != AttnDType::BF16) return cudaErrorInvalidValue;
   if (p.head_dim != 64 && p.head_dim != 128) return cudaErrorInvalidValue;
   if (p.batch < 0 || p.n_heads < 0) return cudaErrorInvalidValue;

@@ -8,11 +8,11 @@
 #include "attention_params.h"
 #include "flash_prefill_launch.h"
 #include "static_switch.h"
+#include "kernels/common/device.h"
 
 namespace flashmpt {
 
 namespace {
-bool aligned16(const void* ptr) { return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0; }
 // Rows are read as 16-byte vectors: every stride must keep each row 16-byte aligned (8 elements).
 bool vec_stride(int64_t stride) { return stride % 8 == 0; }
 }  // namespace

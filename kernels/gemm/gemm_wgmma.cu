@@ -422,7 +422,7 @@ constexpr bool walksTiles() {
 }
 
 // Whether TMA can store the output: a 16-byte aligned start and rows (the tensor map's contract).
-bool storesByTma(const GemmParams& p) { return (reinterpret_cast<uintptr_t>(p.c) & 15) == 0 && p.ldc % 8 == 0; }
+bool storesByTma(const GemmParams& p) { return aligned16(p.c) && p.ldc % 8 == 0; }
 
 // The kernels each tile is built for: the large tile has no room to fold AddFloat parts, the medium one only folds,
 // the decode one only serves decode rows (Cluster), the small one every other layout.
