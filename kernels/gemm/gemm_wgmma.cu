@@ -98,12 +98,13 @@ __device__ __forceinline__ void addClusterParts(const GemmParams& p, const float
   clusterSync();
 }
 
-// A warp's L2 prefetches of the fp32 output tile rows × cols at (m0, n0), a 128-byte line each.
-__device__ __forceinline__ void prefetchTileL2(const GemmParams& p, int m0, int n0, int rows, int cols) {
-  constexpr int kLineFloats = 32;
-  const int lines = cols / kLineFloats, lane = threadIdx.x % 32;
+// A warp's L2 prefetches of the fp32 output tile kRows × kCols at (m0, n0), a 128-byte line each.
+template <int kRows, int kCols>
+__device__ __forceinline__ void prefetchTileL2(const GemmParams& p, int m0, int n0) {
+  constexpr int kLineFloats = 32, lines = kCols / kLineFloats;
+  const int lane = threadIdx.x % 32;
   const float* c = static_cast<const float*>(p.c);
-  for (int i = lane; i < rows * lines; i += 32) {
+  for (int i = lane; i < kRows * lines; i += 32) {
     const int m = m0 + i / lines, n = n0 + i % lines * kLineFloats;
     if (m < p.M && n < p.N) prefetchL2(c + int64_t(m) * p.ldc + n);
   }
@@ -277,7 +278,7 @@ __global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
       // epilogue reads it): the epilogue's reads of c then wait on L2, not DRAM.
       if (threadIdx.x < 32 && gridDim.z == 1) {
         __syncwarp();
-        prefetchTileL2(p, tileRow(firstTile), tileCol(firstTile), BM, BN);
+        prefetchTileL2<BM, BN>(p, tileRow(firstTile), tileCol(firstTile));
       }
     }
     if constexpr (CLUSTER) {
