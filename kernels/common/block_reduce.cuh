@@ -29,7 +29,6 @@ __device__ __forceinline__ float blockReduce(float v, float* scratch) {
 }
 
 __device__ __forceinline__ float blockSum(float v, float* scratch) { return blockReduce<false>(v, scratch); }
-
 __device__ __forceinline__ float blockMax(float v, float* scratch) { return blockReduce<true>(v, scratch); }
 
 // Two block sums in one pass (one pair of barriers): each component is added in blockSum's order, so its bits are
